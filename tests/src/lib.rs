@@ -1,0 +1,11 @@
+//! hepbatch's real-cluster testbed and the helpers its integration tests share.
+//!
+//! - [`testbed`]: starts etcd, kube-apiserver, kube-controller-manager, kube-scheduler and
+//!   kwok (with fake CPU and GPU nodes) from the binaries built by `tests/testbed/build.sh`.
+//! - [`harness`]: runs a suite of async tests against one shared testbed, each in a fresh
+//!   namespace, with libtest-compatible output; prints component logs when a test fails.
+//! - [`wait`]: `await_condition` with a timeout and a readable error.
+
+pub mod harness;
+pub mod testbed;
+pub mod wait;

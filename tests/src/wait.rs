@@ -1,0 +1,80 @@
+//! Waiting for objects to reach a condition, with a timeout that says what was awaited.
+
+use std::fmt::Debug;
+use std::time::Duration;
+
+use kube::Resource;
+use kube::api::Api;
+use kube::runtime::wait::{Condition, await_condition};
+use serde::de::DeserializeOwned;
+
+/// Why waiting failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WaitError {
+    /// The condition did not hold in time; `last_seen` is the object as last fetched.
+    #[error("timed out after {timeout:?} waiting for {name} to be {what}; last seen: {last_seen}")]
+    Timeout {
+        /// Object name.
+        name: String,
+        /// Description of the condition.
+        what: String,
+        /// How long we waited.
+        timeout: Duration,
+        /// The object's JSON (status part when present) at the time of the timeout.
+        last_seen: String,
+    },
+    /// The watch behind the wait failed.
+    #[error("watching {name}: {source}")]
+    Watch {
+        /// Object name.
+        name: String,
+        /// The underlying error.
+        source: kube::runtime::wait::Error,
+    },
+}
+
+/// Waits until the object `name` satisfies `condition`, for at most `timeout`, and
+/// returns it. `what` describes the condition for the error message.
+pub async fn until<K>(
+    api: &Api<K>,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    condition: impl Condition<K>,
+) -> Result<K, WaitError>
+where
+    K: Resource + Clone + Debug + DeserializeOwned + serde::Serialize + Send + 'static,
+{
+    match tokio::time::timeout(timeout, await_condition(api.clone(), name, condition)).await {
+        Ok(Ok(Some(object))) => Ok(object),
+        Ok(Ok(None)) => Err(WaitError::Timeout {
+            name: name.to_owned(),
+            what: what.to_owned(),
+            timeout,
+            last_seen: "deleted".to_owned(),
+        }),
+        Ok(Err(source)) => Err(WaitError::Watch {
+            name: name.to_owned(),
+            source,
+        }),
+        Err(_) => {
+            let last_seen = match api.get_opt(name).await {
+                Ok(Some(object)) => describe(&object),
+                Ok(None) => "not found".to_owned(),
+                Err(error) => format!("(could not fetch: {error})"),
+            };
+            Err(WaitError::Timeout {
+                name: name.to_owned(),
+                what: what.to_owned(),
+                timeout,
+                last_seen,
+            })
+        }
+    }
+}
+
+fn describe<K: serde::Serialize>(object: &K) -> String {
+    let value = serde_json::to_value(object).unwrap_or_default();
+    let shown = value.get("status").cloned().unwrap_or(value);
+    serde_json::to_string(&shown).unwrap_or_default()
+}

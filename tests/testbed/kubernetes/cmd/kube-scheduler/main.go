@@ -1,0 +1,18 @@
+// Command kube-scheduler is the upstream kube-scheduler, built from the pinned
+// k8s.io/kubernetes module for the hepbatch testbed.
+package main
+
+import (
+	"os"
+	_ "time/tzdata" // time zones for CronJob, as upstream embeds them
+
+	"k8s.io/component-base/cli"
+	_ "k8s.io/component-base/logs/json/register"          // --logging-format=json
+	_ "k8s.io/component-base/metrics/prometheus/clientgo" // client-go metrics
+	_ "k8s.io/component-base/metrics/prometheus/version"  // version metric
+	"k8s.io/kubernetes/cmd/kube-scheduler/app"
+)
+
+func main() {
+	os.Exit(cli.Run(app.NewSchedulerCommand()))
+}
