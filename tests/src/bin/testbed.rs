@@ -78,12 +78,13 @@ async fn up(binaries: Binaries, kubeconfig: PathBuf) -> ExitCode {
     let registration = testbed::register(Registered::Path(kubeconfig.clone()));
     let nodes: Vec<&str> = testbed.nodes().iter().map(|n| n.name.as_str()).collect();
     println!(
-        "testbed ready in {:.1?}: {} with nodes {}\n\n  export KUBECONFIG={}\n  export PATH={}:$PATH\n  kubectl get nodes\n\nlogs: {}\nCtrl-C stops the cluster and removes its files.",
+        "testbed ready in {:.1?}: {} with nodes {}\n\n  export KUBECONFIG={}\n  export PATH={}:$PATH\n  kubectl get nodes\n\nwork directory: {}\nlogs: {}\nCtrl-C stops the cluster and removes its files.",
         testbed.started_in(),
         testbed.server(),
         nodes.join(", "),
         kubeconfig.display(),
         testbed.binaries().dir().display(),
+        testbed.work_dir().display(),
         testbed.log_dir().display(),
     );
     // The testbed's signal handler stops every component and removes every registered

@@ -376,6 +376,13 @@ impl Testbed {
         self.started_in
     }
 
+    /// The cluster's work directory (certificates, kubeconfig, etcd data).
+    pub fn work_dir(&self) -> &Path {
+        self.workdir
+            .as_ref()
+            .map_or(Path::new(""), |dir| dir.path())
+    }
+
     /// Directory holding one log file per component.
     pub fn log_dir(&self) -> &Path {
         &self.log_dir
