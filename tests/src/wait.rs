@@ -3,6 +3,7 @@
 use std::fmt::Debug;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Pod;
 use kube::Resource;
 use kube::api::Api;
 use kube::runtime::wait::{Condition, await_condition};
@@ -71,6 +72,22 @@ where
             })
         }
     }
+}
+
+/// Waits until the pod `name` reaches `phase` (`Running`, `Succeeded`, `Failed`, ...).
+pub async fn pod_phase(
+    pods: &Api<Pod>,
+    name: &str,
+    phase: &str,
+    timeout: Duration,
+) -> Result<Pod, WaitError> {
+    let wanted = phase.to_owned();
+    until(pods, name, phase, timeout, move |pod: Option<&Pod>| {
+        pod.and_then(|p| p.status.as_ref())
+            .and_then(|s| s.phase.as_deref())
+            == Some(wanted.as_str())
+    })
+    .await
 }
 
 fn describe<K: serde::Serialize>(object: &K) -> String {

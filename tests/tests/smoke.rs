@@ -217,18 +217,7 @@ async fn gpu_pod_binds_to_gpu_node(ctx: TestContext) -> TestResult {
     pods.create(&PostParams::default(), &gpu_pod("intolerant", false)?)
         .await?;
 
-    let running = wait::until(
-        &pods,
-        "tolerating",
-        "Running",
-        Duration::from_secs(60),
-        |pod: Option<&Pod>| {
-            pod.and_then(|p| p.status.as_ref())
-                .and_then(|s| s.phase.as_deref())
-                == Some("Running")
-        },
-    )
-    .await?;
+    let running = wait::pod_phase(&pods, "tolerating", "Running", Duration::from_secs(60)).await?;
     let node = running.spec.and_then(|s| s.node_name).unwrap_or_default();
     assert!(node.starts_with("gpu-"), "GPU pod bound to {node:?}");
 
@@ -280,18 +269,7 @@ async fn failing_pod_exit_code(ctx: TestContext) -> TestResult {
     let mut pod: Pod = serde_json::from_value(template)?;
     pod.metadata.name = Some("doomed".into());
     pods.create(&PostParams::default(), &pod).await?;
-    let failed = wait::until(
-        &pods,
-        "doomed",
-        "Failed",
-        Duration::from_secs(60),
-        |pod: Option<&Pod>| {
-            pod.and_then(|p| p.status.as_ref())
-                .and_then(|s| s.phase.as_deref())
-                == Some("Failed")
-        },
-    )
-    .await?;
+    let failed = wait::pod_phase(&pods, "doomed", "Failed", Duration::from_secs(60)).await?;
     let terminated = failed
         .status
         .and_then(|s| s.container_statuses)
