@@ -6,6 +6,12 @@
 //! The operator, the CSI plugin and the tests depend on this crate; it depends on
 //! nothing of theirs.
 
+pub mod analysis_job;
+
+pub use analysis_job::{
+    AnalysisJob, AnalysisJobSpec, AnalysisJobStatus, FailedShard, Phase, ShardResources,
+};
+
 /// API group of every hepbatch custom resource.
 pub const API_GROUP: &str = "hepbatch.io";
 
@@ -18,6 +24,14 @@ pub const ANALYSIS_JOB_KIND: &str = "AnalysisJob";
 /// Name under which the CVMFS CSI node plugin registers with the kubelet and that pods
 /// name in their CSI volumes.
 pub const CSI_DRIVER_NAME: &str = "cvmfs.hepbatch.io";
+
+/// CSI volume attribute listing the repositories a volume carries, comma-separated
+/// (`cms.cern.ch,sft.cern.ch`). Absent: every repository, mounted on first access.
+pub const CSI_ATTRIBUTE_REPOSITORIES: &str = "repositories";
+
+/// CSI volume attribute pinning repositories to a revision, `;`-separated entries of
+/// `<repository>@tag=<tag>`, `<repository>@date=<ISO-8601>` or `<repository>@rootHash=<hash>`.
+pub const CSI_ATTRIBUTE_PINS: &str = "pins";
 
 #[cfg(test)]
 mod tests {

@@ -1,5 +1,9 @@
-//! `hepbatch-operator`: turns AnalysisJobs into Indexed Jobs (work in progress).
+//! `hepbatch-operator`: see the library's [`cli`](hepbatch_operator::cli) for the flags.
 
-fn main() {
-    println!("hepbatch-operator {}", env!("CARGO_PKG_VERSION"));
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    hepbatch_operator::cli::main(hepbatch_operator::cli::Args::parse())
 }

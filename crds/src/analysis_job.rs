@@ -1,0 +1,655 @@
+//! The `AnalysisJob` custom resource (`hepbatch.io/v1alpha1`).
+//!
+//! An AnalysisJob says "run this in a light-weight image, N shards, P at a time, retry
+//! each shard up to R times". The operator translates it into one Indexed `batch/v1` Job
+//! of the same name, so the spec mirrors the Job's semantics under HEP-friendly names.
+//!
+//! Design:
+//! - The spec is flat and small today; later features (platform, CMSSW, CVMFS, GPUs, input
+//!   splitting) arrive as new optional fields, so nothing here is `deny_unknown_fields` and
+//!   every optional field means "absent: the documented default".
+//! - Admission validation lives in the schema: OpenAPI ranges for numbers and CEL
+//!   `x-kubernetes-validations` rules for everything else. Each rule names the field and the
+//!   fix. The rules are data ([`spec_rules`]) so the tests can enumerate them.
+//! - Fields a live Job cannot change are immutable here too (transition rules comparing
+//!   `self` with `oldSelf`); the mutable ones are listed in [`MUTABLE_FIELDS`].
+//! - The status is what a person wants to read (`kubectl get aj`): phase, counts, shard
+//!   ranges and per-failed-shard detail; it is derived by the operator from the Job and its
+//!   pods only, so it is deterministic.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, EnvFromSource, EnvVar, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::{JsonSchema, Schema};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// Largest number of shards one AnalysisJob may have (the Job API's limit on completions
+/// with per-index backoff).
+pub const MAX_SHARDS: i32 = 100_000;
+
+/// Parallelism used when the spec gives none: all shards, but at most this many at once.
+pub const DEFAULT_PARALLELISM_CAP: i32 = 1_000;
+
+/// Largest `maxRetriesPerShard` accepted.
+pub const MAX_RETRIES_PER_SHARD: i32 = 100;
+
+/// Prefix of environment variables the operator sets in every shard.
+pub const RESERVED_ENV_PREFIX: &str = "HEPBATCH_";
+
+/// Label on the Job and on every shard pod naming the AnalysisJob they belong to.
+pub const ANALYSIS_JOB_LABEL: &str = "hepbatch.io/analysis-job";
+
+/// Environment variable holding the shard's index (0 to shards-1).
+pub const SHARD_ENV: &str = "HEPBATCH_SHARD";
+
+/// Environment variable holding the number of shards.
+pub const SHARDS_ENV: &str = "HEPBATCH_SHARDS";
+
+/// Spec fields that may change after creation; every other field is immutable because the
+/// Job it becomes cannot change it.
+pub const MUTABLE_FIELDS: &[&str] = &["parallelism", "suspend", "ttlSecondsAfterFinished"];
+
+/// Optional spec fields that are immutable once the AnalysisJob exists.
+const IMMUTABLE_OPTIONAL_FIELDS: &[&str] = &[
+    "command",
+    "args",
+    "script",
+    "workingDir",
+    "env",
+    "envFrom",
+    "resources",
+    "maxFailedShards",
+    "fatalExitCodes",
+    "activeDeadlineSeconds",
+    "queueName",
+    "priorityClassName",
+    "serviceAccountName",
+    "nodeSelector",
+    "tolerations",
+    "affinity",
+    "podMetadata",
+];
+
+/// Spec fields that always have a value (required or defaulted) and are immutable.
+const IMMUTABLE_REQUIRED_FIELDS: &[&str] = &["image", "shards", "maxRetriesPerShard"];
+
+/// What a physicist asks for: a containerised program run as `shards` indexed shards.
+// The printer columns repeat `type_ = ...` inside separate `printcolumn(...)` groups, which
+// clippy mistakes for one attribute given twice.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "hepbatch.io",
+    version = "v1alpha1",
+    kind = "AnalysisJob",
+    namespaced,
+    status = "AnalysisJobStatus",
+    derive = "PartialEq",
+    shortname = "aj",
+    category = "hepbatch",
+    doc = "An AnalysisJob runs a program in a container as N indexed shards (an Indexed batch/v1 Job underneath), P at a time, retrying each shard up to R times.",
+    scale(
+        spec_replicas_path = ".spec.parallelism",
+        status_replicas_path = ".status.active"
+    ),
+    printcolumn(
+        name = "Succeeded",
+        type_ = "integer",
+        json_path = ".status.succeeded",
+        description = "Shards that succeeded"
+    ),
+    printcolumn(
+        name = "Shards",
+        type_ = "integer",
+        json_path = ".spec.shards",
+        description = "Total shards"
+    ),
+    printcolumn(
+        name = "Active",
+        type_ = "integer",
+        json_path = ".status.active",
+        description = "Shards running now"
+    ),
+    printcolumn(
+        name = "Failed",
+        type_ = "integer",
+        json_path = ".status.failed",
+        description = "Failed shard attempts"
+    ),
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Pending, Running, Suspended, Succeeded or Failed"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "Image",
+        type_ = "string",
+        json_path = ".spec.image",
+        priority = 1,
+        description = "Container image of every shard"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = add_spec_rules)]
+pub struct AnalysisJobSpec {
+    /// Container image every shard runs, e.g. `ghcr.io/org/analysis:1.0`. Immutable.
+    #[schemars(length(min = 1, max = 512), transform = image_rules)]
+    pub image: String,
+
+    /// Executable and arguments replacing the image's entrypoint. Mutually exclusive with
+    /// `script`. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub command: Option<Vec<String>>,
+
+    /// Arguments to the entrypoint (or to `command`). Mutually exclusive with `script`.
+    /// Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub args: Option<Vec<String>>,
+
+    /// A bash script run as `bash -euo pipefail -c <script>` (fail-fast: the first failing
+    /// command fails the shard). The shard index is in `$HEPBATCH_SHARD` (and
+    /// `$JOB_COMPLETION_INDEX`), the shard count in `$HEPBATCH_SHARDS`. Mutually exclusive
+    /// with `command` and `args`. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 65536))]
+    pub script: Option<String>,
+
+    /// Absolute working directory of the shard's container. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096), transform = working_dir_rules)]
+    pub working_dir: Option<String>,
+
+    /// Environment variables of every shard; names starting with `HEPBATCH_` are reserved.
+    /// Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub env: Option<Vec<EnvVar>>,
+
+    /// Sources (ConfigMaps, Secrets) of environment variables of every shard. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    pub env_from: Option<Vec<EnvFromSource>>,
+
+    /// What one shard needs: CPU, memory and ephemeral storage. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ShardResources>,
+
+    /// Number of shards (indexes 0 to shards-1), 1 to 100000. Immutable.
+    #[serde(default = "default_shards")]
+    #[schemars(range(min = 1, max = 100_000))]
+    pub shards: i32,
+
+    /// Shards running at once (0 pauses without suspending). Absent: all shards, at most
+    /// 1000. May change at any time, also with `kubectl scale aj/<name> --replicas=N`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100_000))]
+    pub parallelism: Option<i32>,
+
+    /// How often a failed shard is retried before it counts as failed, 0 to 100 (default 3).
+    /// Pod disruptions (eviction, preemption) do not use up retries. Immutable.
+    #[serde(default = "default_max_retries_per_shard")]
+    #[schemars(range(min = 0, max = 100))]
+    pub max_retries_per_shard: i32,
+
+    /// How many shards may fail for good before the whole AnalysisJob fails; absent: the
+    /// AnalysisJob runs all shards and fails at the end if any shard failed. At most
+    /// `shards`. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100_000))]
+    pub max_failed_shards: Option<i32>,
+
+    /// Exit codes (1 to 255) that mean "retrying will not help": a shard exiting with one of
+    /// them fails at once without using its retries. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255), inner(range(min = 1, max = 255)))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub fatal_exit_codes: Option<Vec<i32>>,
+
+    /// Seconds the whole AnalysisJob may run (counted while not suspended) before it fails
+    /// with reason `DeadlineExceeded`. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub active_deadline_seconds: Option<i64>,
+
+    /// Seconds after the AnalysisJob finished (Succeeded or Failed) at which it is deleted,
+    /// together with its Job and pods. Absent: kept until deleted. May change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub ttl_seconds_after_finished: Option<i32>,
+
+    /// Suspends the AnalysisJob: running shards are stopped, finished ones are kept; setting
+    /// it back to false resumes. May change. With `queueName`, Kueue decides instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspend: Option<bool>,
+
+    /// Kueue LocalQueue to submit to; the Job is created suspended and Kueue starts it when
+    /// admitted. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), transform = queue_name_rules)]
+    pub queue_name: Option<String>,
+
+    /// PriorityClass of the shards' pods. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub priority_class_name: Option<String>,
+
+    /// ServiceAccount the shards run as. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub service_account_name: Option<String>,
+
+    /// Node labels a node must have to run shards. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+
+    /// Taints the shards tolerate. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub tolerations: Option<Vec<Toleration>>,
+
+    /// Node and pod affinity of the shards. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+
+    /// Labels and annotations added to every shard's pod. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_metadata: Option<PodMetadata>,
+}
+
+/// What one shard needs. Each value is a Kubernetes quantity such as `2`, `500m` or `4Gi`.
+/// CPU is requested; memory and ephemeral storage are requested and also the limit.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardResources {
+    /// CPU cores per shard, e.g. `1` or `500m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64), transform = cpu_rules)]
+    pub cpu: Option<String>,
+    /// Memory per shard (request and limit), e.g. `2Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64), transform = memory_rules)]
+    pub memory: Option<String>,
+    /// Node-local scratch disk per shard (request and limit), e.g. `10Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64), transform = ephemeral_storage_rules)]
+    pub ephemeral_storage: Option<String>,
+}
+
+/// Labels and annotations for the shards' pods.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = pod_metadata_rules)]
+pub struct PodMetadata {
+    /// Labels of every shard pod; keys under `hepbatch.io/` and `batch.kubernetes.io/` are
+    /// reserved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Annotations of every shard pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+/// Where an AnalysisJob is in its life.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum Phase {
+    /// Accepted; no shard has started yet.
+    Pending,
+    /// Shards are running or waiting to run.
+    Running,
+    /// Suspended by the user (or waiting for Kueue admission): no shard runs.
+    Suspended,
+    /// Every shard succeeded.
+    Succeeded,
+    /// The AnalysisJob failed: a shard failed for good, too many shards failed, or the
+    /// deadline passed; see the `Failed` condition's reason.
+    Failed,
+}
+
+impl Phase {
+    /// Every phase, for metrics that report one series per phase.
+    pub const ALL: [Phase; 5] = [
+        Phase::Pending,
+        Phase::Running,
+        Phase::Suspended,
+        Phase::Succeeded,
+        Phase::Failed,
+    ];
+
+    /// The phase as written in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Running => "Running",
+            Phase::Suspended => "Suspended",
+            Phase::Succeeded => "Succeeded",
+            Phase::Failed => "Failed",
+        }
+    }
+
+    /// Whether the AnalysisJob is finished for good.
+    pub fn is_finished(self) -> bool {
+        matches!(self, Phase::Succeeded | Phase::Failed)
+    }
+}
+
+/// What the operator observed, in a form a person can read.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisJobStatus {
+    /// Pending, Running, Suspended, Succeeded or Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// The Job's conditions (Suspended, FailureTarget, SuccessCriteriaMet, Complete, Failed)
+    /// with their reasons and messages.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Name of the Job that runs the shards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_name: Option<String>,
+    /// Total number of shards.
+    #[serde(default)]
+    pub shards: i32,
+    /// Shards running now.
+    #[serde(default)]
+    pub active: i32,
+    /// Running shards whose pods are ready.
+    #[serde(default)]
+    pub ready: i32,
+    /// Shards that succeeded.
+    #[serde(default)]
+    pub succeeded: i32,
+    /// Failed shard attempts (pods), including retried ones.
+    #[serde(default)]
+    pub failed: i32,
+    /// Shard pods being stopped.
+    #[serde(default)]
+    pub terminating: i32,
+    /// Indexes of succeeded shards as ranges, e.g. `0-3,7`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_shards: Option<String>,
+    /// Indexes of shards that failed for good, as ranges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_shards: Option<String>,
+    /// Detail on each shard that failed for good (or is failing): attempts, exit code,
+    /// reason, node. At most 100 entries, lowest indexes first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_shard_details: Vec<FailedShard>,
+    /// When the Job started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// When the Job finished successfully.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// What is known about one failed shard.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailedShard {
+    /// The shard's index.
+    pub index: i32,
+    /// How many times it ran and failed.
+    pub attempts: i32,
+    /// Exit code of its last attempt, when it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exit_code: Option<i32>,
+    /// Why its last attempt ended, e.g. `Error`, `OOMKilled`, `DeadlineExceeded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Node its last attempt ran on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+impl AnalysisJobSpec {
+    /// The parallelism the Job gets: the spec's, or all shards capped at
+    /// [`DEFAULT_PARALLELISM_CAP`].
+    pub fn effective_parallelism(&self) -> i32 {
+        self.parallelism
+            .unwrap_or_else(|| self.shards.min(DEFAULT_PARALLELISM_CAP))
+    }
+
+    /// Whether the user asked for the AnalysisJob to be suspended.
+    pub fn is_suspended(&self) -> bool {
+        self.suspend.unwrap_or(false)
+    }
+}
+
+fn default_shards() -> i32 {
+    1
+}
+
+fn default_max_retries_per_shard() -> i32 {
+    3
+}
+
+/// One CEL validation rule with the message the apiserver returns when it fails.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// The CEL expression; `self` is the object the rule is attached to.
+    pub rule: String,
+    /// What the user reads when the rule rejects their object.
+    pub message: String,
+}
+
+impl Rule {
+    fn new(rule: impl Into<String>, message: impl Into<String>) -> Self {
+        Rule {
+            rule: rule.into(),
+            message: message.into(),
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        json!({"rule": self.rule, "message": self.message})
+    }
+}
+
+/// The CEL rules attached to `spec`: mutually exclusive fields, cross-field limits and the
+/// immutability (transition) rules.
+pub fn spec_rules() -> Vec<Rule> {
+    let mut rules = vec![
+        Rule::new(
+            "!(has(self.script) && has(self.command))",
+            "spec.script and spec.command are mutually exclusive: a script runs with bash; \
+             put the command into the script or remove the script",
+        ),
+        Rule::new(
+            "!(has(self.script) && has(self.args))",
+            "spec.script and spec.args are mutually exclusive: pass arguments inside the \
+             script or use command/args without a script",
+        ),
+        Rule::new(
+            "!has(self.maxFailedShards) || self.maxFailedShards <= self.shards",
+            "spec.maxFailedShards must not be larger than spec.shards",
+        ),
+        Rule::new(
+            format!(
+                "!has(self.env) || self.env.all(e, !e.name.startsWith('{RESERVED_ENV_PREFIX}'))"
+            ),
+            format!(
+                "spec.env must not set variables starting with {RESERVED_ENV_PREFIX}: the \
+                 operator sets them; rename the variable"
+            ),
+        ),
+    ];
+    for field in IMMUTABLE_REQUIRED_FIELDS {
+        rules.push(Rule::new(
+            format!("self.{field} == oldSelf.{field}"),
+            immutable_message(field),
+        ));
+    }
+    for field in IMMUTABLE_OPTIONAL_FIELDS {
+        rules.push(Rule::new(
+            format!(
+                "has(self.{field}) == has(oldSelf.{field}) && \
+                 (!has(self.{field}) || self.{field} == oldSelf.{field})"
+            ),
+            immutable_message(field),
+        ));
+    }
+    rules
+}
+
+fn immutable_message(field: &str) -> String {
+    format!(
+        "spec.{field} is immutable: the Job running the shards cannot change it; delete and \
+         re-create the AnalysisJob (only {} may change)",
+        MUTABLE_FIELDS.join(", ")
+    )
+}
+
+fn set_rules(schema: &mut Schema, rules: &[Rule]) {
+    let rules: Vec<Value> = rules.iter().map(Rule::to_json).collect();
+    schema.insert("x-kubernetes-validations".to_owned(), Value::Array(rules));
+}
+
+fn add_spec_rules(schema: &mut Schema) {
+    set_rules(schema, &spec_rules());
+}
+
+fn image_rules(schema: &mut Schema) {
+    set_rules(
+        schema,
+        &[Rule::new(
+            "!self.matches('\\\\s')",
+            "spec.image must be an image reference without spaces, e.g. \
+             ghcr.io/org/analysis:1.0",
+        )],
+    );
+}
+
+fn working_dir_rules(schema: &mut Schema) {
+    set_rules(
+        schema,
+        &[Rule::new(
+            "self.startsWith('/')",
+            "spec.workingDir must be an absolute path (start with /)",
+        )],
+    );
+}
+
+fn queue_name_rules(schema: &mut Schema) {
+    set_rules(
+        schema,
+        &[Rule::new(
+            "self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",
+            "spec.queueName must name a Kueue LocalQueue: lowercase letters, digits and '-', \
+             starting and ending with a letter or digit",
+        )],
+    );
+}
+
+fn quantity_rules(schema: &mut Schema, field: &str, example: &str) {
+    set_rules(
+        schema,
+        &[
+            Rule::new(
+                "isQuantity(self)",
+                format!("spec.resources.{field} must be a Kubernetes quantity such as {example}"),
+            ),
+            Rule::new(
+                "!isQuantity(self) || quantity(self).isGreaterThan(quantity('0'))",
+                format!("spec.resources.{field} must be larger than zero"),
+            ),
+        ],
+    );
+}
+
+fn cpu_rules(schema: &mut Schema) {
+    quantity_rules(schema, "cpu", "1 or 500m");
+}
+
+fn memory_rules(schema: &mut Schema) {
+    quantity_rules(schema, "memory", "2Gi");
+}
+
+fn ephemeral_storage_rules(schema: &mut Schema) {
+    quantity_rules(schema, "ephemeralStorage", "10Gi");
+}
+
+fn pod_metadata_rules(schema: &mut Schema) {
+    set_rules(
+        schema,
+        &[Rule::new(
+            "!has(self.labels) || self.labels.all(k, !k.startsWith('hepbatch.io/') && \
+             !k.startsWith('batch.kubernetes.io/'))",
+            "spec.podMetadata.labels must not use keys under hepbatch.io/ or \
+             batch.kubernetes.io/: the operator and the Job controller set them",
+        )],
+    );
+}
+
+/// The CustomResourceDefinition as YAML, exactly as committed in `crds/analysisjob.yaml`.
+pub fn crd_yaml() -> Result<String, serde_yaml::ser::Error> {
+    use kube::CustomResourceExt;
+    let crd = AnalysisJob::crd();
+    let yaml = serde_yaml::to_string(&crd)?;
+    Ok(format!(
+        "# Generated by `cargo run -p hepbatch-crds --bin crdgen`; do not edit.\n{yaml}"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The committed CRD is what the types generate; regenerate with
+    /// `cargo run -p hepbatch-crds --bin crdgen > crds/analysisjob.yaml`.
+    #[test]
+    fn committed_crd_yaml_matches_the_types() {
+        let committed = include_str!("../analysisjob.yaml");
+        let generated = crd_yaml().expect("the CRD serializes");
+        assert!(
+            committed == generated,
+            "crds/analysisjob.yaml is stale: run `cargo run -p hepbatch-crds --bin crdgen > \
+             crds/analysisjob.yaml`"
+        );
+    }
+
+    #[test]
+    fn every_spec_field_is_either_mutable_or_immutable() {
+        let spec = serde_json::to_value(schemars::schema_for!(AnalysisJobSpec))
+            .expect("schema serializes");
+        let properties = spec["properties"].as_object().expect("spec has properties");
+        for name in properties.keys() {
+            let listed = MUTABLE_FIELDS.contains(&name.as_str())
+                || IMMUTABLE_OPTIONAL_FIELDS.contains(&name.as_str())
+                || IMMUTABLE_REQUIRED_FIELDS.contains(&name.as_str());
+            assert!(listed, "spec.{name} is neither mutable nor immutable");
+        }
+    }
+
+    #[test]
+    fn defaults_apply_to_a_minimal_spec() {
+        let spec: AnalysisJobSpec =
+            serde_json::from_value(json!({"image": "busybox"})).expect("parses");
+        assert_eq!(spec.shards, 1);
+        assert_eq!(spec.max_retries_per_shard, 3);
+        assert_eq!(spec.effective_parallelism(), 1);
+        assert!(!spec.is_suspended());
+    }
+
+    #[test]
+    fn default_parallelism_is_capped() {
+        let spec: AnalysisJobSpec =
+            serde_json::from_value(json!({"image": "busybox", "shards": 5000})).expect("parses");
+        assert_eq!(spec.effective_parallelism(), DEFAULT_PARALLELISM_CAP);
+    }
+}

@@ -1,0 +1,245 @@
+//! Operator at scale on the testbed (a benchmark that prints figures, never a test):
+//! N Indexed Jobs created directly (the baseline), then N AnalysisJobs of the same shape
+//! through the operator, in the same testbed run.
+//!
+//! Reports time to all finished for both and their ratio, the status lag per AnalysisJob
+//! (the bench's watch sees the Job `Complete` → it sees the AnalysisJob `Succeeded`;
+//! p50/p99), and the operator's peak RSS (`VmHWM`).
+//!
+//! ```sh
+//! cargo bench -p hepbatch-operator --bench scale
+//! HEPBATCH_BENCH_JOBS=100 HEPBATCH_BENCH_SHARDS=20 cargo bench -p hepbatch-operator --bench scale
+//! ```
+
+use std::collections::HashMap;
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt, stream};
+use hepbatch_crds::{AnalysisJob, Phase};
+use hepbatch_tests::testbed::{Testbed, TestbedOptions, annotations};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, CustomResourceExt, ResourceExt};
+use serde_json::json;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Creations in flight at once.
+const CONCURRENCY: usize = 16;
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("benchmark failed: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn analysis_job(name: &str, shards: usize) -> Result<AnalysisJob, BoxError> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "hepbatch.io/v1alpha1",
+        "kind": "AnalysisJob",
+        "metadata": {"name": name},
+        "spec": {
+            "image": "busybox", "command": ["true"], "shards": shards,
+            "podMetadata": {"annotations": {annotations::RUN_DURATION: "1s"}},
+        },
+    }))?)
+}
+
+async fn namespace(client: &Client, name: &str) -> Result<(), BoxError> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    api.create(&PostParams::default(), &namespace).await?;
+    Ok(())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+async fn run() -> Result<(), BoxError> {
+    let jobs = env_number("HEPBATCH_BENCH_JOBS", 500);
+    let shards = env_number("HEPBATCH_BENCH_SHARDS", 20);
+    eprintln!("starting the testbed ...");
+    let testbed = Testbed::start(TestbedOptions::default()).await?;
+    let client = testbed.client();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.patch(
+        "analysisjobs.hepbatch.io",
+        &PatchParams::apply("hepbatch-bench").force(),
+        &Patch::Apply(AnalysisJob::crd()),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Baseline: the same Jobs the operator would create, without owner.
+    namespace(&client, "bench-baseline").await?;
+    let job_api: Api<Job> = Api::namespaced(client.clone(), "bench-baseline");
+    let mut templates = Vec::new();
+    for i in 0..jobs {
+        let mut aj = analysis_job(&format!("job-{i}"), shards)?;
+        aj.metadata.namespace = Some("bench-baseline".to_owned());
+        aj.metadata.uid = Some(format!("bench-{i}"));
+        let mut job = hepbatch_operator::build::job(&aj)?;
+        job.metadata.owner_references = None;
+        templates.push(job);
+    }
+    let completed = tokio::spawn(watch_jobs_complete(job_api.clone(), jobs));
+    let started = Instant::now();
+    stream::iter(templates)
+        .map(|job| {
+            let api = job_api.clone();
+            async move { api.create(&PostParams::default(), &job).await.map(|_| ()) }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
+    completed.await??;
+    let baseline = started.elapsed();
+    eprintln!("baseline: {jobs} Jobs × {shards} shards complete in {baseline:.1?}");
+
+    // Through the operator.
+    namespace(&client, "bench-operator").await?;
+    let mut operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_hepbatch-operator"))
+        .arg("--kubeconfig")
+        .arg(testbed.kubeconfig())
+        .args(["--namespaces", "bench-operator", "--no-leader-election"])
+        .args(["--metrics-address", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = operator.id().ok_or("the operator exited at once")?;
+    let aj_api: Api<AnalysisJob> = Api::namespaced(client.clone(), "bench-operator");
+    let op_job_api: Api<Job> = Api::namespaced(client.clone(), "bench-operator");
+    let job_done = tokio::spawn(watch_jobs_complete(op_job_api, jobs));
+    let aj_done = tokio::spawn(watch_analysis_jobs_succeeded(aj_api.clone(), jobs));
+    let started = Instant::now();
+    let objects: Vec<AnalysisJob> = (0..jobs)
+        .map(|i| analysis_job(&format!("aj-{i}"), shards))
+        .collect::<Result<_, _>>()?;
+    stream::iter(objects)
+        .map(|aj| {
+            let api = aj_api.clone();
+            async move { api.create(&PostParams::default(), &aj).await.map(|_| ()) }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
+    let succeeded = aj_done.await??;
+    let through_operator = started.elapsed();
+    let completes = job_done.await??;
+    let peak_rss_kib = std::fs::read_to_string(format!("/proc/{pid}/status"))?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    operator.kill().await?;
+
+    let mut lags: Vec<Duration> = succeeded
+        .iter()
+        .filter_map(|(name, at)| {
+            completes
+                .get(name)
+                .map(|complete| at.saturating_duration_since(*complete))
+        })
+        .collect();
+    lags.sort();
+    println!("jobs: {jobs}, shards each: {shards}");
+    println!("baseline (Indexed Jobs directly): {baseline:.1?}");
+    println!("through the operator:             {through_operator:.1?}");
+    println!(
+        "ratio: {:.3}",
+        through_operator.as_secs_f64() / baseline.as_secs_f64()
+    );
+    println!(
+        "status lag (Job Complete seen → AnalysisJob Succeeded seen), {} jobs: p50 {} ms, p99 {} ms, max {} ms",
+        lags.len(),
+        percentile(&lags, 50.0).as_millis(),
+        percentile(&lags, 99.0).as_millis(),
+        lags.last().copied().unwrap_or_default().as_millis()
+    );
+    println!("operator peak RSS: {:.1} MiB", peak_rss_kib as f64 / 1024.0);
+    Ok(())
+}
+
+/// Watches Jobs until `count` of them are Complete; returns when each was first seen so.
+async fn watch_jobs_complete(
+    api: Api<Job>,
+    count: usize,
+) -> Result<HashMap<String, Instant>, BoxError> {
+    let mut seen = HashMap::new();
+    let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).applied_objects());
+    while let Some(job) = events.try_next().await? {
+        let complete = job
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| {
+                c.iter()
+                    .any(|c| c.type_ == "Complete" && c.status == "True")
+            });
+        if complete {
+            seen.entry(job.name_any()).or_insert_with(Instant::now);
+            if seen.len() >= count {
+                break;
+            }
+        }
+    }
+    Ok(seen)
+}
+
+/// Watches AnalysisJobs until `count` of them succeeded; returns when each was first seen so.
+async fn watch_analysis_jobs_succeeded(
+    api: Api<AnalysisJob>,
+    count: usize,
+) -> Result<HashMap<String, Instant>, BoxError> {
+    let mut seen = HashMap::new();
+    let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).applied_objects());
+    while let Some(aj) = events.try_next().await? {
+        if aj.status.as_ref().and_then(|s| s.phase) == Some(Phase::Succeeded) {
+            seen.entry(aj.name_any()).or_insert_with(Instant::now);
+            if seen.len() >= count {
+                break;
+            }
+        }
+    }
+    Ok(seen)
+}

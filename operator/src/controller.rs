@@ -1,0 +1,523 @@
+//! The reconcile loop: AnalysisJob → (server-side apply) Job → (pure) status → Events.
+//!
+//! Each reconcile
+//! 1. reads the AnalysisJob through [`DeserializeGuard`], so a malformed stored object gets
+//!    a Warning Event and waits for a change instead of stalling the watch;
+//! 2. reads the Job (Jobs are watched by label, so only ours trigger reconciles):
+//!    absent → server-side applies the full translation with the fixed field manager
+//!    (idempotent, never get-then-create); present → patches only `parallelism` and
+//!    `suspend` when they differ ([`build::live_update`]), and never touches `suspend` of a
+//!    Kueue-managed Job;
+//! 3. lists the failed pods of the Job (by label and phase) only when shards failed for
+//!    good, to describe them;
+//! 4. derives the status ([`status::derive`]) and writes it only when it changed, with an
+//!    Event for each thing that happened in between ([`status::events`]);
+//! 5. deletes a finished AnalysisJob once its `ttlSecondsAfterFinished` has passed.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::{FutureExt, StreamExt, future};
+use hepbatch_crds::analysis_job::{ANALYSIS_JOB_LABEL, AnalysisJob, AnalysisJobStatus};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::build;
+use crate::metrics::{ErrorCategory, Metrics};
+use crate::status::{self, Happening};
+
+/// Field manager of every write the operator makes.
+pub const FIELD_MANAGER: &str = "hepbatch-operator";
+
+/// Changes of one AnalysisJob or its Job within this window are reconciled once: a Job's
+/// status changes with every finished shard, and one status write per burst is enough.
+const DEBOUNCE: Duration = Duration::from_millis(500);
+
+/// How often a healthy, unfinished AnalysisJob is looked at even without a change.
+const RESYNC: Duration = Duration::from_secs(300);
+
+/// Why a reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The AnalysisJob cannot be translated.
+    #[error("translating {namespace}/{name}: {source}")]
+    Build {
+        /// Namespace of the AnalysisJob.
+        namespace: String,
+        /// Name of the AnalysisJob.
+        name: String,
+        /// What was wrong.
+        source: build::BuildError,
+    },
+    /// A request to the apiserver failed.
+    #[error("{action} for {namespace}/{name}: {source}")]
+    Api {
+        /// What the operator was doing.
+        action: &'static str,
+        /// Namespace of the AnalysisJob.
+        namespace: String,
+        /// Name of the AnalysisJob.
+        name: String,
+        /// The apiserver's answer.
+        source: kube::Error,
+    },
+}
+
+impl Error {
+    /// The bounded category used in metrics.
+    pub fn category(&self) -> ErrorCategory {
+        match self {
+            Error::Build { .. } => ErrorCategory::Invalid,
+            Error::Api {
+                source: kube::Error::Api(status),
+                ..
+            } if status.code == 409 => ErrorCategory::Conflict,
+            Error::Api { .. } => ErrorCategory::Api,
+        }
+    }
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    /// Client of the apiserver.
+    pub client: Client,
+    /// Publishes Events on AnalysisJobs.
+    pub recorder: Recorder,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Which namespaces the operator watches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Namespaces {
+    /// Every namespace.
+    All,
+    /// Only these.
+    Only(Vec<String>),
+}
+
+/// Runs the controller until `shutdown` completes; `ready` turns true once the watches of
+/// AnalysisJobs and Jobs have synced.
+pub async fn run(
+    client: Client,
+    namespaces: Namespaces,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+    reporter_instance: String,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let scopes: Vec<Option<String>> = match namespaces {
+        Namespaces::All => vec![None],
+        Namespaces::Only(list) => list.into_iter().map(Some).collect(),
+    };
+    let shutdown = Box::pin(shutdown).shared();
+    let mut runs = Vec::new();
+    let mut readiness = Vec::new();
+    for scope in scopes {
+        let (guards, jobs): (Api<DeserializeGuard<AnalysisJob>>, Api<Job>) = match &scope {
+            None => (Api::all(client.clone()), Api::all(client.clone())),
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+        };
+        let controller = Controller::new(guards, watcher::Config::default().any_semantic())
+            .owns(jobs, watcher::Config::default().labels(ANALYSIS_JOB_LABEL))
+            .with_config(controller::Config::default().debounce(DEBOUNCE))
+            .graceful_shutdown_on(shutdown.clone());
+        let analysis_jobs = controller.store();
+        readiness.push(analysis_jobs.clone());
+        let context = Arc::new(Context {
+            client: client.clone(),
+            recorder: Recorder::new(
+                client.clone(),
+                Reporter {
+                    controller: FIELD_MANAGER.to_owned(),
+                    instance: Some(reporter_instance.clone()),
+                },
+            ),
+            metrics: metrics.clone(),
+        });
+        runs.push(
+            controller
+                .run(reconcile, error_policy, context)
+                .for_each(|_| future::ready(()))
+                .boxed(),
+        );
+        // Keep the phase gauge current from the AnalysisJob store.
+        let phase_metrics = metrics.clone();
+        let phase_shutdown = shutdown.clone();
+        runs.push(
+            async move {
+                let tick = async {
+                    loop {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        phase_metrics.set_phases(analysis_jobs.state().iter().map(|guard| {
+                            guard
+                                .0
+                                .as_ref()
+                                .ok()
+                                .and_then(|aj| aj.status.as_ref())
+                                .and_then(|s| s.phase)
+                        }));
+                    }
+                };
+                tokio::select! {
+                    () = tick => {}
+                    () = phase_shutdown => {}
+                }
+            }
+            .boxed(),
+        );
+    }
+    runs.push(
+        async move {
+            for analysis_jobs in readiness {
+                if analysis_jobs.wait_until_ready().await.is_err() {
+                    return;
+                }
+            }
+            ready.store(true, Ordering::SeqCst);
+            info!("watches synced; ready");
+        }
+        .boxed(),
+    );
+    future::join_all(runs).await;
+}
+
+fn error_policy(
+    _guard: Arc<DeserializeGuard<AnalysisJob>>,
+    error: &Error,
+    context: Arc<Context>,
+) -> Action {
+    let category = error.category();
+    context.metrics.observe_error(category);
+    warn!(%error, "reconcile failed");
+    match category {
+        ErrorCategory::Conflict => Action::requeue(Duration::from_millis(500)),
+        ErrorCategory::Invalid => Action::requeue(Duration::from_secs(60)),
+        ErrorCategory::Api => Action::requeue(Duration::from_secs(5)),
+    }
+}
+
+async fn reconcile(
+    guard: Arc<DeserializeGuard<AnalysisJob>>,
+    context: Arc<Context>,
+) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = match &guard.0 {
+        Ok(analysis_job) => {
+            let span = info_span!(
+                "reconcile",
+                namespace = analysis_job.namespace().unwrap_or_default(),
+                name = analysis_job.name_any()
+            );
+            reconcile_analysis_job(analysis_job, &context)
+                .instrument(span)
+                .await
+        }
+        Err(invalid) => {
+            let metadata = &invalid.metadata;
+            warn!(
+                namespace = metadata.namespace.as_deref().unwrap_or_default(),
+                name = metadata.name.as_deref().unwrap_or_default(),
+                error = %invalid.error,
+                "malformed AnalysisJob; waiting for it to change"
+            );
+            context.metrics.observe_error(ErrorCategory::Invalid);
+            let reference = ObjectReference {
+                api_version: Some(AnalysisJob::api_version(&()).into_owned()),
+                kind: Some(AnalysisJob::kind(&()).into_owned()),
+                name: metadata.name.clone(),
+                namespace: metadata.namespace.clone(),
+                uid: metadata.uid.clone(),
+                ..ObjectReference::default()
+            };
+            let event = Event {
+                type_: EventType::Warning,
+                reason: "Malformed".to_owned(),
+                note: Some(truncate(&format!(
+                    "cannot read this AnalysisJob: {}",
+                    invalid.error
+                ))),
+                action: "Read".to_owned(),
+                secondary: None,
+            };
+            if let Err(error) = context.recorder.publish(&event, &reference).await {
+                warn!(%error, "cannot publish an Event");
+            }
+            Ok(Action::await_change())
+        }
+    };
+    context.metrics.observe_reconcile(started.elapsed());
+    result
+}
+
+async fn reconcile_analysis_job(
+    analysis_job: &AnalysisJob,
+    context: &Context,
+) -> Result<Action, Error> {
+    if analysis_job.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let name = analysis_job.name_any();
+    let namespace = analysis_job.namespace().unwrap_or_default();
+    let api_error = |action: &'static str| {
+        let (namespace, name) = (namespace.clone(), name.clone());
+        move |source| Error::Api {
+            action,
+            namespace,
+            name,
+            source,
+        }
+    };
+    let jobs: Api<Job> = Api::namespaced(context.client.clone(), &namespace);
+    let reference = analysis_job.object_ref(&());
+    let mut happenings_before = Vec::new();
+
+    // A fresh read (not a cache) so a Job that Kueue or a user just changed is seen as
+    // it is; creating is still an idempotent server-side apply.
+    let live = jobs
+        .get_opt(&name)
+        .await
+        .map_err(api_error("reading the Job"))?;
+    let job: Job = match live {
+        Some(live) if !is_controlled_by(&live, analysis_job) => {
+            // A Job of this name belongs to something else (or to a deleted AnalysisJob
+            // of the same name that garbage collection has not removed yet).
+            publish(
+                context,
+                &reference,
+                EventType::Warning,
+                "JobNameTaken",
+                format!(
+                    "a Job named {name} exists and is not controlled by this AnalysisJob; waiting"
+                ),
+            )
+            .await;
+            return Ok(Action::requeue(Duration::from_secs(10)));
+        }
+        Some(live) => match build::live_update(analysis_job, &live) {
+            Some(patch) => {
+                info!(%patch, "updating the Job");
+                jobs.patch(
+                    &name,
+                    &PatchParams {
+                        field_manager: Some(FIELD_MANAGER.to_owned()),
+                        ..PatchParams::default()
+                    },
+                    &Patch::Merge(&patch),
+                )
+                .await
+                .map_err(api_error("patching the Job"))?
+            }
+            None => live,
+        },
+        None => {
+            let desired = build::job(analysis_job).map_err(|source| Error::Build {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                source,
+            })?;
+            let applied = jobs
+                .patch(
+                    &name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&desired),
+                )
+                .await
+                .map_err(api_error("applying the Job"))?;
+            if !is_controlled_by(&applied, analysis_job) {
+                return Ok(Action::requeue(Duration::from_secs(10)));
+            }
+            happenings_before.push((
+                "JobCreated",
+                format!(
+                    "created Job {name} for {} shards, {} at a time",
+                    analysis_job.spec.shards,
+                    analysis_job.spec.effective_parallelism()
+                ),
+            ));
+            applied
+        }
+    };
+
+    let has_failed_shards = job
+        .status
+        .as_ref()
+        .and_then(|s| s.failed_indexes.as_deref())
+        .is_some_and(|s| !s.is_empty());
+    let failed_pods = if has_failed_shards {
+        let pods: Api<Pod> = Api::namespaced(context.client.clone(), &namespace);
+        pods.list(
+            &ListParams::default()
+                .labels(&format!("{ANALYSIS_JOB_LABEL}={name}"))
+                .fields("status.phase=Failed"),
+        )
+        .await
+        .map_err(api_error("listing failed pods"))?
+        .items
+    } else {
+        Vec::new()
+    };
+
+    let old = analysis_job.status.clone().unwrap_or_default();
+    let new = status::derive(analysis_job, Some(&job), &failed_pods);
+    for (reason, note) in happenings_before {
+        publish(context, &reference, EventType::Normal, reason, note).await;
+    }
+    if analysis_job.status.as_ref() != Some(&new) {
+        let api: Api<AnalysisJob> = Api::namespaced(context.client.clone(), &namespace);
+        let patch = json!({
+            "apiVersion": AnalysisJob::api_version(&()),
+            "kind": AnalysisJob::kind(&()),
+            "status": new,
+        });
+        api.patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(api_error("writing the status"))?;
+        for happening in status::events(&old, &new) {
+            let (type_, reason, note) = describe(&happening);
+            publish(context, &reference, type_, reason, note).await;
+        }
+    }
+
+    finish(
+        analysis_job,
+        &new,
+        context,
+        api_error("deleting the finished AnalysisJob"),
+    )
+    .await
+}
+
+/// Deletes the AnalysisJob once its TTL after finishing has passed, or says when to look
+/// again.
+async fn finish(
+    analysis_job: &AnalysisJob,
+    status: &AnalysisJobStatus,
+    context: &Context,
+    api_error: impl FnOnce(kube::Error) -> Error,
+) -> Result<Action, Error> {
+    let finished = status.phase.is_some_and(|p| p.is_finished());
+    if !finished {
+        return Ok(Action::requeue(RESYNC));
+    }
+    let Some(ttl) = analysis_job.spec.ttl_seconds_after_finished else {
+        return Ok(Action::await_change());
+    };
+    let finished_at = status
+        .conditions
+        .iter()
+        .filter(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
+        .map(|c| c.last_transition_time.0)
+        .max()
+        .unwrap_or_else(Timestamp::now);
+    let age = Timestamp::now()
+        .duration_since(finished_at)
+        .as_secs_f64()
+        .max(0.0);
+    let remaining = f64::from(ttl) - age;
+    if remaining > 0.0 {
+        return Ok(Action::requeue(Duration::from_secs_f64(
+            remaining.min(3600.0),
+        )));
+    }
+    info!(ttl, "TTL after finishing passed; deleting");
+    let api: Api<AnalysisJob> = Api::namespaced(
+        context.client.clone(),
+        &analysis_job.namespace().unwrap_or_default(),
+    );
+    match api
+        .delete(&analysis_job.name_any(), &DeleteParams::background())
+        .await
+    {
+        Ok(_) => Ok(Action::await_change()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(Action::await_change()),
+        Err(error) => Err(api_error(error)),
+    }
+}
+
+fn is_controlled_by(job: &Job, analysis_job: &AnalysisJob) -> bool {
+    let uid = analysis_job.metadata.uid.as_deref();
+    job.owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && Some(o.uid.as_str()) == uid)
+}
+
+fn describe(happening: &Happening) -> (EventType, &'static str, String) {
+    match happening {
+        Happening::Suspended => (
+            EventType::Normal,
+            "Suspended",
+            "shards stopped; finished shards are kept".to_owned(),
+        ),
+        Happening::Resumed => (EventType::Normal, "Resumed", "shards run again".to_owned()),
+        Happening::ShardFailed(shard) => {
+            let mut note = format!(
+                "shard {} failed after {} attempt(s)",
+                shard.index, shard.attempts
+            );
+            if let Some(code) = shard.last_exit_code {
+                note.push_str(&format!(", exit code {code}"));
+            }
+            if let Some(reason) = &shard.reason {
+                note.push_str(&format!(" ({reason})"));
+            }
+            if let Some(node) = &shard.node {
+                note.push_str(&format!(" on node {node}"));
+            }
+            (EventType::Warning, "ShardFailed", note)
+        }
+        Happening::Succeeded { shards } => (
+            EventType::Normal,
+            "Succeeded",
+            format!("all {shards} shards succeeded"),
+        ),
+        Happening::Failed { reason, message } => {
+            (EventType::Warning, "Failed", format!("{reason}: {message}"))
+        }
+    }
+}
+
+async fn publish(
+    context: &Context,
+    reference: &ObjectReference,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(truncate(&note)),
+        action: "Reconcile".to_owned(),
+        secondary: None,
+    };
+    if let Err(error) = context.recorder.publish(&event, reference).await {
+        warn!(%error, reason, "cannot publish an Event");
+    }
+}
+
+/// Event notes are limited to 1 kB.
+fn truncate(note: &str) -> String {
+    let mut end = note.len().min(1000);
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    note[..end].to_owned()
+}

@@ -1,0 +1,19 @@
+//! The hepbatch operator: reconciles each AnalysisJob into one Indexed `batch/v1` Job and
+//! reports the Job's progress back as a readable status.
+//!
+//! Layout (pure core, runtime wiring around it):
+//! - [`build`]: AnalysisJob → Job, pure;
+//! - [`status`]: Job + failed pods → AnalysisJob status and the Events between two
+//!   statuses, pure and deterministic;
+//! - [`controller`]: the reconcile loop (server-side apply, status patch, Events);
+//! - [`leader`]: Lease-based leader election so only one replica reconciles;
+//! - [`metrics`] and [`admin`]: Prometheus metrics, `/livez`, `/readyz`, `/metrics`;
+//! - [`cli`]: flags and environment of the binary and the process around the loop.
+
+pub mod admin;
+pub mod build;
+pub mod cli;
+pub mod controller;
+pub mod leader;
+pub mod metrics;
+pub mod status;

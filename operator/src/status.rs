@@ -1,0 +1,400 @@
+//! The pure derivation of an AnalysisJob's status from what the cluster shows: the Job
+//! (counts, index ranges, conditions, times) and, when shards failed for good, the failed
+//! shard pods (attempts, exit code, reason, node).
+//!
+//! [`derive`] is deterministic: it reads no clock and copies every timestamp from the Job,
+//! so the same inputs always give the same status and the controller writes the status
+//! only when it really changed. [`events`] compares two statuses and names what happened
+//! in between (suspended, resumed, shard failed, succeeded, failed).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use hepbatch_crds::analysis_job::{AnalysisJob, AnalysisJobStatus, FailedShard, Phase};
+use k8s_openapi::api::batch::v1::{Job, JobCondition};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::build::{COMPLETION_INDEX_ANNOTATION, CONTAINER_NAME};
+
+/// Annotation the Job controller puts on each pod: failures of its index before this pod.
+pub const INDEX_FAILURE_COUNT_ANNOTATION: &str = "batch.kubernetes.io/job-index-failure-count";
+
+/// At most this many failed shards are described in detail.
+pub const MAX_FAILED_SHARD_DETAILS: usize = 100;
+
+/// The status of `analysis_job` given its Job (if it exists yet) and the failed pods of
+/// that Job (only needed when shards failed for good; may be empty).
+pub fn derive(
+    analysis_job: &AnalysisJob,
+    job: Option<&Job>,
+    failed_pods: &[Pod],
+) -> AnalysisJobStatus {
+    let generation = analysis_job.metadata.generation;
+    let shards = analysis_job.spec.shards;
+    let Some(job) = job else {
+        let phase = if analysis_job.spec.is_suspended() {
+            Phase::Suspended
+        } else {
+            Phase::Pending
+        };
+        return AnalysisJobStatus {
+            phase: Some(phase),
+            shards,
+            observed_generation: generation,
+            ..AnalysisJobStatus::default()
+        };
+    };
+    let job_status = job.status.clone().unwrap_or_default();
+    let job_conditions = job_status.conditions.unwrap_or_default();
+    let failed_shards = job_status.failed_indexes.filter(|s| !s.is_empty());
+    let failed_indexes = failed_shards
+        .as_deref()
+        .map(parse_ranges)
+        .unwrap_or_default();
+    AnalysisJobStatus {
+        phase: Some(phase(job, &job_conditions)),
+        conditions: job_conditions
+            .iter()
+            .map(|c| condition(c, job, generation))
+            .collect(),
+        job_name: job.metadata.name.clone(),
+        shards,
+        active: job_status.active.unwrap_or(0),
+        ready: job_status.ready.unwrap_or(0),
+        succeeded: job_status.succeeded.unwrap_or(0),
+        failed: job_status.failed.unwrap_or(0),
+        terminating: job_status.terminating.unwrap_or(0),
+        completed_shards: job_status.completed_indexes.filter(|s| !s.is_empty()),
+        failed_shards,
+        failed_shard_details: failed_shard_details(&failed_indexes, failed_pods),
+        start_time: job_status.start_time,
+        completion_time: job_status.completion_time,
+        observed_generation: generation,
+    }
+}
+
+fn is_true(conditions: &[JobCondition], type_: &str) -> bool {
+    conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == "True")
+}
+
+fn phase(job: &Job, conditions: &[JobCondition]) -> Phase {
+    if is_true(conditions, "Complete") {
+        return Phase::Succeeded;
+    }
+    if is_true(conditions, "Failed") {
+        return Phase::Failed;
+    }
+    let suspended = job.spec.as_ref().and_then(|s| s.suspend).unwrap_or(false);
+    if suspended || is_true(conditions, "Suspended") {
+        return Phase::Suspended;
+    }
+    let status = job.status.as_ref();
+    let started = status.is_some_and(|s| {
+        s.start_time.is_some()
+            || s.active.unwrap_or(0) > 0
+            || s.succeeded.unwrap_or(0) > 0
+            || s.failed.unwrap_or(0) > 0
+    });
+    if started {
+        Phase::Running
+    } else {
+        Phase::Pending
+    }
+}
+
+/// Mirrors a Job condition; the time comes from the Job so the result is deterministic.
+fn condition(job_condition: &JobCondition, job: &Job, generation: Option<i64>) -> Condition {
+    let time = job_condition
+        .last_transition_time
+        .clone()
+        .or_else(|| job_condition.last_probe_time.clone())
+        .or_else(|| job.metadata.creation_timestamp.clone())
+        .unwrap_or_else(|| Time(Default::default()));
+    Condition {
+        type_: job_condition.type_.clone(),
+        status: job_condition.status.clone(),
+        reason: job_condition
+            .reason
+            .clone()
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| job_condition.type_.clone()),
+        message: job_condition.message.clone().unwrap_or_default(),
+        last_transition_time: time,
+        observed_generation: generation,
+    }
+}
+
+/// Detail on the shards in `failed_indexes`, from the last failed pod of each.
+fn failed_shard_details(failed_indexes: &BTreeSet<i32>, failed_pods: &[Pod]) -> Vec<FailedShard> {
+    // For each index, the pod with the highest failure count is its last attempt.
+    let mut last: BTreeMap<i32, (i32, &Pod)> = BTreeMap::new();
+    for pod in failed_pods {
+        if pod.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Failed") {
+            continue;
+        }
+        let annotations = pod.metadata.annotations.as_ref();
+        let Some(index) = annotations
+            .and_then(|a| a.get(COMPLETION_INDEX_ANNOTATION))
+            .and_then(|v| v.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if !failed_indexes.contains(&index) {
+            continue;
+        }
+        let earlier_failures = annotations
+            .and_then(|a| a.get(INDEX_FAILURE_COUNT_ANNOTATION))
+            .and_then(|v| v.parse::<i32>().ok())
+            .unwrap_or(0);
+        let newer = last
+            .get(&index)
+            .is_none_or(|(count, _)| earlier_failures > *count);
+        if newer {
+            last.insert(index, (earlier_failures, pod));
+        }
+    }
+    failed_indexes
+        .iter()
+        .take(MAX_FAILED_SHARD_DETAILS)
+        .map(|&index| match last.get(&index) {
+            Some((earlier_failures, pod)) => describe_attempt(index, earlier_failures + 1, pod),
+            None => FailedShard {
+                index,
+                ..FailedShard::default()
+            },
+        })
+        .collect()
+}
+
+fn describe_attempt(index: i32, attempts: i32, pod: &Pod) -> FailedShard {
+    let status = pod.status.as_ref();
+    let terminated = status
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.name == CONTAINER_NAME))
+        .and_then(|c| c.state.as_ref())
+        .and_then(|s| s.terminated.as_ref());
+    FailedShard {
+        index,
+        attempts,
+        last_exit_code: terminated.map(|t| t.exit_code),
+        reason: terminated
+            .and_then(|t| t.reason.clone())
+            .or_else(|| status.and_then(|s| s.reason.clone())),
+        node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+    }
+}
+
+/// Parses the Job API's index ranges (`"0-3,7"`); malformed parts are skipped.
+pub fn parse_ranges(ranges: &str) -> BTreeSet<i32> {
+    let mut indexes = BTreeSet::new();
+    for part in ranges.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (first, last) = match part.split_once('-') {
+            Some((a, b)) => (a.trim().parse::<i32>(), b.trim().parse::<i32>()),
+            None => (part.parse::<i32>(), part.parse::<i32>()),
+        };
+        if let (Ok(first), Ok(last)) = (first, last) {
+            // Ranges are bounded by completions (at most 100000), so this stays small.
+            indexes.extend(first..=last.min(first.saturating_add(100_000)));
+        }
+    }
+    indexes
+}
+
+/// Something worth an Event on the AnalysisJob.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Happening {
+    /// The shards were stopped.
+    Suspended,
+    /// The shards run again.
+    Resumed,
+    /// A shard failed for good.
+    ShardFailed(FailedShard),
+    /// Every shard succeeded.
+    Succeeded {
+        /// Number of shards.
+        shards: i32,
+    },
+    /// The AnalysisJob failed.
+    Failed {
+        /// The Job's reason, e.g. `FailedIndexes`, `DeadlineExceeded`.
+        reason: String,
+        /// The Job's message.
+        message: String,
+    },
+}
+
+/// What happened between `old` and `new`.
+pub fn events(old: &AnalysisJobStatus, new: &AnalysisJobStatus) -> Vec<Happening> {
+    let mut happenings = Vec::new();
+    let known: BTreeSet<i32> = old.failed_shard_details.iter().map(|f| f.index).collect();
+    for shard in &new.failed_shard_details {
+        // Report a shard once its last attempt is known.
+        let described = shard.attempts > 0;
+        let old_described = old
+            .failed_shard_details
+            .iter()
+            .any(|f| f.index == shard.index && f.attempts > 0);
+        if described && (!known.contains(&shard.index) || !old_described) {
+            happenings.push(Happening::ShardFailed(shard.clone()));
+        }
+    }
+    if old.phase != new.phase {
+        match new.phase {
+            Some(Phase::Suspended) => happenings.push(Happening::Suspended),
+            Some(Phase::Running | Phase::Pending) if old.phase == Some(Phase::Suspended) => {
+                happenings.push(Happening::Resumed);
+            }
+            Some(Phase::Succeeded) => happenings.push(Happening::Succeeded { shards: new.shards }),
+            Some(Phase::Failed) => {
+                let failed = new
+                    .conditions
+                    .iter()
+                    .find(|c| c.type_ == "Failed" && c.status == "True");
+                happenings.push(Happening::Failed {
+                    reason: failed.map(|c| c.reason.clone()).unwrap_or_default(),
+                    message: failed.map(|c| c.message.clone()).unwrap_or_default(),
+                });
+            }
+            _ => {}
+        }
+    }
+    happenings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn analysis_job(spec: Value) -> AnalysisJob {
+        serde_json::from_value(json!({
+            "apiVersion": "hepbatch.io/v1alpha1", "kind": "AnalysisJob",
+            "metadata": {"name": "higgs", "namespace": "physics", "uid": "u", "generation": 2},
+            "spec": spec,
+        }))
+        .expect("valid")
+    }
+
+    fn job(spec: Value, status: Value) -> Job {
+        serde_json::from_value(json!({
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": "higgs", "namespace": "physics",
+                         "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": spec, "status": status,
+        }))
+        .expect("valid")
+    }
+
+    fn failed_pod(index: i32, earlier: i32, exit: i32, node: &str) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": format!("higgs-{index}-{earlier}"), "annotations": {
+                COMPLETION_INDEX_ANNOTATION: index.to_string(),
+                INDEX_FAILURE_COUNT_ANNOTATION: earlier.to_string(),
+            }},
+            "spec": {"nodeName": node, "containers": [{"name": "shard"}]},
+            "status": {"phase": "Failed", "containerStatuses": [{
+                "name": "shard", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"terminated": {"exitCode": exit, "reason": "Error"}}
+            }]},
+        }))
+        .expect("valid")
+    }
+
+    #[test]
+    fn without_a_job_the_analysis_job_is_pending() {
+        let status = derive(&analysis_job(json!({"image": "i", "shards": 5})), None, &[]);
+        assert_eq!(status.phase, Some(Phase::Pending));
+        assert_eq!(status.shards, 5);
+        assert_eq!(status.observed_generation, Some(2));
+    }
+
+    #[test]
+    fn a_complete_job_gives_succeeded_with_exact_counts_and_conditions() {
+        let aj = analysis_job(json!({"image": "i", "shards": 4}));
+        let job = job(
+            json!({"parallelism": 4, "template": {}}),
+            json!({"succeeded": 4, "failed": 1, "completedIndexes": "0-3",
+                   "startTime": "2026-01-01T00:00:01Z", "completionTime": "2026-01-01T00:00:09Z",
+                   "conditions": [
+                     {"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached",
+                      "lastTransitionTime": "2026-01-01T00:00:08Z"},
+                     {"type": "Complete", "status": "True", "reason": "CompletionsReached",
+                      "lastTransitionTime": "2026-01-01T00:00:09Z"}]}),
+        );
+        let status = derive(&aj, Some(&job), &[]);
+        assert_eq!(status.phase, Some(Phase::Succeeded));
+        assert_eq!((status.succeeded, status.failed, status.shards), (4, 1, 4));
+        assert_eq!(status.completed_shards.as_deref(), Some("0-3"));
+        assert_eq!(status.conditions.len(), 2);
+        assert_eq!(status.conditions[1].type_, "Complete");
+        assert_eq!(status.conditions[1].reason, "CompletionsReached");
+        assert_eq!(status.job_name.as_deref(), Some("higgs"));
+        // Deterministic: the same inputs give the same status.
+        assert_eq!(status, derive(&aj, Some(&job), &[]));
+    }
+
+    #[test]
+    fn failed_shards_are_described_by_their_last_attempt() {
+        let aj = analysis_job(json!({"image": "i", "shards": 4, "maxRetriesPerShard": 1}));
+        let job = job(
+            json!({"template": {}}),
+            json!({"succeeded": 3, "failed": 2, "failedIndexes": "2",
+                   "conditions": [{"type": "Failed", "status": "True", "reason": "FailedIndexes",
+                                   "message": "Job has failed indexes"}]}),
+        );
+        let pods = [
+            failed_pod(2, 0, 7, "cpu-0"),
+            failed_pod(2, 1, 9, "cpu-1"),
+            failed_pod(1, 0, 1, "cpu-2"),
+        ];
+        let status = derive(&aj, Some(&job), &pods);
+        assert_eq!(status.phase, Some(Phase::Failed));
+        assert_eq!(
+            status.failed_shard_details,
+            vec![FailedShard {
+                index: 2,
+                attempts: 2,
+                last_exit_code: Some(9),
+                reason: Some("Error".to_owned()),
+                node: Some("cpu-1".to_owned()),
+            }]
+        );
+        let happenings = events(&AnalysisJobStatus::default(), &status);
+        assert!(matches!(&happenings[0], Happening::ShardFailed(s) if s.index == 2));
+        assert!(
+            matches!(&happenings[1], Happening::Failed { reason, .. } if reason == "FailedIndexes")
+        );
+    }
+
+    #[test]
+    fn suspended_job_gives_suspended_and_resume_is_an_event() {
+        let aj = analysis_job(json!({"image": "i"}));
+        let suspended = derive(
+            &aj,
+            Some(&job(json!({"suspend": true, "template": {}}), json!({}))),
+            &[],
+        );
+        assert_eq!(suspended.phase, Some(Phase::Suspended));
+        let running = derive(
+            &aj,
+            Some(&job(
+                json!({"suspend": false, "template": {}}),
+                json!({"active": 1}),
+            )),
+            &[],
+        );
+        assert_eq!(running.phase, Some(Phase::Running));
+        assert_eq!(events(&running, &suspended), vec![Happening::Suspended]);
+        assert_eq!(events(&suspended, &running), vec![Happening::Resumed]);
+        assert_eq!(events(&running, &running), vec![]);
+    }
+
+    #[test]
+    fn ranges_parse_like_the_job_api_writes_them() {
+        assert_eq!(parse_ranges("0-3,7"), BTreeSet::from([0, 1, 2, 3, 7]));
+        assert_eq!(parse_ranges(""), BTreeSet::new());
+        assert_eq!(parse_ranges("x,5"), BTreeSet::from([5]));
+    }
+}

@@ -1,0 +1,291 @@
+//! The AnalysisJob API rejects bad input at admission: every case of the table below is
+//! sent to the real kube-apiserver of the testbed and must come back as 422 Invalid with
+//! a message naming the field and the fix. Valid objects and the allowed updates
+//! (parallelism, suspend, ttlSecondsAfterFinished) must be accepted.
+
+mod common;
+
+use std::process::ExitCode;
+
+use hepbatch_crds::AnalysisJob;
+use hepbatch_tests::harness::{self, TestContext, TestResult, test};
+use hepbatch_tests::testbed::TestbedOptions;
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::ApiResource;
+use serde_json::{Value, json};
+
+fn main() -> ExitCode {
+    harness::run(
+        TestbedOptions::default(),
+        vec![
+            test(
+                "bad_analysis_jobs_are_rejected_with_their_message",
+                bad_inputs_rejected,
+            ),
+            test(
+                "immutable_fields_cannot_change_but_mutable_ones_can",
+                immutable_fields,
+            ),
+        ],
+    )
+}
+
+fn dynamic_api(ctx: &TestContext) -> Api<DynamicObject> {
+    let resource = ApiResource::erase::<AnalysisJob>(&());
+    Api::namespaced_with(ctx.client.clone(), &ctx.namespace, &resource)
+}
+
+fn object(name: &str, spec: Value) -> Result<DynamicObject, common::BoxError> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "hepbatch.io/v1alpha1",
+        "kind": "AnalysisJob",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))?)
+}
+
+/// Checks that `result` is a 422 whose message contains `expected`.
+fn expect_invalid<T>(
+    case: &str,
+    result: Result<T, kube::Error>,
+    expected: &str,
+) -> Result<(), String> {
+    match result {
+        Ok(_) => Err(format!(
+            "{case}: accepted, expected a rejection containing {expected:?}"
+        )),
+        Err(kube::Error::Api(status))
+            if status.code == 422 && status.message.contains(expected) =>
+        {
+            Ok(())
+        }
+        Err(kube::Error::Api(status)) => Err(format!(
+            "{case}: rejected with {} {:?}, expected a 422 containing {expected:?}",
+            status.code, status.message
+        )),
+        Err(error) => Err(format!("{case}: request failed: {error}")),
+    }
+}
+
+async fn bad_inputs_rejected(ctx: TestContext) -> TestResult {
+    common::install_crd(&ctx.client).await?;
+    let api = dynamic_api(&ctx);
+
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "missing image",
+            json!({"shards": 2}),
+            "spec.image: Required value",
+        ),
+        ("empty image", json!({"image": ""}), "spec.image"),
+        (
+            "image with spaces",
+            json!({"image": "busybox latest"}),
+            "spec.image must be an image reference without spaces",
+        ),
+        (
+            "zero shards",
+            json!({"image": "busybox", "shards": 0}),
+            "spec.shards: Invalid value",
+        ),
+        (
+            "too many shards",
+            json!({"image": "busybox", "shards": 100001}),
+            "spec.shards: Invalid value",
+        ),
+        (
+            "negative parallelism",
+            json!({"image": "busybox", "parallelism": -1}),
+            "spec.parallelism: Invalid value",
+        ),
+        (
+            "negative retries",
+            json!({"image": "busybox", "maxRetriesPerShard": -1}),
+            "spec.maxRetriesPerShard: Invalid value",
+        ),
+        (
+            "too many retries",
+            json!({"image": "busybox", "maxRetriesPerShard": 101}),
+            "spec.maxRetriesPerShard: Invalid value",
+        ),
+        (
+            "maxFailedShards above shards",
+            json!({"image": "busybox", "shards": 3, "maxFailedShards": 4}),
+            "spec.maxFailedShards must not be larger than spec.shards",
+        ),
+        (
+            "script and command",
+            json!({"image": "busybox", "script": "echo hi", "command": ["echo"]}),
+            "spec.script and spec.command are mutually exclusive",
+        ),
+        (
+            "script and args",
+            json!({"image": "busybox", "script": "echo hi", "args": ["x"]}),
+            "spec.script and spec.args are mutually exclusive",
+        ),
+        (
+            "fatal exit code zero",
+            json!({"image": "busybox", "fatalExitCodes": [0]}),
+            "spec.fatalExitCodes[0]: Invalid value",
+        ),
+        (
+            "fatal exit code above 255",
+            json!({"image": "busybox", "fatalExitCodes": [256]}),
+            "spec.fatalExitCodes[0]: Invalid value",
+        ),
+        (
+            "duplicate fatal exit codes",
+            json!({"image": "busybox", "fatalExitCodes": [3, 3]}),
+            "spec.fatalExitCodes[1]: Duplicate value",
+        ),
+        (
+            "relative working directory",
+            json!({"image": "busybox", "workingDir": "work"}),
+            "spec.workingDir must be an absolute path",
+        ),
+        (
+            "bad queue name",
+            json!({"image": "busybox", "queueName": "Team_Queue"}),
+            "spec.queueName must name a Kueue LocalQueue",
+        ),
+        (
+            "zero deadline",
+            json!({"image": "busybox", "activeDeadlineSeconds": 0}),
+            "spec.activeDeadlineSeconds: Invalid value",
+        ),
+        (
+            "negative ttl",
+            json!({"image": "busybox", "ttlSecondsAfterFinished": -1}),
+            "spec.ttlSecondsAfterFinished: Invalid value",
+        ),
+        (
+            "memory not a quantity",
+            json!({"image": "busybox", "resources": {"memory": "lots"}}),
+            "spec.resources.memory must be a Kubernetes quantity such as 2Gi",
+        ),
+        (
+            "negative cpu",
+            json!({"image": "busybox", "resources": {"cpu": "-1"}}),
+            "spec.resources.cpu must be larger than zero",
+        ),
+        (
+            "reserved environment variable",
+            json!({"image": "busybox", "env": [{"name": "HEPBATCH_SHARD", "value": "1"}]}),
+            "spec.env must not set variables starting with HEPBATCH_",
+        ),
+        (
+            "reserved pod label",
+            json!({"image": "busybox", "podMetadata": {"labels": {"hepbatch.io/analysis-job": "x"}}}),
+            "spec.podMetadata.labels must not use keys under hepbatch.io/",
+        ),
+        (
+            "shards not a number",
+            json!({"image": "busybox", "shards": "many"}),
+            "spec.shards: Invalid value",
+        ),
+    ];
+
+    let mut failures = Vec::new();
+    for (index, (case, spec, expected)) in cases.iter().enumerate() {
+        let name = format!("bad-{index}");
+        let result = api
+            .create(&PostParams::default(), &object(&name, spec.clone())?)
+            .await;
+        if let Err(failure) = expect_invalid(case, result, expected) {
+            failures.push(failure);
+        }
+    }
+    // A valid object using every checked field is accepted.
+    let valid = json!({
+        "image": "ghcr.io/org/analysis:1.0",
+        "script": "echo shard $HEPBATCH_SHARD",
+        "workingDir": "/work",
+        "shards": 10,
+        "parallelism": 4,
+        "maxRetriesPerShard": 2,
+        "maxFailedShards": 3,
+        "fatalExitCodes": [2, 3],
+        "activeDeadlineSeconds": 3600,
+        "ttlSecondsAfterFinished": 60,
+        "queueName": "team-a",
+        "resources": {"cpu": "500m", "memory": "2Gi", "ephemeralStorage": "10Gi"},
+        "env": [{"name": "DATASET", "value": "/store/data"}],
+        "podMetadata": {"labels": {"team": "higgs"}},
+    });
+    if let Err(error) = api
+        .create(&PostParams::default(), &object("valid", valid)?)
+        .await
+    {
+        failures.push(format!("a valid AnalysisJob was rejected: {error}"));
+    }
+    if failures.is_empty() {
+        println!("{} bad inputs rejected with their messages", cases.len());
+        Ok(())
+    } else {
+        Err(failures.join("\n").into())
+    }
+}
+
+async fn immutable_fields(ctx: TestContext) -> TestResult {
+    common::install_crd(&ctx.client).await?;
+    let api = dynamic_api(&ctx);
+    let spec = json!({
+        "image": "busybox",
+        "command": ["true"],
+        "shards": 4,
+        "parallelism": 2,
+    });
+    api.create(&PostParams::default(), &object("immutable", spec)?)
+        .await?;
+
+    let params = PatchParams::default();
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "change image",
+            json!({"spec": {"image": "alpine"}}),
+            "spec.image is immutable",
+        ),
+        (
+            "change shards",
+            json!({"spec": {"shards": 5}}),
+            "spec.shards is immutable",
+        ),
+        (
+            "add a queue",
+            json!({"spec": {"queueName": "team-a"}}),
+            "spec.queueName is immutable",
+        ),
+        (
+            "remove the command",
+            json!({"spec": {"command": null}}),
+            "spec.command is immutable",
+        ),
+        (
+            "add fatal exit codes",
+            json!({"spec": {"fatalExitCodes": [3]}}),
+            "spec.fatalExitCodes is immutable",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (case, patch, expected) in &cases {
+        let result = api.patch("immutable", &params, &Patch::Merge(patch)).await;
+        if let Err(failure) = expect_invalid(case, result, expected) {
+            failures.push(failure);
+        }
+    }
+    // The fields a Job can change may change.
+    for (case, patch) in [
+        ("parallelism", json!({"spec": {"parallelism": 4}})),
+        ("suspend", json!({"spec": {"suspend": true}})),
+        ("ttl", json!({"spec": {"ttlSecondsAfterFinished": 30}})),
+    ] {
+        if let Err(error) = api.patch("immutable", &params, &Patch::Merge(&patch)).await {
+            failures.push(format!("changing {case} was rejected: {error}"));
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("\n").into())
+    }
+}

@@ -1,0 +1,671 @@
+//! The operator on the real testbed: the `hepbatch-operator` binary is started per test,
+//! watching only the test's namespace (and holding a Lease there), so tests can run side
+//! by side, SIGKILL it and restart it. kwok plays the kubelet; pods are scripted through
+//! the AnalysisJob's `podMetadata.annotations`.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use hepbatch_crds::{AnalysisJob, Phase};
+use hepbatch_tests::harness::{self, TestContext, TestResult, test};
+use hepbatch_tests::testbed::{TestbedOptions, annotations};
+use hepbatch_tests::wait;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+
+use common::BoxError;
+
+fn main() -> ExitCode {
+    harness::run(
+        TestbedOptions::default(),
+        vec![
+            test(
+                "analysis_job_runs_as_one_indexed_job_to_succeeded",
+                runs_to_succeeded,
+            ),
+            test(
+                "shard_failing_beyond_its_retries_fails_the_analysis_job",
+                shard_fails_beyond_retries,
+            ),
+            test("fatal_exit_code_fails_the_shard_at_once", fatal_exit_code),
+            test("suspend_and_resume_propagate_to_the_job", suspend_resume),
+            test("kubectl_scale_changes_the_parallelism", kubectl_scale),
+            test("deleting_the_analysis_job_deletes_its_job", cascade_delete),
+            test("ttl_deletes_a_finished_analysis_job", ttl_deletes),
+            test(
+                "sigkill_during_a_200_shard_run_keeps_exactly_one_job_and_exact_counts",
+                sigkill_restarts,
+            )
+            .with_timeout(Duration::from_secs(420)),
+            test(
+                "two_replicas_only_the_leader_reconciles_and_hands_over",
+                leader_handover,
+            ),
+            test("probes_and_metrics_are_served", probes_and_metrics),
+        ],
+    )
+}
+
+/// One running operator process.
+struct Operator {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Operator {
+    async fn start(ctx: &TestContext, identity: &str, metrics: &str) -> Result<Self, BoxError> {
+        let log = ctx
+            .testbed
+            .log_dir()
+            .join(format!("operator-{}-{identity}.log", ctx.namespace));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
+        let child = Command::new(env!("CARGO_BIN_EXE_hepbatch-operator"))
+            .arg("--kubeconfig")
+            .arg(ctx.testbed.kubeconfig())
+            .args(["--namespaces", &ctx.namespace])
+            .args(["--lease-namespace", &ctx.namespace])
+            .args(["--lease-duration-seconds", "6"])
+            .args(["--identity", identity])
+            .args(["--metrics-address", metrics])
+            .env("RUST_LOG", "info,kube=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()?;
+        Ok(Operator { child, log })
+    }
+
+    /// SIGKILL and reap.
+    async fn kill(mut self) -> Result<(), BoxError> {
+        self.child.kill().await?;
+        Ok(())
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+async fn setup(ctx: &TestContext) -> Result<(Operator, Api<AnalysisJob>), BoxError> {
+    common::install_crd(&ctx.client).await?;
+    let operator = Operator::start(ctx, "operator", "127.0.0.1:0").await?;
+    Ok((
+        operator,
+        Api::namespaced(ctx.client.clone(), &ctx.namespace),
+    ))
+}
+
+fn scripted(spec: Value, pod_annotations: Value) -> Value {
+    let mut spec = spec;
+    spec["podMetadata"] = json!({"annotations": pod_annotations});
+    spec
+}
+
+async fn wait_phase(
+    api: &Api<AnalysisJob>,
+    name: &str,
+    phase: Phase,
+    timeout: Duration,
+) -> Result<AnalysisJob, BoxError> {
+    Ok(wait::until(
+        api,
+        name,
+        phase.as_str(),
+        timeout,
+        move |aj: Option<&AnalysisJob>| {
+            aj.and_then(|a| a.status.as_ref()).and_then(|s| s.phase) == Some(phase)
+        },
+    )
+    .await?)
+}
+
+async fn event_reasons(ctx: &TestContext, name: &str) -> Result<Vec<String>, BoxError> {
+    let events: Api<Event> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    Ok(events
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .filter_map(|e| e.reason)
+        .collect())
+}
+
+/// Waits until the object `name` no longer exists.
+async fn wait_gone<K>(api: &Api<K>, name: &str, timeout: Duration) -> Result<(), BoxError>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    eventually(&format!("{name} to be deleted"), timeout, || async {
+        Ok(api.get_opt(name).await?.is_none())
+    })
+    .await
+}
+
+/// Polls `check` until it returns true or `timeout` passes.
+async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<(), BoxError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<bool, BoxError>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await? {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("timed out after {timeout:?} waiting for {what}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn runs_to_succeeded(ctx: TestContext) -> TestResult {
+    let (operator, api) = setup(&ctx).await?;
+    let spec = scripted(
+        json!({"image": "busybox", "script": "echo $HEPBATCH_SHARD", "shards": 6,
+               "parallelism": 3, "maxRetriesPerShard": 2}),
+        json!({annotations::RUN_DURATION: "300ms"}),
+    );
+    api.create(
+        &PostParams::default(),
+        &common::analysis_job("hello", spec)?,
+    )
+    .await?;
+
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let job = wait::until(
+        &jobs,
+        "hello",
+        "created",
+        Duration::from_secs(30),
+        |j: Option<&Job>| j.is_some(),
+    )
+    .await?;
+    let spec = job.spec.clone().ok_or("the Job has no spec")?;
+    assert_eq!(spec.completion_mode.as_deref(), Some("Indexed"));
+    assert_eq!(spec.completions, Some(6));
+    assert_eq!(spec.parallelism, Some(3));
+    assert_eq!(spec.backoff_limit_per_index, Some(2));
+    assert_eq!(spec.pod_replacement_policy.as_deref(), Some("Failed"));
+    let owner = job
+        .metadata
+        .owner_references
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .find(|o| o.controller == Some(true))
+        .ok_or("the Job has no controller")?;
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("AnalysisJob", "hello")
+    );
+
+    let done = wait_phase(&api, "hello", Phase::Succeeded, Duration::from_secs(90))
+        .await
+        .map_err(|e| format!("{e}\noperator log:\n{}", operator.log_tail()))?;
+    let status = done.status.ok_or("no status")?;
+    assert_eq!(
+        (
+            status.shards,
+            status.succeeded,
+            status.failed,
+            status.active
+        ),
+        (6, 6, 0, 0)
+    );
+    assert_eq!(status.completed_shards.as_deref(), Some("0-5"));
+    assert_eq!(status.job_name.as_deref(), Some("hello"));
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Complete" && c.status == "True")
+    );
+    assert!(status.completion_time.is_some());
+    assert_eq!(status.observed_generation, done.metadata.generation);
+
+    let jobs_in_namespace = jobs.list(&ListParams::default()).await?.items.len();
+    assert_eq!(jobs_in_namespace, 1, "exactly one Job");
+    eventually(
+        "JobCreated and Succeeded events",
+        Duration::from_secs(10),
+        || async {
+            let reasons = event_reasons(&ctx, "hello").await?;
+            Ok(reasons.iter().any(|r| r == "JobCreated")
+                && reasons.iter().any(|r| r == "Succeeded"))
+        },
+    )
+    .await?;
+    operator.kill().await
+}
+
+async fn shard_fails_beyond_retries(ctx: TestContext) -> TestResult {
+    let (operator, api) = setup(&ctx).await?;
+    let spec = scripted(
+        json!({"image": "busybox", "command": ["false"], "shards": 2, "maxRetriesPerShard": 1}),
+        json!({annotations::RUN_DURATION: "200ms", annotations::EXIT_CODE: "7"}),
+    );
+    api.create(
+        &PostParams::default(),
+        &common::analysis_job("failing", spec)?,
+    )
+    .await?;
+    let failed = wait_phase(&api, "failing", Phase::Failed, Duration::from_secs(90))
+        .await
+        .map_err(|e| format!("{e}\noperator log:\n{}", operator.log_tail()))?;
+    // Details may be filled one reconcile after the phase: wait for them.
+    let mut status = failed.status.ok_or("no status")?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while status.failed_shard_details.len() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        status = api.get("failing").await?.status.ok_or("no status")?;
+    }
+    assert_eq!(status.failed_shards.as_deref(), Some("0,1"));
+    assert_eq!(status.failed, 4, "two attempts per shard");
+    assert_eq!(status.failed_shard_details.len(), 2, "{status:?}");
+    for (index, shard) in status.failed_shard_details.iter().enumerate() {
+        assert_eq!(shard.index, i32::try_from(index)?);
+        assert_eq!(shard.attempts, 2, "{shard:?}");
+        assert_eq!(shard.last_exit_code, Some(7), "{shard:?}");
+        assert!(shard.node.is_some(), "{shard:?}");
+        assert!(shard.reason.is_some(), "{shard:?}");
+    }
+    let failed_condition = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Failed" && c.status == "True")
+        .ok_or("no Failed condition")?;
+    assert_eq!(failed_condition.reason, "FailedIndexes");
+    eventually(
+        "ShardFailed and Failed events",
+        Duration::from_secs(10),
+        || async {
+            let reasons = event_reasons(&ctx, "failing").await?;
+            Ok(reasons.iter().any(|r| r == "ShardFailed") && reasons.iter().any(|r| r == "Failed"))
+        },
+    )
+    .await?;
+    operator.kill().await
+}
+
+async fn fatal_exit_code(ctx: TestContext) -> TestResult {
+    let (operator, api) = setup(&ctx).await?;
+    let spec = scripted(
+        json!({"image": "busybox", "command": ["false"], "shards": 1, "maxRetriesPerShard": 5,
+               "fatalExitCodes": [42]}),
+        json!({annotations::RUN_DURATION: "200ms", annotations::EXIT_CODE: "42"}),
+    );
+    api.create(
+        &PostParams::default(),
+        &common::analysis_job("fatal", spec)?,
+    )
+    .await?;
+    wait_phase(&api, "fatal", Phase::Failed, Duration::from_secs(60))
+        .await
+        .map_err(|e| format!("{e}\noperator log:\n{}", operator.log_tail()))?;
+    let mut status = api.get("fatal").await?.status.ok_or("no status")?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while status.failed_shard_details.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        status = api.get("fatal").await?.status.ok_or("no status")?;
+    }
+    assert_eq!(status.failed, 1, "no retry after a fatal exit code");
+    let shard = status.failed_shard_details.first().ok_or("no detail")?;
+    assert_eq!((shard.attempts, shard.last_exit_code), (1, Some(42)));
+    operator.kill().await
+}
+
+async fn suspend_resume(ctx: TestContext) -> TestResult {
+    let (operator, api) = setup(&ctx).await?;
+    let spec = scripted(
+        json!({"image": "busybox", "command": ["sleep", "60"], "shards": 4}),
+        json!({annotations::RUN_DURATION: "120s"}),
+    );
+    api.create(
+        &PostParams::default(),
+        &common::analysis_job("pausable", spec)?,
+    )
+    .await?;
+    wait::until(
+        &api,
+        "pausable",
+        "running 4 shards",
+        Duration::from_secs(60),
+        |aj: Option<&AnalysisJob>| {
+            aj.and_then(|a| a.status.as_ref())
+                .is_some_and(|s| s.active == 4)
+        },
+    )
+    .await?;
+    let params = PatchParams::default();
+    api.patch(
+        "pausable",
+        &params,
+        &Patch::Merge(json!({"spec": {"suspend": true}})),
+    )
+    .await?;
+    wait::until(
+        &api,
+        "pausable",
+        "suspended with no active shard",
+        Duration::from_secs(60),
+        |aj: Option<&AnalysisJob>| {
+            aj.and_then(|a| a.status.as_ref())
+                .is_some_and(|s| s.phase == Some(Phase::Suspended) && s.active == 0)
+        },
+    )
+    .await
+    .map_err(|e| format!("{e}\noperator log:\n{}", operator.log_tail()))?;
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    assert_eq!(
+        jobs.get("pausable").await?.spec.and_then(|s| s.suspend),
+        Some(true)
+    );
+    api.patch(
+        "pausable",
+        &params,
+        &Patch::Merge(json!({"spec": {"suspend": false}})),
+    )
+    .await?;
+    wait::until(
+        &api,
+        "pausable",
+        "running again",
+        Duration::from_secs(60),
+        |aj: Option<&AnalysisJob>| {
+            aj.and_then(|a| a.status.as_ref())
+                .is_some_and(|s| s.phase == Some(Phase::Running) && s.active == 4)
+        },
+    )
+    .await?;
+    eventually(
+        "Suspended and Resumed events",
+        Duration::from_secs(10),
+        || async {
+            let reasons = event_reasons(&ctx, "pausable").await?;
+            Ok(reasons.iter().any(|r| r == "Suspended") && reasons.iter().any(|r| r == "Resumed"))
+        },
+    )
+    .await?;
+    operator.kill().await
+}
+
+async fn kubectl_scale(ctx: TestContext) -> TestResult {
+    let (operator, api) = setup(&ctx).await?;
+    let spec = scripted(
+        json!({"image": "busybox", "command": ["sleep", "60"], "shards": 10, "parallelism": 2}),
+        json!({annotations::RUN_DURATION: "120s"}),
+    );
+    api.create(&PostParams::default(), &common::analysis_job("wide", spec)?)
+        .await?;
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    wait::until(
+        &jobs,
+        "wide",
+        "created",
+        Duration::from_secs(30),
+        |j: Option<&Job>| j.is_some(),
+    )
+    .await?;
+    let output = ctx
+        .testbed
+        .kubectl()
+        .args(["scale", "aj/wide", "--replicas=5", "-n", &ctx.namespace])
+        .output()?;
+    if !output.status.success() {
+        return Err(format!(
+            "kubectl scale failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+        .into());
+    }
+    wait::until(
+        &jobs,
+        "wide",
+        "parallelism 5",
+        Duration::from_secs(30),
+        |j: Option<&Job>| j.and_then(|j| j.spec.as_ref()).and_then(|s| s.parallelism) == Some(5),
+    )
+    .await
+    .map_err(|e| format!("{e}\noperator log:\n{}", operator.log_tail()))?;
+    wait::until(
+        &api,
+        "wide",
+        "5 active",
+        Duration::from_secs(60),
+        |aj: Option<&AnalysisJob>| {
+            aj.and_then(|a| a.status.as_ref())
+                .is_some_and(|s| s.active == 5)
+        },
+    )
+    .await?;
+    operator.kill().await
+}
+
+async fn cascade_delete(ctx: TestContext) -> TestResult {
+    let (operator, api) = setup(&ctx).await?;
+    let spec = scripted(
+        json!({"image": "busybox", "command": ["sleep", "60"], "shards": 3}),
+        json!({annotations::RUN_DURATION: "120s"}),
+    );
+    api.create(
+        &PostParams::default(),
+        &common::analysis_job("doomed", spec)?,
+    )
+    .await?;
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    wait::until(
+        &jobs,
+        "doomed",
+        "created",
+        Duration::from_secs(30),
+        |j: Option<&Job>| j.is_some(),
+    )
+    .await?;
+    api.delete("doomed", &DeleteParams::background()).await?;
+    wait_gone(&jobs, "doomed", Duration::from_secs(60)).await?;
+    operator.kill().await
+}
+
+async fn ttl_deletes(ctx: TestContext) -> TestResult {
+    let (operator, api) = setup(&ctx).await?;
+    let spec = scripted(
+        json!({"image": "busybox", "command": ["true"], "shards": 2,
+               "ttlSecondsAfterFinished": 2}),
+        json!({annotations::RUN_DURATION: "100ms"}),
+    );
+    api.create(
+        &PostParams::default(),
+        &common::analysis_job("shortlived", spec)?,
+    )
+    .await?;
+    wait_phase(
+        &api,
+        "shortlived",
+        Phase::Succeeded,
+        Duration::from_secs(60),
+    )
+    .await?;
+    wait_gone(&api, "shortlived", Duration::from_secs(30))
+        .await
+        .map_err(|e| format!("{e}\noperator log:\n{}", operator.log_tail()))?;
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    wait_gone(&jobs, "shortlived", Duration::from_secs(60)).await?;
+    operator.kill().await
+}
+
+/// A pseudo-random delay from the clock (enough to vary the moments of the kills).
+fn random_delay(max_ms: u64) -> Duration {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| u64::from(d.subsec_nanos()))
+        .unwrap_or(0);
+    Duration::from_millis(200 + nanos % max_ms)
+}
+
+async fn sigkill_restarts(ctx: TestContext) -> TestResult {
+    let (mut operator, api) = setup(&ctx).await?;
+    let spec = scripted(
+        json!({"image": "busybox", "command": ["true"], "shards": 200, "parallelism": 40}),
+        json!({annotations::RUN_DURATION: "500ms"}),
+    );
+    api.create(&PostParams::default(), &common::analysis_job("big", spec)?)
+        .await?;
+    for round in 0..5 {
+        tokio::time::sleep(random_delay(2500)).await;
+        operator.kill().await?;
+        tokio::time::sleep(random_delay(800)).await;
+        operator = Operator::start(&ctx, &format!("operator-{round}"), "127.0.0.1:0").await?;
+    }
+    let done = wait_phase(&api, "big", Phase::Succeeded, Duration::from_secs(300))
+        .await
+        .map_err(|e| format!("{e}\noperator log:\n{}", operator.log_tail()))?;
+    let status = done.status.ok_or("no status")?;
+    assert_eq!(
+        (status.shards, status.succeeded, status.failed),
+        (200, 200, 0)
+    );
+    assert_eq!(status.completed_shards.as_deref(), Some("0-199"));
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    assert_eq!(
+        jobs.list(&ListParams::default()).await?.items.len(),
+        1,
+        "exactly one Job"
+    );
+    operator.kill().await
+}
+
+async fn lease_holder(ctx: &TestContext) -> Result<Option<String>, BoxError> {
+    let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    Ok(leases
+        .get_opt("hepbatch-operator")
+        .await?
+        .and_then(|l| l.spec)
+        .and_then(|s| s.holder_identity))
+}
+
+async fn leader_handover(ctx: TestContext) -> TestResult {
+    common::install_crd(&ctx.client).await?;
+    let api: Api<AnalysisJob> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let first = Operator::start(&ctx, "replica-a", "127.0.0.1:0").await?;
+    eventually("replica-a leads", Duration::from_secs(20), || async {
+        Ok(lease_holder(&ctx).await?.as_deref() == Some("replica-a"))
+    })
+    .await?;
+    let second = Operator::start(&ctx, "replica-b", "127.0.0.1:0").await?;
+    let spec = scripted(
+        json!({"image": "busybox", "command": ["true"], "shards": 2}),
+        json!({annotations::RUN_DURATION: "100ms"}),
+    );
+    api.create(
+        &PostParams::default(),
+        &common::analysis_job("one", spec.clone())?,
+    )
+    .await?;
+    wait_phase(&api, "one", Phase::Succeeded, Duration::from_secs(60)).await?;
+    // Only the leader wrote: every write of the status came from one field manager, and the
+    // standby's log shows no reconcile.
+    assert_eq!(lease_holder(&ctx).await?.as_deref(), Some("replica-a"));
+    assert!(
+        !second.log_tail().contains("reconcile"),
+        "the standby reconciled:\n{}",
+        second.log_tail()
+    );
+
+    let killed_at = Instant::now();
+    first.kill().await?;
+    eventually("replica-b leads", Duration::from_secs(15), || async {
+        Ok(lease_holder(&ctx).await?.as_deref() == Some("replica-b"))
+    })
+    .await?;
+    let handover = killed_at.elapsed();
+    println!("leader handover took {handover:.1?}");
+    api.create(&PostParams::default(), &common::analysis_job("two", spec)?)
+        .await?;
+    wait_phase(&api, "two", Phase::Succeeded, Duration::from_secs(60))
+        .await
+        .map_err(|e| format!("{e}\nreplica-b log:\n{}", second.log_tail()))?;
+    assert!(
+        handover <= Duration::from_secs(15),
+        "handover took {handover:?}"
+    );
+    second.kill().await
+}
+
+/// A minimal HTTP/1.0 GET: status code and body.
+async fn http_get(address: &str, path: &str) -> Result<(u16, String), BoxError> {
+    let mut stream = tokio::net::TcpStream::connect(address).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or("no status line")?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+async fn probes_and_metrics(ctx: TestContext) -> TestResult {
+    common::install_crd(&ctx.client).await?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let operator = Operator::start(&ctx, "metrics", &address).await?;
+    eventually("/livez answers", Duration::from_secs(20), || async {
+        Ok(http_get(&address, "/livez")
+            .await
+            .is_ok_and(|(code, _)| code == 200))
+    })
+    .await?;
+    let api: Api<AnalysisJob> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let spec = scripted(
+        json!({"image": "busybox", "command": ["true"], "shards": 1}),
+        json!({annotations::RUN_DURATION: "100ms"}),
+    );
+    api.create(
+        &PostParams::default(),
+        &common::analysis_job("measured", spec)?,
+    )
+    .await?;
+    wait_phase(&api, "measured", Phase::Succeeded, Duration::from_secs(60)).await?;
+    let (code, _) = http_get(&address, "/readyz").await?;
+    assert_eq!(code, 200, "ready after the watches synced");
+    eventually(
+        "metrics report the phase",
+        Duration::from_secs(15),
+        || async {
+            let (code, body) = http_get(&address, "/metrics").await?;
+            Ok(code == 200
+                && body.contains("hepbatch_operator_reconciles_total")
+                && body.contains("hepbatch_operator_reconcile_duration_seconds_bucket")
+                && body.contains("hepbatch_operator_analysis_jobs{phase=\"Succeeded\"} 1")
+                && body.contains("hepbatch_operator_leader 1"))
+        },
+    )
+    .await
+    .map_err(|e| format!("{e}\nlog:\n{}", operator.log_tail()))?;
+    operator.kill().await
+}
