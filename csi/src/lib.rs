@@ -1,0 +1,31 @@
+//! The hepbatch CVMFS CSI node plugin (`cvmfs.hepbatch.io`).
+//!
+//! Pods mount one CSI volume at `/cvmfs` and find each repository at `/cvmfs/<repo>`.
+//! The design in one paragraph: repositories are mounted by a [`backend`] under a shared
+//! mount root on the host; a published target is a small read-only tmpfs *holder* that never
+//! dies, with each repository bound read-only *beneath* it ([`topology`]); the kubelet binds
+//! the target into containers `rslave`, so when the [`watchdog`] replaces a broken repository
+//! mount and its binds, running containers see the repository again without any republish.
+//! All state (what is mounted, published, referenced or broken) is read back from the
+//! kernel's mount table ([`mount::table`]).
+//!
+//! Modules: [`volume`] (typed volume attributes), [`node`], [`identity`] and
+//! [`controller`] (CSI services),
+//! [`registration`] (kubelet plugin registration), [`server`] (sockets and wiring),
+//! [`metrics`], [`config`].
+
+pub mod backend;
+pub mod config;
+pub mod controller;
+pub mod identity;
+pub mod locks;
+pub mod metrics;
+pub mod mount;
+pub mod node;
+pub mod ondemand;
+pub mod proto;
+pub mod registration;
+pub mod server;
+pub mod topology;
+pub mod volume;
+pub mod watchdog;

@@ -1,0 +1,384 @@
+//! The CSI Node service: validates requests, then hands them to the [`Topology`] on a
+//! blocking thread. Every error maps onto a gRPC code here and nowhere else.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tonic::{Request, Response, Status};
+use tracing::{Instrument, info, info_span};
+
+use crate::metrics::{ErrorCategory, Metrics, Operation, OperationLabels};
+use crate::proto::csi::node_server::Node;
+use crate::proto::csi::node_service_capability::{Rpc, Type as CapabilityType, rpc};
+use crate::proto::csi::volume_capability::AccessType;
+use crate::proto::csi::{
+    NodeExpandVolumeRequest, NodeExpandVolumeResponse, NodeGetCapabilitiesRequest,
+    NodeGetCapabilitiesResponse, NodeGetInfoRequest, NodeGetInfoResponse,
+    NodeGetVolumeStatsRequest, NodeGetVolumeStatsResponse, NodePublishVolumeRequest,
+    NodePublishVolumeResponse, NodeServiceCapability, NodeStageVolumeRequest,
+    NodeStageVolumeResponse, NodeUnpublishVolumeRequest, NodeUnpublishVolumeResponse,
+    NodeUnstageVolumeRequest, NodeUnstageVolumeResponse, VolumeCapability, VolumeCondition,
+};
+use crate::topology::{Topology, TopologyError};
+use crate::volume::{AttributeError, VolumeSpec};
+
+/// A rejected or failed Node request.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// A required field is empty.
+    #[error("{0} is required")]
+    Missing(&'static str),
+    /// The target path is not acceptable.
+    #[error("target path {path:?} {reason}")]
+    BadTarget {
+        /// The path.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// Block access was requested.
+    #[error("CVMFS volumes are file systems: block access is not supported")]
+    BlockAccess,
+    /// The volume attributes are invalid.
+    #[error(transparent)]
+    Attributes(#[from] AttributeError),
+    /// Nothing of this volume is published at the path.
+    #[error("volume {volume} is not published at {path}")]
+    NotPublished {
+        /// The volume id.
+        volume: String,
+        /// The path.
+        path: String,
+    },
+    /// The topology operation failed.
+    #[error(transparent)]
+    Topology(#[from] TopologyError),
+    /// The blocking task died.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl NodeError {
+    fn category(&self) -> ErrorCategory {
+        match self {
+            Self::Missing(_) | Self::BadTarget { .. } | Self::BlockAccess | Self::Attributes(_) => {
+                ErrorCategory::InvalidArgument
+            }
+            Self::NotPublished { .. } => ErrorCategory::InvalidArgument,
+            Self::Topology(TopologyError::Backend(_)) => ErrorCategory::Backend,
+            Self::Topology(TopologyError::Conflict { .. }) => ErrorCategory::Conflict,
+            Self::Topology(_) | Self::Internal(_) => ErrorCategory::Mount,
+        }
+    }
+}
+
+impl From<NodeError> for Status {
+    fn from(error: NodeError) -> Self {
+        let message = error.to_string();
+        match error {
+            NodeError::Missing(_)
+            | NodeError::BadTarget { .. }
+            | NodeError::BlockAccess
+            | NodeError::Attributes(_)
+            | NodeError::Topology(TopologyError::OnDemandUnavailable) => {
+                Status::invalid_argument(message)
+            }
+            NodeError::NotPublished { .. } => Status::not_found(message),
+            NodeError::Topology(TopologyError::Conflict { .. }) => Status::already_exists(message),
+            NodeError::Topology(TopologyError::ForeignMount(_)) => {
+                Status::failed_precondition(message)
+            }
+            NodeError::Topology(TopologyError::Backend(
+                crate::backend::BackendError::NotFound { .. },
+            )) => Status::not_found(message),
+            NodeError::Topology(_) | NodeError::Internal(_) => Status::internal(message),
+        }
+    }
+}
+
+/// Checks that `target` is an absolute, normalised path strictly beneath `kubelet_dir`.
+pub fn validate_target(target: &str, kubelet_dir: &Path) -> Result<PathBuf, NodeError> {
+    let bad = |reason: &str| NodeError::BadTarget {
+        path: target.to_owned(),
+        reason: reason.to_owned(),
+    };
+    if target.is_empty() {
+        return Err(NodeError::Missing("target_path"));
+    }
+    let path = Path::new(target);
+    if !path.is_absolute() {
+        return Err(bad("is not absolute"));
+    }
+    if target
+        .split('/')
+        .skip(1)
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return Err(bad(
+            "must be normalised: no '.', '..', '//' or trailing '/'",
+        ));
+    }
+    if path == kubelet_dir || !path.starts_with(kubelet_dir) {
+        return Err(bad(&format!(
+            "is not beneath the kubelet directory {}",
+            kubelet_dir.display()
+        )));
+    }
+    Ok(path.to_owned())
+}
+
+fn check_capability(capability: Option<&VolumeCapability>) -> Result<(), NodeError> {
+    let capability = capability.ok_or(NodeError::Missing("volume_capability"))?;
+    match capability.access_type {
+        Some(AccessType::Block(_)) => Err(NodeError::BlockAccess),
+        Some(AccessType::Mount(_)) => Ok(()),
+        None => Err(NodeError::Missing("volume_capability.access_type")),
+    }
+}
+
+/// Node service.
+pub struct NodeService {
+    topology: Arc<Topology>,
+    kubelet_dir: PathBuf,
+    node_id: String,
+    metrics: Arc<Metrics>,
+}
+
+impl NodeService {
+    /// A service publishing beneath `kubelet_dir` on the node `node_id`.
+    pub fn new(
+        topology: Arc<Topology>,
+        kubelet_dir: PathBuf,
+        node_id: String,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            topology,
+            kubelet_dir,
+            node_id,
+            metrics,
+        }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Topology) -> Result<T, TopologyError> + Send + 'static,
+    ) -> Result<T, NodeError> {
+        let topology = self.topology.clone();
+        tokio::task::spawn_blocking(move || work(&topology))
+            .await
+            .map_err(|e| NodeError::Internal(e.to_string()))?
+            .map_err(NodeError::from)
+    }
+
+    fn record<T>(&self, operation: Operation, started: Instant, result: &Result<T, NodeError>) {
+        let labels = OperationLabels { operation };
+        match result {
+            Ok(_) => {
+                self.metrics.operations.get_or_create(&labels).inc();
+                self.metrics
+                    .latency
+                    .get_or_create(&labels)
+                    .observe(started.elapsed().as_secs_f64());
+            }
+            Err(e) => self.metrics.error(e.category()),
+        }
+    }
+
+    async fn publish(&self, request: NodePublishVolumeRequest) -> Result<(), NodeError> {
+        if request.volume_id.is_empty() {
+            return Err(NodeError::Missing("volume_id"));
+        }
+        let target = validate_target(&request.target_path, &self.kubelet_dir)?;
+        check_capability(request.volume_capability.as_ref())?;
+        let spec = VolumeSpec::from_context(&request.volume_context)?;
+        let volume = request.volume_id;
+        self.blocking(move |t| t.publish(&volume, &spec, &target))
+            .await
+    }
+
+    async fn unpublish(&self, request: NodeUnpublishVolumeRequest) -> Result<(), NodeError> {
+        if request.volume_id.is_empty() {
+            return Err(NodeError::Missing("volume_id"));
+        }
+        let target = validate_target(&request.target_path, &self.kubelet_dir)?;
+        self.blocking(move |t| t.unpublish(&target)).await
+    }
+
+    async fn stats(
+        &self,
+        request: NodeGetVolumeStatsRequest,
+    ) -> Result<NodeGetVolumeStatsResponse, NodeError> {
+        if request.volume_id.is_empty() {
+            return Err(NodeError::Missing("volume_id"));
+        }
+        if request.volume_path.is_empty() {
+            return Err(NodeError::Missing("volume_path"));
+        }
+        let not_published = || NodeError::NotPublished {
+            volume: request.volume_id.clone(),
+            path: request.volume_path.clone(),
+        };
+        let path = PathBuf::from(&request.volume_path);
+        let volume = request.volume_id.clone();
+        let answer = self
+            .blocking(move |t| {
+                let Some(holder) = t.published(&path)? else {
+                    return Ok(None);
+                };
+                if holder.volume != Topology::volume_label(&volume) {
+                    return Ok(None);
+                }
+                t.volume_problems(&holder).map(Some)
+            })
+            .await?;
+        let problems = answer.ok_or_else(not_published)?;
+        Ok(NodeGetVolumeStatsResponse {
+            usage: Vec::new(),
+            volume_condition: Some(VolumeCondition {
+                abnormal: !problems.is_empty(),
+                message: if problems.is_empty() {
+                    "all repositories readable".to_owned()
+                } else {
+                    problems.join("; ")
+                },
+            }),
+        })
+    }
+}
+
+fn rpc_capability(kind: rpc::Type) -> NodeServiceCapability {
+    NodeServiceCapability {
+        r#type: Some(CapabilityType::Rpc(Rpc {
+            r#type: kind as i32,
+        })),
+    }
+}
+
+#[tonic::async_trait]
+impl Node for NodeService {
+    async fn node_publish_volume(
+        &self,
+        request: Request<NodePublishVolumeRequest>,
+    ) -> Result<Response<NodePublishVolumeResponse>, Status> {
+        let request = request.into_inner();
+        let span =
+            info_span!("publish", volume = %request.volume_id, target = %request.target_path);
+        let started = Instant::now();
+        let result = self.publish(request).instrument(span.clone()).await;
+        self.record(Operation::Publish, started, &result);
+        span.in_scope(|| match &result {
+            Ok(()) => info!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "published"
+            ),
+            Err(e) => info!(error = %e, "publish refused or failed"),
+        });
+        result?;
+        Ok(Response::new(NodePublishVolumeResponse {}))
+    }
+
+    async fn node_unpublish_volume(
+        &self,
+        request: Request<NodeUnpublishVolumeRequest>,
+    ) -> Result<Response<NodeUnpublishVolumeResponse>, Status> {
+        let request = request.into_inner();
+        let span =
+            info_span!("unpublish", volume = %request.volume_id, target = %request.target_path);
+        let started = Instant::now();
+        let result = self.unpublish(request).instrument(span.clone()).await;
+        self.record(Operation::Unpublish, started, &result);
+        span.in_scope(|| match &result {
+            Ok(()) => info!("unpublished"),
+            Err(e) => info!(error = %e, "unpublish refused or failed"),
+        });
+        result?;
+        Ok(Response::new(NodeUnpublishVolumeResponse {}))
+    }
+
+    async fn node_get_volume_stats(
+        &self,
+        request: Request<NodeGetVolumeStatsRequest>,
+    ) -> Result<Response<NodeGetVolumeStatsResponse>, Status> {
+        Ok(Response::new(self.stats(request.into_inner()).await?))
+    }
+
+    async fn node_get_capabilities(
+        &self,
+        _request: Request<NodeGetCapabilitiesRequest>,
+    ) -> Result<Response<NodeGetCapabilitiesResponse>, Status> {
+        Ok(Response::new(NodeGetCapabilitiesResponse {
+            capabilities: vec![
+                rpc_capability(rpc::Type::GetVolumeStats),
+                rpc_capability(rpc::Type::VolumeCondition),
+            ],
+        }))
+    }
+
+    async fn node_get_info(
+        &self,
+        _request: Request<NodeGetInfoRequest>,
+    ) -> Result<Response<NodeGetInfoResponse>, Status> {
+        Ok(Response::new(NodeGetInfoResponse {
+            node_id: self.node_id.clone(),
+            max_volumes_per_node: 0,
+            accessible_topology: None,
+        }))
+    }
+
+    async fn node_stage_volume(
+        &self,
+        _request: Request<NodeStageVolumeRequest>,
+    ) -> Result<Response<NodeStageVolumeResponse>, Status> {
+        Err(Status::unimplemented(
+            "no staging: volumes are published directly",
+        ))
+    }
+
+    async fn node_unstage_volume(
+        &self,
+        _request: Request<NodeUnstageVolumeRequest>,
+    ) -> Result<Response<NodeUnstageVolumeResponse>, Status> {
+        Err(Status::unimplemented(
+            "no staging: volumes are published directly",
+        ))
+    }
+
+    async fn node_expand_volume(
+        &self,
+        _request: Request<NodeExpandVolumeRequest>,
+    ) -> Result<Response<NodeExpandVolumeResponse>, Status> {
+        Err(Status::unimplemented("CVMFS volumes are read-only"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_must_lie_beneath_the_kubelet_directory() {
+        let kubelet = Path::new("/var/lib/kubelet");
+        assert!(validate_target("/var/lib/kubelet/pods/x/mount", kubelet).is_ok());
+        for bad in [
+            "",
+            "relative/path",
+            "/var/lib/kubelet",
+            "/etc/passwd",
+            "/var/lib/kubelet/../../etc",
+            "/var/lib/kubeletx/pods",
+            "/var/lib/kubelet/./pods",
+        ] {
+            assert!(validate_target(bad, kubelet).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn bad_requests_map_to_invalid_argument() {
+        let status = Status::from(NodeError::Missing("volume_id"));
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        let status = Status::from(NodeError::BlockAccess);
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    }
+}

@@ -1,0 +1,513 @@
+//! Shared harness of the real-mount tests.
+//!
+//! Every [`Node`] is a private mount namespace (anchored by a `sleep` process started with
+//! `unshare --mount --propagation private`), so nothing a test mounts reaches the host.
+//! The plugin runs inside it through `nsenter` with the squashfuse backend serving fixture
+//! repositories built here with `mksquashfs` (one image per repository and revision).
+//! A [`Container`] is a further mount namespace that receives a published target as an
+//! `rbind` made `rslave`, as the kubelet and the container runtime do for a
+//! `HostToContainer` volume. Each namespace gets its own /run, so every node runs its own
+//! `automount`. Dropping a node kills every process in its namespace.
+
+#![allow(dead_code, missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use hepbatch_csi::proto::csi::identity_client::IdentityClient;
+use hepbatch_csi::proto::csi::node_client::NodeClient;
+use hepbatch_csi::proto::csi::volume_capability::{
+    AccessMode, AccessType, MountVolume, access_mode,
+};
+use hepbatch_csi::proto::csi::{
+    NodePublishVolumeRequest, NodeUnpublishVolumeRequest, ProbeRequest, VolumeCapability,
+};
+use tonic::transport::{Channel, Endpoint};
+
+/// Fixture content: instance directory name → files (relative path, content).
+pub type Fixtures<'a> = &'a [(&'a str, &'a [(&'a str, &'a str)])];
+
+/// The fixture repositories most tests use: two revisions of cms (latest and tag v1, v2),
+/// sft latest, atlas latest.
+pub const STANDARD: Fixtures<'static> = &[
+    (
+        "cms.cern.ch",
+        &[("version", "cms latest\n"), ("bin/cmsRun", "run\n")],
+    ),
+    ("cms.cern.ch@tag-v1", &[("version", "cms v1\n")]),
+    ("cms.cern.ch@tag-v2", &[("version", "cms v2\n")]),
+    ("sft.cern.ch", &[("version", "sft latest\n")]),
+    ("atlas.cern.ch", &[("version", "atlas latest\n")]),
+];
+
+pub fn run(command: &mut Command) -> Output {
+    command
+        .output()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"))
+}
+
+pub fn run_ok(command: &mut Command) -> String {
+    let output = run(command);
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Builds one squashfs image per fixture instance in `images`.
+pub fn build_images(dir: &Path, fixtures: Fixtures<'_>) -> PathBuf {
+    let images = dir.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    for (instance, files) in fixtures {
+        let source = dir.join("fixtures").join(instance);
+        for (path, content) in *files {
+            let file = source.join(path);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(&file, content).unwrap();
+        }
+        run_ok(
+            Command::new("mksquashfs")
+                .arg(&source)
+                .arg(images.join(format!("{instance}.squashfs")))
+                .args(["-noappend", "-quiet", "-no-progress", "-no-xattrs"]),
+        );
+    }
+    images
+}
+
+/// A private mount namespace with the plugin running in it.
+pub struct Node {
+    pub dir: tempfile::TempDir,
+    pub keeper: Child,
+    pub plugin: Option<Child>,
+    pub kubelet: PathBuf,
+    pub root: PathBuf,
+    pub socket: PathBuf,
+    pub images: PathBuf,
+    pub extra_args: Vec<String>,
+    /// Milliseconds between healing passes of the plugin.
+    pub heal_interval_ms: u64,
+    containers: Vec<Child>,
+}
+
+impl Node {
+    /// Starts a namespace and the plugin with the [`STANDARD`] fixtures.
+    pub async fn start() -> Self {
+        Self::start_with(STANDARD, &[]).await
+    }
+
+    pub async fn start_with(fixtures: Fixtures<'_>, extra_args: &[&str]) -> Self {
+        assert_eq!(
+            nix::unistd::geteuid().as_raw(),
+            0,
+            "the mount tests need root (they mount in a private mount namespace)"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("hepbatch-csi-")
+            .tempdir()
+            .unwrap();
+        let images = build_images(dir.path(), fixtures);
+        let kubelet = dir.path().join("kubelet");
+        std::fs::create_dir_all(kubelet.join("pods")).unwrap();
+        // A private /run too: automount keeps a one-per-/run "already running" flag there.
+        let keeper = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+            .arg("mount -t tmpfs -o mode=0755 hepbatch-test-run /run && exec sleep infinity")
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Wait until the keeper has entered its own namespace.
+        let own = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_link(format!("/proc/{}/ns/mnt", keeper.id())).ok() == Some(own.clone())
+            || !std::fs::read_to_string(format!("/proc/{}/cmdline", keeper.id()))
+                .unwrap_or_default()
+                .starts_with("sleep")
+        {
+            assert!(Instant::now() < deadline, "namespace keeper did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut node = Self {
+            root: dir.path().join("root"),
+            socket: dir.path().join("csi.sock"),
+            dir,
+            keeper,
+            plugin: None,
+            kubelet,
+            images,
+            extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
+            heal_interval_ms: 200,
+            containers: Vec::new(),
+        };
+        node.start_plugin().await;
+        node
+    }
+
+    /// A command run inside the node's mount namespace.
+    pub fn in_ns(&self, program: &str) -> Command {
+        let mut command = Command::new("nsenter");
+        command
+            .arg("-t")
+            .arg(self.keeper.id().to_string())
+            .args(["-m", "--", program]);
+        command
+    }
+
+    pub async fn start_plugin(&mut self) {
+        let _ = std::fs::remove_file(&self.socket);
+        let mut command = self.in_ns(env!("CARGO_BIN_EXE_hepbatch-csi"));
+        command
+            .arg("--endpoint")
+            .arg(&self.socket)
+            .arg("--kubelet-dir")
+            .arg(&self.kubelet)
+            .arg("--mount-root")
+            .arg(&self.root)
+            .arg("--state-dir")
+            .arg(self.dir.path().join("state"))
+            .args(["--node-id", "test-node", "--backend", "squashfuse"])
+            .arg("--squashfuse-images")
+            .arg(&self.images)
+            .arg("--heal-interval-ms")
+            .arg(self.heal_interval_ms.to_string())
+            .args(["--idle-delay-seconds", "1"])
+            .args(&self.extra_args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null());
+        // The plugin's log goes to a file in the node's directory (shown if start-up fails).
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("plugin.log"))
+            .unwrap();
+        command.stdout(log.try_clone().unwrap()).stderr(log);
+        self.plugin = Some(command.spawn().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if self.socket.exists()
+                && let Ok(channel) = self.try_channel().await
+                && IdentityClient::new(channel)
+                    .probe(ProbeRequest {})
+                    .await
+                    .is_ok()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "plugin did not become ready; its log:\n{}",
+                std::fs::read_to_string(self.dir.path().join("plugin.log")).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Kills the plugin process (SIGKILL: no clean shutdown).
+    pub fn kill_plugin(&mut self) {
+        if let Some(mut plugin) = self.plugin.take() {
+            // nsenter forks the plugin as its child; kill both.
+            kill_tree(plugin.id());
+            let _ = plugin.wait();
+        }
+    }
+
+    async fn try_channel(&self) -> Result<Channel, tonic::transport::Error> {
+        let socket = self.socket.clone();
+        Endpoint::try_from("http://[::1]:1")?
+            .connect_with_connector(tower::service_fn(move |_| {
+                let socket = socket.clone();
+                async move {
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                        tokio::net::UnixStream::connect(socket).await?,
+                    ))
+                }
+            }))
+            .await
+    }
+
+    pub async fn node_client(&self) -> NodeClient<Channel> {
+        NodeClient::new(self.try_channel().await.unwrap())
+    }
+
+    /// A target path as the kubelet would choose it.
+    pub fn target(&self, name: &str) -> PathBuf {
+        self.kubelet
+            .join("pods")
+            .join(name)
+            .join("volumes/kubernetes.io~csi/cvmfs/mount")
+    }
+
+    pub async fn publish(
+        &self,
+        client: &mut NodeClient<Channel>,
+        volume: &str,
+        target: &Path,
+        attributes: &[(&str, &str)],
+    ) -> Result<(), tonic::Status> {
+        // The kubelet creates the parent of the target.
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        client
+            .node_publish_volume(publish_request(volume, target, attributes))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn unpublish(
+        &self,
+        client: &mut NodeClient<Channel>,
+        volume: &str,
+        target: &Path,
+    ) -> Result<(), tonic::Status> {
+        client
+            .node_unpublish_volume(NodeUnpublishVolumeRequest {
+                volume_id: volume.to_owned(),
+                target_path: target.display().to_string(),
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Reads a file inside the node's namespace.
+    pub fn read(&self, path: &Path) -> Result<String, String> {
+        let output = run(self.in_ns("cat").arg(path));
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&output.stderr).trim().to_owned())
+        }
+    }
+
+    /// Lists a directory inside the node's namespace.
+    pub fn list(&self, path: &Path) -> Result<Vec<String>, String> {
+        let output = run(self.in_ns("ls").arg("-1A").arg(path));
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .map(str::to_owned)
+                .collect())
+        } else {
+            Err(String::from_utf8_lossy(&output.stderr).trim().to_owned())
+        }
+    }
+
+    /// The node namespace's mountinfo lines.
+    pub fn mountinfo(&self) -> Vec<String> {
+        std::fs::read_to_string(format!("/proc/{}/mountinfo", self.keeper.id()))
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Starts a "container": a new mount namespace that binds `target` at its own
+    /// directory `rbind` + `rslave`, the way the kubelet passes a HostToContainer volume.
+    pub fn container(&mut self, target: &Path) -> Container {
+        let mount = self
+            .dir
+            .path()
+            .join(format!("container-{}", self.containers.len()));
+        std::fs::create_dir_all(&mount).unwrap();
+        let script = format!(
+            "mount --rbind '{t}' '{m}' && mount --make-rslave '{m}' && exec sleep infinity",
+            t = target.display(),
+            m = mount.display()
+        );
+        let child = self
+            .in_ns("unshare")
+            .args([
+                "--mount",
+                "--propagation",
+                "slave",
+                "--",
+                "sh",
+                "-c",
+                &script,
+            ])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        self.containers.push(child);
+        let container = Container { pid, mount };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+            .unwrap_or_default()
+            .starts_with("sleep")
+        {
+            assert!(Instant::now() < deadline, "container did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        container
+    }
+
+    /// The live squashfuse processes serving `instance`.
+    pub fn clients(&self, instance: &str) -> Vec<i32> {
+        let image = self.images.join(format!("{instance}.squashfs"));
+        let image = image.display().to_string();
+        self.processes()
+            .into_iter()
+            .filter(|pid| {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let args: Vec<String> = cmdline
+                    .split(|b| *b == 0)
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect();
+                args.iter().any(|a| a.ends_with("squashfuse")) && args.contains(&image)
+            })
+            .collect()
+    }
+
+    /// Kills the squashfuse client serving `instance` (SIGKILL), as a crashed cvmfs2.
+    pub fn kill_client(&self, instance: &str) {
+        let clients = self.clients(instance);
+        assert!(!clients.is_empty(), "no client serves {instance}");
+        for pid in clients {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+
+    /// Every process in the node's mount namespace.
+    pub fn processes(&self) -> Vec<i32> {
+        let ns = std::fs::read_link(format!("/proc/{}/ns/mnt", self.keeper.id())).ok();
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            if std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok() == ns && ns.is_some() {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill_plugin();
+        for container in &mut self.containers {
+            kill_tree(container.id());
+            let _ = container.wait();
+        }
+        for pid in self.processes() {
+            if pid != self.keeper.id() as i32 {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        let _ = self.keeper.kill();
+        let _ = self.keeper.wait();
+    }
+}
+
+/// SIGKILLs `pid` and its direct children.
+fn kill_tree(pid: u32) {
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    for child in children
+        .split_whitespace()
+        .filter_map(|c| c.parse::<i32>().ok())
+    {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
+/// A process in its own mount namespace holding an rslave copy of a target.
+pub struct Container {
+    pub pid: u32,
+    pub mount: PathBuf,
+}
+
+impl Container {
+    /// Reads `relative` beneath the container's copy of the target.
+    pub fn read(&self, relative: &str) -> Result<String, String> {
+        let output = run(Command::new("nsenter")
+            .arg("-t")
+            .arg(self.pid.to_string())
+            .args(["-m", "--", "cat"])
+            .arg(self.mount.join(relative)));
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&output.stderr).trim().to_owned())
+        }
+    }
+
+    /// Reads `relative` as an unprivileged user (uid/gid 65534), as most pods run.
+    pub fn read_unprivileged(&self, relative: &str) -> Result<String, String> {
+        let output = run(Command::new("nsenter")
+            .arg("-t")
+            .arg(self.pid.to_string())
+            .args([
+                "-m",
+                "--",
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "cat",
+            ])
+            .arg(self.mount.join(relative)));
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&output.stderr).trim().to_owned())
+        }
+    }
+
+    /// Polls until `relative` reads `expected`; returns how long it took.
+    pub fn wait_for(&self, relative: &str, expected: &str, limit: Duration) -> Duration {
+        let started = Instant::now();
+        loop {
+            match self.read(relative) {
+                Ok(content) if content == expected => return started.elapsed(),
+                last => assert!(
+                    started.elapsed() < limit,
+                    "{relative} did not read {expected:?} within {limit:?}; last: {last:?}"
+                ),
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+}
+
+pub fn publish_request(
+    volume: &str,
+    target: &Path,
+    attributes: &[(&str, &str)],
+) -> NodePublishVolumeRequest {
+    NodePublishVolumeRequest {
+        volume_id: volume.to_owned(),
+        target_path: target.display().to_string(),
+        volume_capability: Some(VolumeCapability {
+            access_mode: Some(AccessMode {
+                mode: access_mode::Mode::MultiNodeReaderOnly as i32,
+            }),
+            access_type: Some(AccessType::Mount(MountVolume::default())),
+        }),
+        readonly: true,
+        volume_context: attributes
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect::<HashMap<_, _>>(),
+        ..Default::default()
+    }
+}
