@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: test demo testbed fmt clippy unit
+.PHONY: test demo cluster testbed fmt clippy
 
 ## test: formatting, lints, and every test (unit and real-cluster) in the workspace
 test: testbed
@@ -10,8 +10,13 @@ test: testbed
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) test --workspace
 
-## demo: build what is needed and start a testbed cluster until Ctrl-C
-demo: testbed
+## demo: start the testbed, run the operator, submit examples/hello.yaml, show it succeed;
+## the cluster stays up until Ctrl-C
+demo:
+	bash hack/demo.sh
+
+## cluster: just a testbed cluster until Ctrl-C
+cluster: testbed
 	$(CARGO) run -q -p hepbatch-tests --bin testbed -- up
 
 ## testbed: build the Kubernetes components from Go modules (cached outside the clone)
