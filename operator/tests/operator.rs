@@ -15,8 +15,9 @@ use hepbatch_tests::testbed::{TestbedOptions, annotations};
 use hepbatch_tests::wait;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
@@ -36,6 +37,10 @@ fn main() -> ExitCode {
                 shard_fails_beyond_retries,
             ),
             test("fatal_exit_code_fails_the_shard_at_once", fatal_exit_code),
+            test(
+                "an_evicted_shard_is_rerun_without_using_a_retry",
+                eviction_is_not_a_failure,
+            ),
             test("suspend_and_resume_propagate_to_the_job", suspend_resume),
             test("kubectl_scale_changes_the_parallelism", kubectl_scale),
             test("deleting_the_analysis_job_deletes_its_job", cascade_delete),
@@ -327,6 +332,55 @@ async fn fatal_exit_code(ctx: TestContext) -> TestResult {
     assert_eq!(status.failed, 1, "no retry after a fatal exit code");
     let shard = status.failed_shard_details.first().ok_or("no detail")?;
     assert_eq!((shard.attempts, shard.last_exit_code), (1, Some(42)));
+    operator.kill().await
+}
+
+/// An eviction marks the pod `DisruptionTarget` before deleting it; the default rule
+/// ignores such failures, so a shard with no retries left still runs again and succeeds.
+async fn eviction_is_not_a_failure(ctx: TestContext) -> TestResult {
+    let (operator, api) = setup(&ctx).await?;
+    let spec = scripted(
+        json!({"image": "busybox", "command": ["true"], "shards": 1, "maxRetriesPerShard": 0}),
+        json!({annotations::RUN_DURATION: "6s"}),
+    );
+    api.create(
+        &PostParams::default(),
+        &common::analysis_job("evicted", spec)?,
+    )
+    .await?;
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let selector = ListParams::default().labels("batch.kubernetes.io/job-name=evicted");
+    let mut first = None;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while first.is_none() && Instant::now() < deadline {
+        first = pods
+            .list(&selector)
+            .await?
+            .items
+            .into_iter()
+            .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let first = first.ok_or("the shard's pod never ran")?;
+    let first_name = first.metadata.name.clone().ok_or("pod without name")?;
+    pods.evict(&first_name, &EvictParams::default()).await?;
+
+    let done = wait_phase(&api, "evicted", Phase::Succeeded, Duration::from_secs(90))
+        .await
+        .map_err(|e| format!("{e}\noperator log:\n{}", operator.log_tail()))?;
+    let status = done.status.ok_or("no status")?;
+    assert_eq!(
+        (status.succeeded, status.failed),
+        (1, 0),
+        "eviction counted as a failure"
+    );
+    let all = pods.list(&selector).await?.items;
+    assert!(
+        all.iter()
+            .all(|p| p.metadata.name.as_deref() != Some(first_name.as_str())
+                || p.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Succeeded")),
+        "the evicted pod itself claims success"
+    );
     operator.kill().await
 }
 
