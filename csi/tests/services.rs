@@ -9,7 +9,6 @@ use common::Node;
 use hepbatch_csi::proto::registration::registration_client::RegistrationClient;
 use hepbatch_csi::proto::registration::{InfoRequest, RegistrationStatus};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tonic::transport::Endpoint;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubelet_registration_handshake() {
@@ -23,18 +22,7 @@ async fn kubelet_registration_handshake() {
         0,
         "registration socket is accessible to others"
     );
-    let channel = Endpoint::try_from("http://[::1]:1")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_| {
-            let socket = socket.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(socket).await?,
-                ))
-            }
-        }))
-        .await
-        .unwrap();
+    let channel = common::unix_channel(socket.clone()).await.unwrap();
     let mut client = RegistrationClient::new(channel);
     let info = client.get_info(InfoRequest {}).await.unwrap().into_inner();
     assert_eq!(info.r#type, "CSIPlugin");

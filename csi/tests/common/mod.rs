@@ -216,17 +216,7 @@ impl Node {
     }
 
     async fn try_channel(&self) -> Result<Channel, tonic::transport::Error> {
-        let socket = self.socket.clone();
-        Endpoint::try_from("http://[::1]:1")?
-            .connect_with_connector(tower::service_fn(move |_| {
-                let socket = socket.clone();
-                async move {
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                        tokio::net::UnixStream::connect(socket).await?,
-                    ))
-                }
-            }))
-            .await
+        unix_channel(self.socket.clone()).await
     }
 
     pub async fn node_client(&self) -> NodeClient<Channel> {
@@ -510,4 +500,19 @@ pub fn publish_request(
             .collect::<HashMap<_, _>>(),
         ..Default::default()
     }
+}
+
+/// A gRPC channel to a server listening on the unix socket `socket`.
+pub async fn unix_channel(socket: PathBuf) -> Result<Channel, tonic::transport::Error> {
+    // The URI is required by tonic but unused: the connector dials the socket.
+    Endpoint::try_from("http://[::1]:1")?
+        .connect_with_connector(tower::service_fn(move |_| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        }))
+        .await
 }
