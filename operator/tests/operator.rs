@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use hepbatch_crds::{AnalysisJob, Phase};
 use hepbatch_tests::harness::{self, TestContext, TestResult, test};
-use hepbatch_tests::testbed::{TestbedOptions, annotations};
+use hepbatch_tests::testbed::{self, TestbedOptions, annotations};
 use hepbatch_tests::wait;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -99,9 +99,12 @@ impl Operator {
     }
 
     fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        testbed::tail(&self.log, 30)
+    }
+
+    /// Adds the operator's recent log to a failed wait, where it usually says why.
+    fn explain<T, E: std::fmt::Display>(&self, result: Result<T, E>) -> Result<T, BoxError> {
+        result.map_err(|e| format!("{e}\noperator log:\n{}", self.log_tail()).into())
     }
 }
 
@@ -220,9 +223,8 @@ async fn runs_to_succeeded(ctx: TestContext) -> TestResult {
         ("AnalysisJob", "hello")
     );
 
-    let done = wait_phase(&api, "hello", Phase::Succeeded, Duration::from_secs(90))
-        .await
-        .map_err(|e| format!("{e}\noperator log:\n{}", operator.log_tail()))?;
+    let done = operator
+        .explain(wait_phase(&api, "hello", Phase::Succeeded, Duration::from_secs(90)).await)?;
     let status = done.status.ok_or("no status")?;
     assert_eq!(
         (
@@ -270,9 +272,8 @@ async fn shard_fails_beyond_retries(ctx: TestContext) -> TestResult {
         &common::analysis_job("failing", spec)?,
     )
     .await?;
-    let failed = wait_phase(&api, "failing", Phase::Failed, Duration::from_secs(90))
-        .await
-        .map_err(|e| format!("{e}\noperator log:\n{}", operator.log_tail()))?;
+    let failed = operator
+        .explain(wait_phase(&api, "failing", Phase::Failed, Duration::from_secs(90)).await)?;
     // Details may be filled one reconcile after the phase: wait for them.
     let mut status = failed.status.ok_or("no status")?;
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -320,9 +321,7 @@ async fn fatal_exit_code(ctx: TestContext) -> TestResult {
         &common::analysis_job("fatal", spec)?,
     )
     .await?;
-    wait_phase(&api, "fatal", Phase::Failed, Duration::from_secs(60))
-        .await
-        .map_err(|e| format!("{e}\noperator log:\n{}", operator.log_tail()))?;
+    operator.explain(wait_phase(&api, "fatal", Phase::Failed, Duration::from_secs(60)).await)?;
     let mut status = api.get("fatal").await?.status.ok_or("no status")?;
     let deadline = Instant::now() + Duration::from_secs(20);
     while status.failed_shard_details.is_empty() && Instant::now() < deadline {
@@ -365,9 +364,8 @@ async fn eviction_is_not_a_failure(ctx: TestContext) -> TestResult {
     let first_name = first.metadata.name.clone().ok_or("pod without name")?;
     pods.evict(&first_name, &EvictParams::default()).await?;
 
-    let done = wait_phase(&api, "evicted", Phase::Succeeded, Duration::from_secs(90))
-        .await
-        .map_err(|e| format!("{e}\noperator log:\n{}", operator.log_tail()))?;
+    let done = operator
+        .explain(wait_phase(&api, "evicted", Phase::Succeeded, Duration::from_secs(90)).await)?;
     let status = done.status.ok_or("no status")?;
     assert_eq!(
         (status.succeeded, status.failed),
@@ -413,7 +411,7 @@ async fn suspend_resume(ctx: TestContext) -> TestResult {
         &Patch::Merge(json!({"spec": {"suspend": true}})),
     )
     .await?;
-    wait::until(
+    let waited = wait::until(
         &api,
         "pausable",
         "suspended with no active shard",
@@ -423,8 +421,8 @@ async fn suspend_resume(ctx: TestContext) -> TestResult {
                 .is_some_and(|s| s.phase == Some(Phase::Suspended) && s.active == 0)
         },
     )
-    .await
-    .map_err(|e| format!("{e}\noperator log:\n{}", operator.log_tail()))?;
+    .await;
+    operator.explain(waited)?;
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     assert_eq!(
         jobs.get("pausable").await?.spec.and_then(|s| s.suspend),
@@ -488,15 +486,15 @@ async fn kubectl_scale(ctx: TestContext) -> TestResult {
         )
         .into());
     }
-    wait::until(
+    let waited = wait::until(
         &jobs,
         "wide",
         "parallelism 5",
         Duration::from_secs(30),
         |j: Option<&Job>| j.and_then(|j| j.spec.as_ref()).and_then(|s| s.parallelism) == Some(5),
     )
-    .await
-    .map_err(|e| format!("{e}\noperator log:\n{}", operator.log_tail()))?;
+    .await;
+    operator.explain(waited)?;
     wait::until(
         &api,
         "wide",
@@ -555,9 +553,7 @@ async fn ttl_deletes(ctx: TestContext) -> TestResult {
         Duration::from_secs(60),
     )
     .await?;
-    wait_gone(&api, "shortlived", Duration::from_secs(30))
-        .await
-        .map_err(|e| format!("{e}\noperator log:\n{}", operator.log_tail()))?;
+    operator.explain(wait_gone(&api, "shortlived", Duration::from_secs(30)).await)?;
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     wait_gone(&jobs, "shortlived", Duration::from_secs(60)).await?;
     operator.kill().await
@@ -586,9 +582,8 @@ async fn sigkill_restarts(ctx: TestContext) -> TestResult {
         tokio::time::sleep(random_delay(800)).await;
         operator = Operator::start(&ctx, &format!("operator-{round}"), "127.0.0.1:0").await?;
     }
-    let done = wait_phase(&api, "big", Phase::Succeeded, Duration::from_secs(300))
-        .await
-        .map_err(|e| format!("{e}\noperator log:\n{}", operator.log_tail()))?;
+    let done = operator
+        .explain(wait_phase(&api, "big", Phase::Succeeded, Duration::from_secs(300)).await)?;
     let status = done.status.ok_or("no status")?;
     assert_eq!(
         (status.shards, status.succeeded, status.failed),
@@ -621,7 +616,8 @@ async fn leader_handover(ctx: TestContext) -> TestResult {
         Ok(lease_holder(&ctx).await?.as_deref() == Some("replica-a"))
     })
     .await?;
-    let second = Operator::start(&ctx, "replica-b", "127.0.0.1:0").await?;
+    let standby_metrics = free_address()?;
+    let second = Operator::start(&ctx, "replica-b", &standby_metrics).await?;
     let spec = scripted(
         json!({"image": "busybox", "command": ["true"], "shards": 2}),
         json!({annotations::RUN_DURATION: "100ms"}),
@@ -632,14 +628,15 @@ async fn leader_handover(ctx: TestContext) -> TestResult {
     )
     .await?;
     wait_phase(&api, "one", Phase::Succeeded, Duration::from_secs(60)).await?;
-    // Only the leader wrote: every write of the status came from one field manager, and the
-    // standby's log shows no reconcile.
+    // Only the leader reconciled: the standby's own counters say it never ran a reconcile.
     assert_eq!(lease_holder(&ctx).await?.as_deref(), Some("replica-a"));
-    assert!(
-        !second.log_tail().contains("reconcile"),
-        "the standby reconciled:\n{}",
-        second.log_tail()
+    let (_, standby) = http_get(&standby_metrics, "/metrics").await?;
+    assert_eq!(
+        metric(&standby, "hepbatch_operator_reconciles_total"),
+        Some(0.0),
+        "the standby reconciled:\n{standby}"
     );
+    assert_eq!(metric(&standby, "hepbatch_operator_leader"), Some(0.0));
 
     let killed_at = Instant::now();
     first.kill().await?;
@@ -651,14 +648,28 @@ async fn leader_handover(ctx: TestContext) -> TestResult {
     println!("leader handover took {handover:.1?}");
     api.create(&PostParams::default(), &common::analysis_job("two", spec)?)
         .await?;
-    wait_phase(&api, "two", Phase::Succeeded, Duration::from_secs(60))
-        .await
-        .map_err(|e| format!("{e}\nreplica-b log:\n{}", second.log_tail()))?;
+    second.explain(wait_phase(&api, "two", Phase::Succeeded, Duration::from_secs(60)).await)?;
     assert!(
         handover <= Duration::from_secs(15),
         "handover took {handover:?}"
     );
     second.kill().await
+}
+
+/// A loopback address with a port that is free now.
+fn free_address() -> Result<String, BoxError> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    Ok(format!("127.0.0.1:{port}"))
+}
+
+/// The value of an unlabelled sample in a Prometheus text exposition.
+fn metric(exposition: &str, name: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        let (sample, value) = line.rsplit_once(' ')?;
+        (sample == name).then(|| value.parse().ok())?
+    })
 }
 
 /// A minimal HTTP/1.0 GET: status code and body.
@@ -683,10 +694,7 @@ async fn http_get(address: &str, path: &str) -> Result<(u16, String), BoxError> 
 
 async fn probes_and_metrics(ctx: TestContext) -> TestResult {
     common::install_crd(&ctx.client).await?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let address = format!("127.0.0.1:{port}");
+    let address = free_address()?;
     let operator = Operator::start(&ctx, "metrics", &address).await?;
     eventually("/livez answers", Duration::from_secs(20), || async {
         Ok(http_get(&address, "/livez")
