@@ -288,6 +288,7 @@ async fn killed_client_heals_beneath_running_containers() {
         "sft latest\n"
     );
 
+    let killed = node.clients("cms.cern.ch");
     node.kill_client("cms.cern.ch");
     node.kill_client("cms.cern.ch@tag-v2");
     // The failure is the real one.
@@ -307,6 +308,11 @@ async fn killed_client_heals_beneath_running_containers() {
         "sft latest\n"
     );
     eprintln!("healed after client kill in {took:?}");
+    let serving = node.clients("cms.cern.ch");
+    assert!(
+        !serving.is_empty() && serving.iter().all(|pid| !killed.contains(pid)),
+        "the repository is not served by a new client: before {killed:?}, now {serving:?}"
+    );
 
     // Volume stats report the health; after healing, healthy.
     let stats = client
