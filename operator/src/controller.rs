@@ -3,11 +3,14 @@
 //! Each reconcile
 //! 1. reads the AnalysisJob through [`DeserializeGuard`], so a malformed stored object gets
 //!    a Warning Event and waits for a change instead of stalling the watch;
-//! 2. reads the Job (Jobs are watched by label, so only ours trigger reconciles):
+//! 2. reads the Job from the reflector store that also triggers reconciles (Jobs are
+//!    watched by label, so only ours are cached and trigger); only when the store has no
+//!    such Job is the apiserver asked, so the steady state costs no read request:
 //!    absent → server-side applies the full translation with the fixed field manager
 //!    (idempotent, never get-then-create); present → patches only `parallelism` and
 //!    `suspend` when they differ ([`build::live_update`]), and never touches `suspend` of a
-//!    Kueue-managed Job;
+//!    Kueue-managed Job. A stale cached Job is harmless: the patch is an idempotent merge
+//!    patch, and the watch event that follows triggers the next reconcile;
 //! 3. lists the failed pods of the Job (by label and phase) only when shards failed for
 //!    good, to describe them;
 //! 4. derives the status ([`status::derive`]) and writes it only when it changed, with an
@@ -27,12 +30,14 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::build;
+use crate::config::ConfigWatch;
 use crate::metrics::{ErrorCategory, Metrics};
 use crate::status::{self, Happening};
 
@@ -95,6 +100,10 @@ pub struct Context {
     pub recorder: Recorder,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// The operator's Jobs, as last seen by the watch.
+    pub jobs: Store<Job>,
+    /// The cluster configuration in force.
+    pub config: ConfigWatch,
 }
 
 /// Which namespaces the operator watches.
@@ -107,10 +116,12 @@ pub enum Namespaces {
 }
 
 /// Runs the controller until `shutdown` completes; `ready` turns true once the watches of
-/// AnalysisJobs and Jobs have synced.
+/// AnalysisJobs and Jobs have synced. Every AnalysisJob is reconciled again when the
+/// configuration changes.
 pub async fn run(
     client: Client,
     namespaces: Namespaces,
+    config: ConfigWatch,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
     reporter_instance: String,
@@ -131,13 +142,30 @@ pub async fn run(
                 Api::namespaced(client.clone(), ns),
             ),
         };
+        let (job_store, job_writer) = reflector::store();
+        let job_events = watcher(
+            jobs,
+            watcher::Config::default()
+                .labels(ANALYSIS_JOB_LABEL)
+                .any_semantic(),
+        )
+        .default_backoff()
+        .modify(|job| job.managed_fields_mut().clear())
+        .reflect(job_writer)
+        .touched_objects();
+        let reloads = futures::stream::unfold(config.subscribe(), |mut changes| async move {
+            changes.changed().await.ok().map(|()| ((), changes))
+        });
         let controller = Controller::new(guards, watcher::Config::default().any_semantic())
-            .owns(jobs, watcher::Config::default().labels(ANALYSIS_JOB_LABEL))
+            .owns_stream(job_events)
+            .reconcile_all_on(reloads)
             .with_config(controller::Config::default().debounce(DEBOUNCE))
             .graceful_shutdown_on(shutdown.clone());
         let analysis_jobs = controller.store();
-        readiness.push(analysis_jobs.clone());
+        readiness.push((analysis_jobs.clone(), job_store.clone()));
         let context = Arc::new(Context {
+            jobs: job_store,
+            config: config.clone(),
             client: client.clone(),
             recorder: Recorder::new(
                 client.clone(),
@@ -182,8 +210,10 @@ pub async fn run(
     }
     runs.push(
         async move {
-            for analysis_jobs in readiness {
-                if analysis_jobs.wait_until_ready().await.is_err() {
+            for (analysis_jobs, jobs) in readiness {
+                if analysis_jobs.wait_until_ready().await.is_err()
+                    || jobs.wait_until_ready().await.is_err()
+                {
                     return;
                 }
             }
@@ -285,12 +315,20 @@ async fn reconcile_analysis_job(
     let reference = analysis_job.object_ref(&());
     let mut happenings_before = Vec::new();
 
-    // A fresh read (not a cache) so a Job that Kueue or a user just changed is seen as
-    // it is; creating is still an idempotent server-side apply.
-    let live = jobs
-        .get_opt(&name)
-        .await
-        .map_err(api_error("reading the Job"))?;
+    // The watch's copy when there is one; a Job the store does not know yet is looked up
+    // for real before creating, so a Job of this name owned by something else is never
+    // overwritten.
+    let cached = context
+        .jobs
+        .get(&ObjectRef::new(&name).within(&namespace))
+        .map(|job| (*job).clone());
+    let live = match cached {
+        Some(job) => Some(job),
+        None => jobs
+            .get_opt(&name)
+            .await
+            .map_err(api_error("reading the Job"))?,
+    };
     let job: Job = match live {
         Some(live) if !is_controlled_by(&live, analysis_job) => {
             // A Job of this name belongs to something else (or to a deleted AnalysisJob
