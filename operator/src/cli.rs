@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tracing::{error, info};
 
 use crate::admin::{self, AdminState};
+use crate::config::{ConfigWatch, OperatorConfig};
 use crate::controller::{self, Namespaces};
 use crate::leader::Elector;
 use crate::metrics::Metrics;
@@ -66,6 +67,10 @@ pub struct Args {
     /// Identity in the Lease; absent: `$POD_NAME`, else host name and process id.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// Cluster configuration file (platforms, CVMFS provider, GPU runtime); re-read when it
+    /// changes. Absent: the built-in defaults.
+    #[arg(long, env = "HEPBATCH_CONFIG")]
+    pub config: Option<PathBuf>,
 }
 
 /// Why the operator stopped with a failure.
@@ -84,7 +89,7 @@ pub enum RunError {
     Client(#[from] kube::Error),
     /// Client configuration failed.
     #[error("configuring the client: {0}")]
-    Config(#[from] kube::config::InferConfigError),
+    ClientConfig(#[from] kube::config::InferConfigError),
     /// Client configuration from the kubeconfig failed.
     #[error("configuring the client from the kubeconfig: {0}")]
     KubeconfigConfig(#[from] kube::config::KubeconfigError),
@@ -102,6 +107,9 @@ pub enum RunError {
     /// Leadership was lost.
     #[error(transparent)]
     Leader(#[from] crate::leader::LeaderError),
+    /// The cluster configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// Runs the operator with `args` and returns the process exit code.
@@ -170,6 +178,10 @@ async fn termination() {
 }
 
 async fn run(args: Args) -> Result<(), RunError> {
+    let config = match &args.config {
+        Some(path) => ConfigWatch::start(path.clone())?,
+        None => ConfigWatch::fixed(OperatorConfig::default()),
+    };
     let client = client(&args).await?;
     let metrics = Metrics::new();
     let ready = Arc::new(AtomicBool::new(false));
@@ -216,7 +228,10 @@ async fn run(args: Args) -> Result<(), RunError> {
     let identity = args.identity.clone().unwrap_or_else(default_identity);
 
     if args.no_leader_election {
-        controller::run(client, namespaces, metrics, ready, identity, stopped).await;
+        controller::run(
+            client, namespaces, config, metrics, ready, identity, stopped,
+        )
+        .await;
         return Ok(());
     }
 
@@ -263,6 +278,7 @@ async fn run(args: Args) -> Result<(), RunError> {
     controller::run(
         client,
         namespaces,
+        config,
         metrics.clone(),
         ready,
         identity,

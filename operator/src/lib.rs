@@ -8,11 +8,14 @@
 //! - [`controller`]: the reconcile loop (server-side apply, status patch, Events);
 //! - [`leader`]: Lease-based leader election so only one replica reconciles;
 //! - [`metrics`] and [`admin`]: Prometheus metrics, `/livez`, `/readyz`, `/metrics`;
+//! - [`config`]: the cluster admin's configuration (platforms, CVMFS provider, GPU
+//!   runtime), reloaded when its file changes;
 //! - [`cli`]: flags and environment of the binary and the process around the loop.
 
 pub mod admin;
 pub mod build;
 pub mod cli;
+pub mod config;
 pub mod controller;
 pub mod leader;
 pub mod metrics;

@@ -1,0 +1,398 @@
+//! The operator's cluster configuration: what differs between clusters and is decided by
+//! the cluster admin, not by the physicist.
+//!
+//! A YAML file (mounted from a ConfigMap by the Helm chart) holds
+//! - `platforms`: platform name → light-weight base image (built-in defaults for `cc7`,
+//!   `el8` and `el9`, which the file may override or extend),
+//! - `cvmfs`: how pods get `/cvmfs` — the `csi` driver (default), an existing `pvc` of a
+//!   cvmfs-csi style driver, or a `hostPath`,
+//! - `gpu`: the RuntimeClass NVIDIA GPU pods run with, where `nvidia` is not the default
+//!   runtime.
+//!
+//! Design: [`OperatorConfig`] is plain data parsed strictly (unknown keys are errors, so a
+//! typo is reported instead of ignored). [`ConfigWatch`] re-reads the file every few seconds
+//! and publishes a new `Arc<OperatorConfig>` only when the file's content changed and
+//! parses; a broken edit is logged and the last good configuration stays in force, so a
+//! running operator is never left without one. Polling the content (rather than inotify)
+//! follows ConfigMap volumes, which are updated by swapping a symlink.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tracing::{error, info};
+
+/// Image of the `cc7` platform: CentOS 7 with the system packages CMSSW needs.
+pub const CC7_IMAGE: &str = "gitlab-registry.cern.ch/cms-cloud/cmssw-docker/cc7-cms:latest";
+/// Image of the `el8` platform: the image behind CMS's `cmssw-el8` wrapper.
+pub const EL8_IMAGE: &str = "docker.io/cmssw/el8:x86_64";
+/// Image of the `el9` platform: the image behind CMS's `cmssw-el9` wrapper.
+pub const EL9_IMAGE: &str = "docker.io/cmssw/el9:x86_64";
+
+/// How often the configuration file is read again.
+pub const RELOAD_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The operator's cluster configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OperatorConfig {
+    /// Platform name → image. The defaults (`cc7`, `el8`, `el9`) are always present unless
+    /// overridden here.
+    #[serde(default = "default_platforms", deserialize_with = "merge_platforms")]
+    pub platforms: BTreeMap<String, String>,
+    /// How pods get `/cvmfs`.
+    #[serde(default)]
+    pub cvmfs: CvmfsProvider,
+    /// GPU settings.
+    #[serde(default)]
+    pub gpu: GpuConfig,
+}
+
+impl Default for OperatorConfig {
+    fn default() -> Self {
+        OperatorConfig {
+            platforms: default_platforms(),
+            cvmfs: CvmfsProvider::default(),
+            gpu: GpuConfig::default(),
+        }
+    }
+}
+
+/// How `/cvmfs` reaches a pod.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "provider", rename_all = "camelCase", deny_unknown_fields)]
+pub enum CvmfsProvider {
+    /// One inline volume of the hepbatch CSI driver carrying the job's repositories and
+    /// pins.
+    #[default]
+    Csi,
+    /// An existing PersistentVolumeClaim of a cvmfs-csi style driver in the job's
+    /// namespace, one `subPath` per repository. Cannot pin.
+    #[serde(rename_all = "camelCase")]
+    Pvc {
+        /// Name of the claim in every namespace that runs AnalysisJobs.
+        claim_name: String,
+    },
+    /// `/cvmfs` of the node (nodes that run CVMFS themselves). Cannot pin.
+    #[serde(rename_all = "camelCase")]
+    HostPath {
+        /// The node's CVMFS mount point.
+        #[serde(default = "default_host_path")]
+        path: String,
+    },
+}
+
+impl CvmfsProvider {
+    /// The provider's name as written in the configuration.
+    pub fn name(&self) -> &'static str {
+        match self {
+            CvmfsProvider::Csi => "csi",
+            CvmfsProvider::Pvc { .. } => "pvc",
+            CvmfsProvider::HostPath { .. } => "hostPath",
+        }
+    }
+
+    /// Whether the provider can mount a repository at a pinned revision.
+    pub fn can_pin(&self) -> bool {
+        matches!(self, CvmfsProvider::Csi)
+    }
+}
+
+/// GPU settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GpuConfig {
+    /// RuntimeClass of pods that use NVIDIA GPUs (e.g. `nvidia`); absent: the node's
+    /// default runtime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nvidia_runtime_class_name: Option<String>,
+}
+
+fn default_host_path() -> String {
+    "/cvmfs".to_owned()
+}
+
+fn default_platforms() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("cc7".to_owned(), CC7_IMAGE.to_owned()),
+        ("el8".to_owned(), EL8_IMAGE.to_owned()),
+        ("el9".to_owned(), EL9_IMAGE.to_owned()),
+    ])
+}
+
+fn merge_platforms<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    let mut platforms = default_platforms();
+    platforms.extend(BTreeMap::<String, String>::deserialize(deserializer)?);
+    Ok(platforms)
+}
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("reading the configuration {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The file is not a valid configuration.
+    #[error("parsing the configuration {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (line and column included).
+        message: String,
+    },
+    /// A value is out of place.
+    #[error("the configuration {path} is invalid: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+impl OperatorConfig {
+    /// Parses and checks a configuration file's content.
+    pub fn parse(path: &Path, text: &str) -> Result<OperatorConfig, ConfigError> {
+        let config: OperatorConfig = if text.trim().is_empty() {
+            OperatorConfig::default()
+        } else {
+            serde_yaml::from_str(text).map_err(|error| ConfigError::Parse {
+                path: path.to_owned(),
+                message: error.to_string(),
+            })?
+        };
+        config.check().map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<OperatorConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        OperatorConfig::parse(path, &text)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        for (name, image) in &self.platforms {
+            if !is_dns_label(name) {
+                return Err(format!(
+                    "platform name {name:?} must be a DNS label (lower-case letters, digits, '-')"
+                ));
+            }
+            if image.trim().is_empty() || image.contains(char::is_whitespace) {
+                return Err(format!(
+                    "platform {name} has image {image:?}; give an image reference"
+                ));
+            }
+        }
+        match &self.cvmfs {
+            CvmfsProvider::Pvc { claim_name } if claim_name.is_empty() => {
+                Err("cvmfs.claimName must name the PersistentVolumeClaim".to_owned())
+            }
+            CvmfsProvider::HostPath { path } if !path.starts_with('/') => Err(format!(
+                "cvmfs.path must be an absolute host path, not {path:?}"
+            )),
+            _ => Ok(()),
+        }?;
+        if let Some(class) = &self.gpu.nvidia_runtime_class_name
+            && class.is_empty()
+        {
+            return Err("gpu.nvidiaRuntimeClassName must not be empty; remove it instead".into());
+        }
+        Ok(())
+    }
+
+    /// The image of `platform`, if the platform is configured.
+    pub fn platform_image(&self, platform: &str) -> Option<&str> {
+        self.platforms.get(platform).map(String::as_str)
+    }
+}
+
+fn is_dns_label(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+/// The configuration in force, kept current from its file.
+#[derive(Clone, Debug)]
+pub struct ConfigWatch {
+    receiver: watch::Receiver<Arc<OperatorConfig>>,
+}
+
+impl ConfigWatch {
+    /// A configuration that never changes (no file given).
+    pub fn fixed(config: OperatorConfig) -> ConfigWatch {
+        let (sender, receiver) = watch::channel(Arc::new(config));
+        // Keep the channel open for the life of the process so receivers never see it
+        // closed.
+        std::mem::forget(sender);
+        ConfigWatch { receiver }
+    }
+
+    /// Loads `path` (an error if it is missing or invalid) and re-reads it every
+    /// [`RELOAD_INTERVAL`] on the current Tokio runtime.
+    pub fn start(path: PathBuf) -> Result<ConfigWatch, ConfigError> {
+        let initial = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let config = OperatorConfig::parse(&path, &initial)?;
+        info!(path = %path.display(), platforms = ?config.platforms.keys().collect::<Vec<_>>(),
+            cvmfs = config.cvmfs.name(), "configuration loaded");
+        let (sender, receiver) = watch::channel(Arc::new(config));
+        tokio::spawn(async move {
+            let mut last = initial;
+            loop {
+                tokio::time::sleep(RELOAD_INTERVAL).await;
+                if sender.is_closed() {
+                    return;
+                }
+                let text = match std::fs::read_to_string(&path) {
+                    Ok(text) => text,
+                    Err(error) => {
+                        error!(path = %path.display(), %error,
+                            "cannot read the configuration; keeping the last good one");
+                        continue;
+                    }
+                };
+                if text == last {
+                    continue;
+                }
+                match OperatorConfig::parse(&path, &text) {
+                    Ok(config) => {
+                        info!(path = %path.display(), "configuration changed; reloaded");
+                        sender.send_replace(Arc::new(config));
+                    }
+                    Err(error) => {
+                        error!(%error, "configuration rejected; keeping the last good one");
+                    }
+                }
+                last = text;
+            }
+        });
+        Ok(ConfigWatch { receiver })
+    }
+
+    /// The configuration in force now.
+    pub fn current(&self) -> Arc<OperatorConfig> {
+        self.receiver.borrow().clone()
+    }
+
+    /// A receiver that wakes on every reload.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<OperatorConfig>> {
+        self.receiver.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<OperatorConfig, ConfigError> {
+        OperatorConfig::parse(Path::new("operator.yaml"), text)
+    }
+
+    #[test]
+    fn empty_file_means_defaults() {
+        let config = parse("").expect("valid");
+        assert_eq!(config, OperatorConfig::default());
+        assert_eq!(config.platform_image("cc7"), Some(CC7_IMAGE));
+        assert_eq!(config.cvmfs, CvmfsProvider::Csi);
+    }
+
+    #[test]
+    fn platforms_extend_and_override_the_defaults() {
+        let config = parse(
+            "platforms:\n  el9: registry.example/el9:1\n  alma10: registry.example/alma10:1\n",
+        )
+        .expect("valid");
+        assert_eq!(config.platform_image("el9"), Some("registry.example/el9:1"));
+        assert_eq!(
+            config.platform_image("alma10"),
+            Some("registry.example/alma10:1")
+        );
+        assert_eq!(config.platform_image("cc7"), Some(CC7_IMAGE));
+    }
+
+    #[test]
+    fn providers_parse() {
+        assert_eq!(
+            parse("cvmfs:\n  provider: pvc\n  claimName: cvmfs\n")
+                .expect("valid")
+                .cvmfs,
+            CvmfsProvider::Pvc {
+                claim_name: "cvmfs".into()
+            }
+        );
+        assert_eq!(
+            parse("cvmfs:\n  provider: hostPath\n")
+                .expect("valid")
+                .cvmfs,
+            CvmfsProvider::HostPath {
+                path: "/cvmfs".into()
+            }
+        );
+        assert!(!CvmfsProvider::HostPath { path: "/x".into() }.can_pin());
+        assert!(CvmfsProvider::Csi.can_pin());
+    }
+
+    #[test]
+    fn mistakes_are_reported_with_their_place() {
+        for (text, expected) in [
+            ("platfroms: {}\n", "platfroms"),
+            ("cvmfs:\n  provider: nfs\n", "nfs"),
+            ("cvmfs:\n  provider: pvc\n", "claimName"),
+            ("cvmfs:\n  provider: hostPath\n  path: cvmfs\n", "absolute"),
+            ("platforms:\n  EL9: x\n", "DNS label"),
+            ("platforms:\n  el9: ''\n", "image reference"),
+            ("gpu:\n  nvidiaRuntimeClassName: ''\n", "must not be empty"),
+        ] {
+            let error = parse(text).expect_err(text).to_string();
+            assert!(error.contains(expected), "{text:?} gave {error:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn changes_to_the_file_are_picked_up_and_bad_edits_ignored() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("operator.yaml");
+        std::fs::write(&path, "").expect("write");
+        let watch = ConfigWatch::start(path.clone()).expect("loads");
+        let mut changes = watch.subscribe();
+        assert_eq!(watch.current().platform_image("alma10"), None);
+
+        std::fs::write(&path, "platforms: [not, a, map]\n").expect("write");
+        tokio::time::sleep(RELOAD_INTERVAL * 2).await;
+        assert_eq!(*watch.current(), OperatorConfig::default());
+
+        std::fs::write(&path, "platforms:\n  alma10: registry.example/alma10:1\n").expect("write");
+        tokio::time::timeout(RELOAD_INTERVAL * 3, changes.changed())
+            .await
+            .expect("reloaded in time")
+            .expect("open");
+        assert_eq!(
+            watch.current().platform_image("alma10"),
+            Some("registry.example/alma10:1")
+        );
+    }
+}
