@@ -26,6 +26,8 @@ use schemars::{JsonSchema, Schema};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::hep::{Cmssw, Cvmfs, GpuRequest, Inputs, Output};
+
 /// Largest number of shards one AnalysisJob may have (the Job API's limit on completions
 /// with per-index backoff).
 pub const MAX_SHARDS: i32 = 100_000;
@@ -43,7 +45,14 @@ pub const RESERVED_ENV_PREFIX: &str = "HEPBATCH_";
 pub const ANALYSIS_JOB_LABEL: &str = "hepbatch.io/analysis-job";
 
 /// Environment variable holding the shard's index (0 to shards-1).
-pub const SHARD_ENV: &str = "HEPBATCH_SHARD";
+pub const SHARD_ENV: &str = "HEPBATCH_SHARD_INDEX";
+
+/// Environment variable holding the path of the shard's input file list (with `inputs`).
+pub const INPUT_FILES_ENV: &str = "HEPBATCH_INPUT_FILES";
+
+/// Environment variable holding the output directory (with `output`), as in the CMS
+/// lessons.
+pub const OUTPUT_DIR_ENV: &str = "ANALYSIS_OUTDIR";
 
 /// Environment variable holding the number of shards.
 pub const SHARDS_ENV: &str = "HEPBATCH_SHARDS";
@@ -54,6 +63,14 @@ pub const MUTABLE_FIELDS: &[&str] = &["parallelism", "suspend", "ttlSecondsAfter
 
 /// Optional spec fields that are immutable once the AnalysisJob exists.
 const IMMUTABLE_OPTIONAL_FIELDS: &[&str] = &[
+    "image",
+    "platform",
+    "shards",
+    "cmssw",
+    "cvmfs",
+    "output",
+    "inputs",
+    "maxRuntime",
     "command",
     "args",
     "script",
@@ -74,7 +91,7 @@ const IMMUTABLE_OPTIONAL_FIELDS: &[&str] = &[
 ];
 
 /// Spec fields that always have a value (required or defaulted) and are immutable.
-const IMMUTABLE_REQUIRED_FIELDS: &[&str] = &["image", "shards", "maxRetriesPerShard"];
+const IMMUTABLE_REQUIRED_FIELDS: &[&str] = &["maxRetriesPerShard"];
 
 /// What a physicist asks for: a containerised program run as `shards` indexed shards.
 // The printer columns repeat `type_ = ...` inside separate `printcolumn(...)` groups, which
@@ -104,7 +121,7 @@ const IMMUTABLE_REQUIRED_FIELDS: &[&str] = &["image", "shards", "maxRetriesPerSh
     printcolumn(
         name = "Shards",
         type_ = "integer",
-        json_path = ".spec.shards",
+        json_path = ".status.shards",
         description = "Total shards"
     ),
     printcolumn(
@@ -131,9 +148,16 @@ const IMMUTABLE_REQUIRED_FIELDS: &[&str] = &["image", "shards", "maxRetriesPerSh
         json_path = ".metadata.creationTimestamp"
     ),
     printcolumn(
+        name = "Platform",
+        type_ = "string",
+        json_path = ".spec.platform",
+        priority = 1,
+        description = "Platform (cc7, el8, el9, ...) whose image the shards run"
+    ),
+    printcolumn(
         name = "Image",
         type_ = "string",
-        json_path = ".spec.image",
+        json_path = ".status.image",
         priority = 1,
         description = "Container image of every shard"
     )
@@ -141,9 +165,46 @@ const IMMUTABLE_REQUIRED_FIELDS: &[&str] = &["image", "shards", "maxRetriesPerSh
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = add_spec_rules)]
 pub struct AnalysisJobSpec {
-    /// Container image every shard runs, e.g. `ghcr.io/org/analysis:1.0`. Immutable.
+    /// Container image every shard runs, e.g. `ghcr.io/org/analysis:1.0`; overrides the
+    /// platform's image. `image` or `platform` is required. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512), transform = image_rules)]
-    pub image: String,
+    pub image: Option<String>,
+
+    /// Platform whose light-weight base image the shards run: `cc7`, `el8`, `el9` or one
+    /// the cluster admin defined (software comes from `/cvmfs`; compare the `cmssw-el8`
+    /// wrappers or HTCondor's `+SingularityImage`). `image` overrides it. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), transform = crate::hep::platform_rules)]
+    pub platform: Option<String>,
+
+    /// Sets up a CMSSW release (`cmsrel` + `cmsenv`) before `script` or `command` runs, in
+    /// `$CMSSW_BASE/src`; implies the `cms.cern.ch` repository under `/cvmfs`. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmssw: Option<Cmssw>,
+
+    /// CVMFS repositories under `/cvmfs`, optionally pinned to a revision. Absent: no
+    /// `/cvmfs` unless `cmssw` is set. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cvmfs: Option<Cvmfs>,
+
+    /// Where shards write results, exported as `$ANALYSIS_OUTDIR`. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Output>,
+
+    /// Input files split over shards (CRAB `FileBased` splitting): the shard count follows
+    /// from the list, and each shard finds its files, one per line, in the file named by
+    /// `$HEPBATCH_INPUT_FILES`. Excludes `shards`. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<Inputs>,
+
+    /// Longest time one attempt of a shard may run before it is stopped and counts as a
+    /// failed attempt: an HTCondor JobFlavour (`espresso` 20 min, `microcentury` 1 h,
+    /// `longlunch` 2 h, `workday` 8 h, `tomorrow` 1 d, `testmatch` 3 d, `nextweek` 1 week)
+    /// or a duration such as `90m`, `2h`, `1h30m`. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 32), transform = crate::hep::max_runtime_rules)]
+    pub max_runtime: Option<String>,
 
     /// Executable and arguments replacing the image's entrypoint. Mutually exclusive with
     /// `script`. Immutable.
@@ -158,7 +219,7 @@ pub struct AnalysisJobSpec {
     pub args: Option<Vec<String>>,
 
     /// A bash script run as `bash -euo pipefail -c <script>` (fail-fast: the first failing
-    /// command fails the shard). The shard index is in `$HEPBATCH_SHARD` (and
+    /// command fails the shard). The shard index is in `$HEPBATCH_SHARD_INDEX` (and
     /// `$JOB_COMPLETION_INDEX`), the shard count in `$HEPBATCH_SHARDS`. Mutually exclusive
     /// with `command` and `args`. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -185,10 +246,11 @@ pub struct AnalysisJobSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ShardResources>,
 
-    /// Number of shards (indexes 0 to shards-1), 1 to 100000. Immutable.
-    #[serde(default = "default_shards")]
+    /// Number of shards (indexes 0 to shards-1), 1 to 100000; HTCondor's `queue N`.
+    /// Absent: 1, or computed from `inputs`. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100_000))]
-    pub shards: i32,
+    pub shards: Option<i32>,
 
     /// Shards running at once (0 pauses without suspending). Absent: all shards, at most
     /// 1000. May change at any time, also with `kubectl scale aj/<name> --replicas=N`.
@@ -284,6 +346,10 @@ pub struct ShardResources {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64), transform = ephemeral_storage_rules)]
     pub ephemeral_storage: Option<String>,
+    /// GPUs per shard, mapped to the vendor's device-plugin resource, node affinity on
+    /// the GPU's labels and a toleration of the GPU nodes' taint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<GpuRequest>,
 }
 
 /// Labels and annotations for the shards' pods.
@@ -359,6 +425,9 @@ pub struct AnalysisJobStatus {
     /// Name of the Job that runs the shards.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_name: Option<String>,
+    /// The image the shards run (from `image`, or the platform's image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     /// Total number of shards.
     #[serde(default)]
     pub shards: i32,
@@ -418,21 +487,23 @@ pub struct FailedShard {
 }
 
 impl AnalysisJobSpec {
-    /// The parallelism the Job gets: the spec's, or all shards capped at
-    /// [`DEFAULT_PARALLELISM_CAP`].
-    pub fn effective_parallelism(&self) -> i32 {
+    /// The shard count the spec gives (1 when absent); with `inputs` the count follows
+    /// from the input list instead.
+    pub fn shards(&self) -> i32 {
+        self.shards.unwrap_or(1)
+    }
+
+    /// The parallelism the Job gets for `shards` shards: the spec's, or all shards capped
+    /// at [`DEFAULT_PARALLELISM_CAP`].
+    pub fn effective_parallelism(&self, shards: i32) -> i32 {
         self.parallelism
-            .unwrap_or_else(|| self.shards.min(DEFAULT_PARALLELISM_CAP))
+            .unwrap_or_else(|| shards.min(DEFAULT_PARALLELISM_CAP))
     }
 
     /// Whether the user asked for the AnalysisJob to be suspended.
     pub fn is_suspended(&self) -> bool {
         self.suspend.unwrap_or(false)
     }
-}
-
-fn default_shards() -> i32 {
-    1
 }
 
 fn default_max_retries_per_shard() -> i32 {
@@ -449,7 +520,7 @@ pub struct Rule {
 }
 
 impl Rule {
-    fn new(rule: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(rule: impl Into<String>, message: impl Into<String>) -> Self {
         Rule {
             rule: rule.into(),
             message: message.into(),
@@ -476,8 +547,24 @@ pub fn spec_rules() -> Vec<Rule> {
              script or use command/args without a script",
         ),
         Rule::new(
-            "!has(self.maxFailedShards) || self.maxFailedShards <= self.shards",
+            "has(self.image) || has(self.platform)",
+            "spec.image or spec.platform is required: name an image, or a platform such as \
+             cc7, el8 or el9 to run its light-weight image",
+        ),
+        Rule::new(
+            "!(has(self.inputs) && has(self.shards))",
+            "spec.shards is computed from spec.inputs (files / filesPerShard); remove \
+             spec.shards or spec.inputs",
+        ),
+        Rule::new(
+            "!has(self.maxFailedShards) || has(self.inputs) || \
+             self.maxFailedShards <= (has(self.shards) ? self.shards : 1)",
             "spec.maxFailedShards must not be larger than spec.shards",
+        ),
+        Rule::new(
+            "!has(self.cmssw) || has(self.script) || has(self.command)",
+            "spec.cmssw sets up a release for your commands: give spec.script (or \
+             spec.command) to run in it",
         ),
         Rule::new(
             format!(
@@ -486,6 +573,16 @@ pub fn spec_rules() -> Vec<Rule> {
             format!(
                 "spec.env must not set variables starting with {RESERVED_ENV_PREFIX}: the \
                  operator sets them; rename the variable"
+            ),
+        ),
+        Rule::new(
+            format!(
+                "!has(self.output) || !has(self.env) || \
+                 self.env.all(e, e.name != '{OUTPUT_DIR_ENV}')"
+            ),
+            format!(
+                "spec.env must not set {OUTPUT_DIR_ENV} when spec.output is given: the \
+                 operator sets it to spec.output.path"
             ),
         ),
     ];
@@ -515,7 +612,7 @@ fn immutable_message(field: &str) -> String {
     )
 }
 
-fn set_rules(schema: &mut Schema, rules: &[Rule]) {
+pub(crate) fn set_rules(schema: &mut Schema, rules: &[Rule]) {
     let rules: Vec<Value> = rules.iter().map(Rule::to_json).collect();
     schema.insert("x-kubernetes-validations".to_owned(), Value::Array(rules));
 }
@@ -640,9 +737,9 @@ mod tests {
     fn defaults_apply_to_a_minimal_spec() {
         let spec: AnalysisJobSpec =
             serde_json::from_value(json!({"image": "busybox"})).expect("parses");
-        assert_eq!(spec.shards, 1);
+        assert_eq!(spec.shards(), 1);
         assert_eq!(spec.max_retries_per_shard, 3);
-        assert_eq!(spec.effective_parallelism(), 1);
+        assert_eq!(spec.effective_parallelism(spec.shards()), 1);
         assert!(!spec.is_suspended());
     }
 
@@ -650,6 +747,9 @@ mod tests {
     fn default_parallelism_is_capped() {
         let spec: AnalysisJobSpec =
             serde_json::from_value(json!({"image": "busybox", "shards": 5000})).expect("parses");
-        assert_eq!(spec.effective_parallelism(), DEFAULT_PARALLELISM_CAP);
+        assert_eq!(
+            spec.effective_parallelism(spec.shards()),
+            DEFAULT_PARALLELISM_CAP
+        );
     }
 }

@@ -7,9 +7,14 @@
 //! nothing of theirs.
 
 pub mod analysis_job;
+pub mod hep;
 
 pub use analysis_job::{
     AnalysisJob, AnalysisJobSpec, AnalysisJobStatus, FailedShard, Phase, ShardResources,
+};
+pub use hep::{
+    Cmssw, ConfigMapKey, Cvmfs, GpuRequest, GpuVendor, Inputs, IntelDriver, Output, OutputVolume,
+    Pin,
 };
 
 /// API group of every hepbatch custom resource.

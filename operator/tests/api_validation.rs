@@ -75,7 +75,96 @@ async fn bad_inputs_rejected(ctx: TestContext) -> TestResult {
         (
             "missing image",
             json!({"shards": 2}),
-            "spec.image: Required value",
+            "spec.image or spec.platform is required",
+        ),
+        (
+            "platform not a name",
+            json!({"platform": "EL 9"}),
+            "spec.platform must be a platform name",
+        ),
+        (
+            "cmssw without commands",
+            json!({"platform": "el8", "cmssw": {"release": "CMSSW_13_0_13",
+                "scramArch": "el8_amd64_gcc11"}}),
+            "spec.cmssw sets up a release for your commands",
+        ),
+        (
+            "cmssw release malformed",
+            json!({"platform": "el8", "script": "cmsRun", "cmssw": {"release": "13_0_13",
+                "scramArch": "el8_amd64_gcc11"}}),
+            "spec.cmssw.release must be a CMSSW release name",
+        ),
+        (
+            "scram arch malformed",
+            json!({"platform": "el8", "script": "cmsRun", "cmssw": {"release": "CMSSW_13_0_13",
+                "scramArch": "amd64"}}),
+            "spec.cmssw.scramArch must be a SCRAM architecture",
+        ),
+        (
+            "repository with a slash",
+            json!({"platform": "el9", "cvmfs": {"repositories": ["cms.cern.ch/../etc"]}}),
+            "spec.cvmfs.repositories must be CVMFS repository names",
+        ),
+        (
+            "pin of an unlisted repository",
+            json!({"platform": "el9", "cvmfs": {"repositories": ["cms.cern.ch"],
+                "pin": {"sft.cern.ch": {"tag": "v1"}}}}),
+            "spec.cvmfs.pin names a repository that is not in spec.cvmfs.repositories",
+        ),
+        (
+            "pin with two revisions",
+            json!({"platform": "el9", "cvmfs": {"pin": {"cms.cern.ch": {"tag": "v1",
+                "date": "2025-06-01T00:00:00Z"}}}}),
+            "needs exactly one of tag, date or rootHash",
+        ),
+        (
+            "pin date not ISO-8601",
+            json!({"platform": "el9", "cvmfs": {"pin": {"cms.cern.ch":
+                {"date": "June 1st 2025 12:00"}}}}),
+            "a pinned date must be ISO-8601",
+        ),
+        (
+            "pin root hash not hex",
+            json!({"platform": "el9", "cvmfs": {"pin": {"cms.cern.ch":
+                {"rootHash": "zz0123456789abcdef0123456789abcdef012345"}}}}),
+            "a pinned rootHash must be lowercase hexadecimal",
+        ),
+        (
+            "relative output path",
+            json!({"platform": "el9", "output": {"path": "out"}}),
+            "spec.output.path must be an absolute path",
+        ),
+        (
+            "output under /cvmfs",
+            json!({"platform": "el9", "output": {"path": "/cvmfs/out"}}),
+            "spec.output.path must not lie under /cvmfs",
+        ),
+        (
+            "output with two volumes",
+            json!({"platform": "el9", "output": {"path": "/out", "volume": {"emptyDir": {},
+                "hostPath": {"path": "/data"}}}}),
+            "spec.output.volume needs exactly one of",
+        ),
+        (
+            "inputs and shards",
+            json!({"platform": "el9", "shards": 3, "inputs": {"files": ["a.root"]}}),
+            "spec.shards is computed from spec.inputs",
+        ),
+        (
+            "inputs with both sources",
+            json!({"platform": "el9", "inputs": {"files": ["a.root"],
+                "fromConfigMap": {"name": "files", "key": "list"}}}),
+            "spec.inputs needs exactly one of files or fromConfigMap",
+        ),
+        (
+            "zero files per shard",
+            json!({"platform": "el9", "inputs": {"files": ["a.root"], "filesPerShard": 0}}),
+            "spec.inputs.filesPerShard: Invalid value",
+        ),
+        (
+            "unknown job flavour",
+            json!({"platform": "el9", "maxRuntime": "lunchtime"}),
+            "spec.maxRuntime must be an HTCondor JobFlavour",
         ),
         ("empty image", json!({"image": ""}), "spec.image"),
         (
@@ -170,7 +259,7 @@ async fn bad_inputs_rejected(ctx: TestContext) -> TestResult {
         ),
         (
             "reserved environment variable",
-            json!({"image": "busybox", "env": [{"name": "HEPBATCH_SHARD", "value": "1"}]}),
+            json!({"image": "busybox", "env": [{"name": "HEPBATCH_SHARD_INDEX", "value": "1"}]}),
             "spec.env must not set variables starting with HEPBATCH_",
         ),
         (
@@ -198,7 +287,7 @@ async fn bad_inputs_rejected(ctx: TestContext) -> TestResult {
     // A valid object using every checked field is accepted.
     let valid = json!({
         "image": "ghcr.io/org/analysis:1.0",
-        "script": "echo shard $HEPBATCH_SHARD",
+        "script": "echo shard $HEPBATCH_SHARD_INDEX",
         "workingDir": "/work",
         "shards": 10,
         "parallelism": 4,
@@ -212,6 +301,22 @@ async fn bad_inputs_rejected(ctx: TestContext) -> TestResult {
         "env": [{"name": "DATASET", "value": "/store/data"}],
         "podMetadata": {"labels": {"team": "higgs"}},
     });
+    let valid_hep = json!({
+        "platform": "el8",
+        "cmssw": {"release": "CMSSW_10_6_30_patch1", "scramArch": "slc7_amd64_gcc700"},
+        "script": "cmsRun cfg.py",
+        "cvmfs": {"repositories": ["cms.cern.ch", "sft.cern.ch"],
+            "pin": {"sft.cern.ch": {"date": "2025-06-01T00:00:00Z"}}},
+        "output": {"path": "/output", "volume": {"persistentVolumeClaim": {"claimName": "out"}}},
+        "inputs": {"files": ["/store/a.root", "/store/b.root"], "filesPerShard": 1},
+        "maxRuntime": "workday",
+    });
+    if let Err(error) = api
+        .create(&PostParams::default(), &object("valid-hep", valid_hep)?)
+        .await
+    {
+        failures.push(format!("a valid HEP AnalysisJob was rejected: {error}"));
+    }
     if let Err(error) = api
         .create(&PostParams::default(), &object("valid", valid)?)
         .await
@@ -264,6 +369,21 @@ async fn immutable_fields(ctx: TestContext) -> TestResult {
             "add fatal exit codes",
             json!({"spec": {"fatalExitCodes": [3]}}),
             "spec.fatalExitCodes is immutable",
+        ),
+        (
+            "add a platform",
+            json!({"spec": {"platform": "el9"}}),
+            "spec.platform is immutable",
+        ),
+        (
+            "add cvmfs",
+            json!({"spec": {"cvmfs": {}}}),
+            "spec.cvmfs is immutable",
+        ),
+        (
+            "add a max runtime",
+            json!({"spec": {"maxRuntime": "espresso"}}),
+            "spec.maxRuntime is immutable",
         ),
     ];
     let mut failures = Vec::new();
