@@ -12,27 +12,46 @@
 //!   with the `DisruptionTarget` condition, so evictions and preemptions use no retries
 //!   (which requires `podReplacementPolicy: Failed`),
 //! - `queueName` → the Kueue queue-name label, and the Job starts suspended,
-//! - `script` → `bash -euo pipefail -c <script>`,
+//! - `script` → `bash -euo pipefail -c <script>`; with `cmssw` the CMSSW bootstrap
+//!   ([`crate::cmssw`]) runs first, in a scratch working directory,
+//! - `platform` → the configured image (`image` overrides); an unknown platform is a
+//!   [`BuildError`] the controller reports, never a pod,
+//! - `cvmfs` (and `cmssw`) → the `/cvmfs` volume of the configured provider
+//!   ([`crate::cvmfs`]),
+//! - `resources.gpu` → device-plugin limits, node affinity, tolerations ([`crate::gpu`]),
+//! - `inputs` → `completions` from the planned split and the projected volume of the
+//!   shards' lists ([`crate::inputs`]),
+//! - `output` → a volume at `output.path` and `ANALYSIS_OUTDIR`,
+//! - `maxRuntime` → the pod's `activeDeadlineSeconds` (per attempt),
 //! - `ttlSecondsAfterFinished` is *not* copied: it applies to the AnalysisJob, whose
 //!   deletion removes the Job by garbage collection (keeping the Job until then keeps the
 //!   status readable).
 
 use std::collections::BTreeMap;
 
-use hepbatch_crds::AnalysisJob;
-use hepbatch_crds::analysis_job::{ANALYSIS_JOB_LABEL, SHARD_ENV, SHARDS_ENV, ShardResources};
+use hepbatch_crds::analysis_job::{
+    ANALYSIS_JOB_LABEL, OUTPUT_DIR_ENV, SHARD_ENV, SHARDS_ENV, ShardResources,
+};
+use hepbatch_crds::hep::max_runtime_seconds;
+use hepbatch_crds::{AnalysisJob, Output};
 use k8s_openapi::api::batch::v1::{
     Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
     PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
 };
 use k8s_openapi::api::core::v1::{
-    Container, EnvVar, EnvVarSource, ObjectFieldSelector, PodSpec, PodTemplateSpec,
-    ResourceRequirements,
+    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ObjectFieldSelector, PodSpec,
+    PodTemplateSpec, ResourceRequirements, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::ObjectMeta;
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
+
+use crate::cmssw;
+use crate::config::OperatorConfig;
+use crate::cvmfs::{self, CvmfsError};
+use crate::gpu::{self, GpuError};
+use crate::inputs::{self, InputPlan};
 
 /// Label Kueue reads to queue a Job.
 pub const KUEUE_QUEUE_LABEL: &str = "kueue.x-k8s.io/queue-name";
@@ -43,9 +62,36 @@ pub const CONTAINER_NAME: &str = "shard";
 /// Annotation the Job controller puts on every pod with its completion index.
 pub const COMPLETION_INDEX_ANNOTATION: &str = "batch.kubernetes.io/job-completion-index";
 
+/// Working directory of CMSSW shards that name none: a scratch `emptyDir` where the
+/// release area is created.
+pub const CMSSW_WORK_DIR: &str = "/srv/work";
+
 /// Why an AnalysisJob cannot be translated.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BuildError {
+    /// The platform is not in the operator's configuration.
+    #[error(
+        "spec.platform {platform:?} is not configured on this cluster; use one of {known} or \
+         set spec.image"
+    )]
+    UnknownPlatform {
+        /// The requested platform.
+        platform: String,
+        /// The configured ones, comma-separated.
+        known: String,
+    },
+    /// `/cvmfs` cannot be provided as asked.
+    #[error(transparent)]
+    Cvmfs(#[from] CvmfsError),
+    /// The GPU request cannot be placed.
+    #[error(transparent)]
+    Gpu(#[from] GpuError),
+    /// `maxRuntime` is not a duration (the schema should have caught it).
+    #[error("spec.maxRuntime {0:?} is not a JobFlavour or a duration such as 2h")]
+    MaxRuntime(String),
+    /// `inputs` is set but its split has not been planned.
+    #[error("the input split of this AnalysisJob has not been planned yet")]
+    InputsNotPlanned,
     /// Namespaced objects from the API always have a namespace; a missing one means the
     /// object did not come from the apiserver.
     #[error("the AnalysisJob {name} has no namespace")]
@@ -61,8 +107,49 @@ pub enum BuildError {
     },
 }
 
+impl BuildError {
+    /// The reason of the condition and Event that report this error.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            BuildError::UnknownPlatform { .. } => "UnknownPlatform",
+            BuildError::Cvmfs(CvmfsError::PinUnsupported { .. }) => "CvmfsPinUnsupported",
+            BuildError::Gpu(_) => "InvalidGpuRequest",
+            BuildError::MaxRuntime(_) => "InvalidMaxRuntime",
+            BuildError::InputsNotPlanned
+            | BuildError::MissingNamespace { .. }
+            | BuildError::MissingUid { .. } => "InternalError",
+        }
+    }
+}
+
+/// The image the shards run: `image`, else the configured image of `platform`.
+pub fn image(analysis_job: &AnalysisJob, config: &OperatorConfig) -> Result<String, BuildError> {
+    let spec = &analysis_job.spec;
+    if let Some(image) = &spec.image {
+        return Ok(image.clone());
+    }
+    let platform = spec.platform.clone().unwrap_or_default();
+    config
+        .platform_image(&platform)
+        .map(str::to_owned)
+        .ok_or_else(|| BuildError::UnknownPlatform {
+            platform,
+            known: config
+                .platforms
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
 /// The Job that runs `analysis_job`'s shards: same name and namespace, controlled by it.
-pub fn job(analysis_job: &AnalysisJob) -> Result<Job, BuildError> {
+/// `inputs` is the planned split when the spec has `inputs`.
+pub fn job(
+    analysis_job: &AnalysisJob,
+    config: &OperatorConfig,
+    inputs: Option<&InputPlan>,
+) -> Result<Job, BuildError> {
     let name = analysis_job.name_any();
     let namespace = analysis_job
         .namespace()
@@ -81,6 +168,70 @@ pub fn job(analysis_job: &AnalysisJob) -> Result<Job, BuildError> {
     let mut pod_labels = pod_metadata.labels.unwrap_or_default();
     pod_labels.insert(ANALYSIS_JOB_LABEL.to_owned(), name.clone());
 
+    let shards = match (&spec.inputs, inputs) {
+        (None, _) => spec.shards(),
+        (Some(_), Some(plan)) => plan.shards,
+        (Some(_), None) => return Err(BuildError::InputsNotPlanned),
+    };
+    let mut container = container(analysis_job, image(analysis_job, config)?, shards);
+    let mut volumes = Vec::new();
+    let mut mounts = Vec::new();
+    if let Some(cvmfs) = cvmfs::mount(spec.cvmfs.as_ref(), spec.cmssw.is_some(), &config.cvmfs)? {
+        volumes.push(cvmfs.volume);
+        mounts.extend(cvmfs.mounts);
+    }
+    if let (Some(_), Some(plan)) = (&spec.inputs, inputs) {
+        let names: Vec<String> = plan
+            .config_maps
+            .iter()
+            .filter_map(|c| c.metadata.name.clone())
+            .collect();
+        let (volume, mount, env) = inputs::volume(&names);
+        volumes.push(volume);
+        mounts.push(mount);
+        container.env.get_or_insert_with(Vec::new).insert(2, env);
+    }
+    if let Some(output) = &spec.output {
+        let (volume, mount, env) = output_volume(output);
+        volumes.push(volume);
+        mounts.push(mount);
+        container.env.get_or_insert_with(Vec::new).insert(2, env);
+    }
+    if spec.cmssw.is_some() && spec.working_dir.is_none() {
+        volumes.push(Volume {
+            name: "work".to_owned(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        });
+        mounts.push(VolumeMount {
+            name: "work".to_owned(),
+            mount_path: CMSSW_WORK_DIR.to_owned(),
+            ..VolumeMount::default()
+        });
+        container.working_dir = Some(CMSSW_WORK_DIR.to_owned());
+    }
+    container.volume_mounts = (!mounts.is_empty()).then_some(mounts);
+    let active_deadline_seconds = match &spec.max_runtime {
+        Some(text) => {
+            Some(max_runtime_seconds(text).ok_or_else(|| BuildError::MaxRuntime(text.clone()))?)
+        }
+        None => None,
+    };
+    let mut pod = PodSpec {
+        restart_policy: Some("Never".to_owned()),
+        containers: vec![container],
+        volumes: (!volumes.is_empty()).then_some(volumes),
+        active_deadline_seconds,
+        node_selector: spec.node_selector.clone(),
+        tolerations: spec.tolerations.clone(),
+        affinity: spec.affinity.clone(),
+        priority_class_name: spec.priority_class_name.clone(),
+        service_account_name: spec.service_account_name.clone(),
+        ..PodSpec::default()
+    };
+    let gpu_request = spec.resources.as_ref().and_then(|r| r.gpu.as_ref());
+    gpu::apply(gpu::placement(gpu_request, &config.gpu)?, &mut pod);
+
     Ok(Job {
         metadata: ObjectMeta {
             name: Some(name),
@@ -91,8 +242,8 @@ pub fn job(analysis_job: &AnalysisJob) -> Result<Job, BuildError> {
         },
         spec: Some(JobSpec {
             completion_mode: Some("Indexed".to_owned()),
-            completions: Some(spec.shards),
-            parallelism: Some(spec.effective_parallelism()),
+            completions: Some(shards),
+            parallelism: Some(spec.effective_parallelism(shards)),
             backoff_limit_per_index: Some(spec.max_retries_per_shard),
             max_failed_indexes: spec.max_failed_shards,
             pod_failure_policy: Some(pod_failure_policy(spec.fatal_exit_codes.as_deref())),
@@ -105,16 +256,7 @@ pub fn job(analysis_job: &AnalysisJob) -> Result<Job, BuildError> {
                     annotations: pod_metadata.annotations,
                     ..ObjectMeta::default()
                 }),
-                spec: Some(PodSpec {
-                    restart_policy: Some("Never".to_owned()),
-                    containers: vec![container(analysis_job)],
-                    node_selector: spec.node_selector.clone(),
-                    tolerations: spec.tolerations.clone(),
-                    affinity: spec.affinity.clone(),
-                    priority_class_name: spec.priority_class_name.clone(),
-                    service_account_name: spec.service_account_name.clone(),
-                    ..PodSpec::default()
-                }),
+                spec: Some(pod),
             },
             ..JobSpec::default()
         }),
@@ -150,18 +292,61 @@ fn pod_failure_policy(fatal_exit_codes: Option<&[i32]>) -> PodFailurePolicy {
     PodFailurePolicy { rules }
 }
 
-fn container(analysis_job: &AnalysisJob) -> Container {
+/// `bash -euo pipefail -c <script>` followed by `positional` (`$0`, `$1`, ...).
+fn bash(script: String, positional: Vec<String>) -> Vec<String> {
+    let mut argv: Vec<String> = ["bash", "-euo", "pipefail", "-c"]
+        .map(str::to_owned)
+        .to_vec();
+    argv.push(script);
+    argv.extend(positional);
+    argv
+}
+
+fn output_volume(output: &Output) -> (Volume, VolumeMount, EnvVar) {
+    let source = output.volume.clone().unwrap_or_default();
+    let volume = Volume {
+        name: "output".to_owned(),
+        persistent_volume_claim: source.persistent_volume_claim,
+        host_path: source.host_path,
+        empty_dir: source.empty_dir,
+        ..Volume::default()
+    };
+    let volume = if volume.persistent_volume_claim.is_none() && volume.host_path.is_none() {
+        Volume {
+            empty_dir: Some(volume.empty_dir.unwrap_or_default()),
+            ..volume
+        }
+    } else {
+        volume
+    };
+    let mount = VolumeMount {
+        name: "output".to_owned(),
+        mount_path: output.path.clone(),
+        ..VolumeMount::default()
+    };
+    let env = EnvVar {
+        name: OUTPUT_DIR_ENV.to_owned(),
+        value: Some(output.path.clone()),
+        value_from: None,
+    };
+    (volume, mount, env)
+}
+
+fn container(analysis_job: &AnalysisJob, image: String, shards: i32) -> Container {
     let spec = &analysis_job.spec;
-    let (command, args) = match &spec.script {
-        Some(script) => (
-            Some(
-                ["bash", "-euo", "pipefail", "-c", script.as_str()]
-                    .map(str::to_owned)
-                    .to_vec(),
-            ),
+    let (command, args) = match (&spec.cmssw, &spec.script) {
+        (Some(release), Some(script)) => (
+            Some(bash(cmssw::with_script(release, script), Vec::new())),
             None,
         ),
-        None => (spec.command.clone(), spec.args.clone()),
+        (Some(release), None) => {
+            let mut positional = vec!["hepbatch-cmssw".to_owned()];
+            positional.extend(spec.command.iter().flatten().cloned());
+            positional.extend(spec.args.iter().flatten().cloned());
+            (Some(bash(cmssw::with_command(release), positional)), None)
+        }
+        (None, Some(script)) => (Some(bash(script.clone(), Vec::new())), None),
+        (None, None) => (spec.command.clone(), spec.args.clone()),
     };
     let mut env = vec![
         EnvVar {
@@ -177,14 +362,14 @@ fn container(analysis_job: &AnalysisJob) -> Container {
         },
         EnvVar {
             name: SHARDS_ENV.to_owned(),
-            value: Some(spec.shards.to_string()),
+            value: Some(shards.to_string()),
             value_from: None,
         },
     ];
     env.extend(spec.env.iter().flatten().cloned());
     Container {
         name: CONTAINER_NAME.to_owned(),
-        image: Some(spec.image.clone()),
+        image: Some(image),
         command,
         args,
         working_dir: spec.working_dir.clone(),
@@ -225,7 +410,10 @@ pub fn live_update(analysis_job: &AnalysisJob, live: &Job) -> Option<Value> {
     let spec = &analysis_job.spec;
     let live_spec = live.spec.as_ref();
     let mut changes = serde_json::Map::new();
-    let parallelism = spec.effective_parallelism();
+    let shards = live_spec
+        .and_then(|s| s.completions)
+        .unwrap_or_else(|| spec.shards());
+    let parallelism = spec.effective_parallelism(shards);
     if live_spec.and_then(|s| s.parallelism) != Some(parallelism) {
         changes.insert("parallelism".to_owned(), json!(parallelism));
     }
@@ -242,6 +430,10 @@ pub fn live_update(analysis_job: &AnalysisJob, live: &Job) -> Option<Value> {
 mod tests {
     use super::*;
 
+    fn job_of(aj: &AnalysisJob) -> Result<Job, BuildError> {
+        job(aj, &OperatorConfig::default(), None)
+    }
+
     fn analysis_job(spec: Value) -> AnalysisJob {
         serde_json::from_value(json!({
             "apiVersion": "hepbatch.io/v1alpha1",
@@ -255,7 +447,7 @@ mod tests {
     #[test]
     fn minimal_spec_becomes_an_indexed_job_owned_by_the_analysis_job() {
         let job =
-            job(&analysis_job(json!({"image": "busybox", "shards": 20}))).expect("translates");
+            job_of(&analysis_job(json!({"image": "busybox", "shards": 20}))).expect("translates");
         assert_eq!(job.metadata.name.as_deref(), Some("higgs"));
         assert_eq!(job.metadata.namespace.as_deref(), Some("physics"));
         let owner = &job.metadata.owner_references.expect("owned")[0];
@@ -290,8 +482,8 @@ mod tests {
 
     #[test]
     fn script_runs_with_fail_fast_bash() {
-        let job = job(&analysis_job(
-            json!({"image": "busybox", "script": "echo $HEPBATCH_SHARD"}),
+        let job = job_of(&analysis_job(
+            json!({"image": "busybox", "script": "echo $HEPBATCH_SHARD_INDEX"}),
         ))
         .expect("translates");
         let container = &job
@@ -303,14 +495,20 @@ mod tests {
             .containers[0];
         assert_eq!(
             container.command.as_deref().expect("command"),
-            ["bash", "-euo", "pipefail", "-c", "echo $HEPBATCH_SHARD"]
+            [
+                "bash",
+                "-euo",
+                "pipefail",
+                "-c",
+                "echo $HEPBATCH_SHARD_INDEX"
+            ]
         );
         assert_eq!(container.args, None);
     }
 
     #[test]
     fn retries_failures_and_fatal_codes_translate() {
-        let job = job(&analysis_job(json!({
+        let job = job_of(&analysis_job(json!({
             "image": "busybox", "shards": 10, "maxRetriesPerShard": 0, "maxFailedShards": 2,
             "fatalExitCodes": [42, 3, 42], "activeDeadlineSeconds": 600,
         })))
@@ -329,7 +527,7 @@ mod tests {
 
     #[test]
     fn queued_jobs_start_suspended_with_the_kueue_label() {
-        let job = job(&analysis_job(
+        let job = job_of(&analysis_job(
             json!({"image": "busybox", "queueName": "team-a"}),
         ))
         .expect("translates");
@@ -342,7 +540,7 @@ mod tests {
 
     #[test]
     fn resources_request_cpu_and_limit_memory() {
-        let job = job(&analysis_job(json!({
+        let job = job_of(&analysis_job(json!({
             "image": "busybox", "resources": {"cpu": "500m", "memory": "2Gi"}
         })))
         .expect("translates");
@@ -369,7 +567,7 @@ mod tests {
         let mut aj = analysis_job(json!({"image": "busybox"}));
         aj.metadata.uid = None;
         assert_eq!(
-            job(&aj),
+            job_of(&aj),
             Err(BuildError::MissingUid {
                 name: "higgs".to_owned()
             })
@@ -379,7 +577,7 @@ mod tests {
     #[test]
     fn live_update_touches_only_parallelism_and_suspend() {
         let aj = analysis_job(json!({"image": "busybox", "shards": 10}));
-        let live = job(&aj).expect("translates");
+        let live = job_of(&aj).expect("translates");
         assert_eq!(live_update(&aj, &live), None);
 
         let scaled = analysis_job(json!({"image": "busybox", "shards": 10, "parallelism": 3,
@@ -393,11 +591,103 @@ mod tests {
     #[test]
     fn live_update_leaves_suspend_to_kueue() {
         let aj = analysis_job(json!({"image": "busybox", "queueName": "q"}));
-        let mut live = job(&aj).expect("translates");
+        let mut live = job_of(&aj).expect("translates");
         // Kueue admitted the Job.
         if let Some(spec) = live.spec.as_mut() {
             spec.suspend = Some(false);
         }
         assert_eq!(live_update(&aj, &live), None);
+    }
+
+    fn pod_of(job: Job) -> PodSpec {
+        job.spec.expect("spec").template.spec.expect("pod")
+    }
+
+    #[test]
+    fn platform_selects_the_configured_image_and_image_overrides_it() {
+        let config = OperatorConfig::default();
+        let el9 = analysis_job(json!({"platform": "el9", "script": "true"}));
+        let pod = pod_of(job(&el9, &config, None).expect("translates"));
+        assert_eq!(
+            pod.containers[0].image.as_deref(),
+            Some(crate::config::EL9_IMAGE)
+        );
+        let own = analysis_job(json!({"platform": "el9", "image": "own:1"}));
+        let pod = pod_of(job(&own, &config, None).expect("translates"));
+        assert_eq!(pod.containers[0].image.as_deref(), Some("own:1"));
+        let unknown = analysis_job(json!({"platform": "alma10", "script": "true"}));
+        let error = job(&unknown, &config, None).expect_err("unknown platform");
+        assert_eq!(error.reason(), "UnknownPlatform");
+        assert!(
+            error.to_string().contains("use one of cc7, el8, el9"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn cmssw_wraps_script_and_command_and_gets_a_scratch_work_dir() {
+        let config = OperatorConfig::default();
+        let with_script = analysis_job(json!({"platform": "cc7", "script": "cmsRun a.py",
+            "cmssw": {"release": "CMSSW_10_6_30", "scramArch": "slc7_amd64_gcc700"}}));
+        let pod = pod_of(job(&with_script, &config, None).expect("translates"));
+        let command = pod.containers[0].command.clone().expect("command");
+        assert_eq!(&command[..4], ["bash", "-euo", "pipefail", "-c"]);
+        assert!(command[4].contains("scram project CMSSW 'CMSSW_10_6_30'"));
+        assert!(command[4].ends_with("cmsRun a.py\n"));
+        assert_eq!(
+            pod.containers[0].working_dir.as_deref(),
+            Some(CMSSW_WORK_DIR)
+        );
+        let volumes = pod.volumes.expect("volumes");
+        assert!(volumes.iter().any(|v| v.name == "cvmfs"));
+        assert!(
+            volumes
+                .iter()
+                .any(|v| v.name == "work" && v.empty_dir.is_some())
+        );
+
+        let with_command = analysis_job(json!({"platform": "cc7", "command": ["cmsRun"],
+            "args": ["a.py"],
+            "cmssw": {"release": "CMSSW_10_6_30", "scramArch": "slc7_amd64_gcc700"}}));
+        let pod = pod_of(job(&with_command, &config, None).expect("translates"));
+        let command = pod.containers[0].command.clone().expect("command");
+        assert!(command[4].ends_with("exec \"$@\"\n"));
+        assert_eq!(&command[5..], ["hepbatch-cmssw", "cmsRun", "a.py"]);
+        assert_eq!(pod.containers[0].args, None);
+    }
+
+    #[test]
+    fn max_runtime_and_output_reach_the_pod() {
+        let aj = analysis_job(json!({"image": "i", "maxRuntime": "1h30m",
+            "output": {"path": "/out"}}));
+        let pod = pod_of(job_of(&aj).expect("translates"));
+        assert_eq!(pod.active_deadline_seconds, Some(5400));
+        let output = pod
+            .volumes
+            .expect("volumes")
+            .into_iter()
+            .find(|v| v.name == "output")
+            .expect("output volume");
+        assert!(output.empty_dir.is_some());
+        let env = pod.containers[0].env.clone().expect("env");
+        assert!(
+            env.iter()
+                .any(|e| e.name == OUTPUT_DIR_ENV && e.value.as_deref() == Some("/out"))
+        );
+    }
+
+    #[test]
+    fn inputs_need_a_plan_and_set_completions_from_it() {
+        let aj = analysis_job(json!({"image": "i", "inputs": {"files": ["a", "b", "c"],
+            "filesPerShard": 2}}));
+        assert_eq!(job_of(&aj), Err(BuildError::InputsNotPlanned));
+        let files: Vec<String> = ["a", "b", "c"].map(str::to_owned).to_vec();
+        let plan = inputs::plan(&aj, &files, 2).expect("plans");
+        let built = job(&aj, &OperatorConfig::default(), Some(&plan)).expect("translates");
+        assert_eq!(built.spec.as_ref().and_then(|s| s.completions), Some(2));
+        let pod = pod_of(built);
+        let env = pod.containers[0].env.clone().expect("env");
+        let names: Vec<&str> = env.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(&names[..3], [SHARD_ENV, SHARDS_ENV, "HEPBATCH_INPUT_FILES"]);
     }
 }

@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 use futures::{FutureExt, StreamExt, future};
 use hepbatch_crds::analysis_job::{ANALYSIS_JOB_LABEL, AnalysisJob, AnalysisJobStatus};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::DeserializeGuard;
@@ -38,6 +39,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::build;
 use crate::config::ConfigWatch;
+use crate::inputs::{self, InputPlan, InputsError};
 use crate::metrics::{ErrorCategory, Metrics};
 use crate::status::{self, Happening};
 
@@ -47,6 +49,16 @@ pub const FIELD_MANAGER: &str = "hepbatch-operator";
 /// Changes of one AnalysisJob or its Job within this window are reconciled once: a Job's
 /// status changes with every finished shard, and one status write per burst is enough.
 const DEBOUNCE: Duration = Duration::from_millis(500);
+
+/// How often an AnalysisJob that cannot run as it stands is looked at again (a missing
+/// input ConfigMap may appear; configuration reloads trigger at once anyway).
+const REJECTED_RETRY: Duration = Duration::from_secs(10);
+
+/// How long shards may wait for a node before the AnalysisJob says why.
+const UNSCHEDULABLE_AFTER: Duration = Duration::from_secs(20);
+
+/// How often waiting shards are looked at again after the first look.
+const UNSCHEDULABLE_RECHECK: Duration = Duration::from_secs(60);
 
 /// How often a healthy, unfinished AnalysisJob is looked at even without a change.
 const RESYNC: Duration = Duration::from_secs(300);
@@ -362,11 +374,48 @@ async fn reconcile_analysis_job(
             None => live,
         },
         None => {
-            let desired = build::job(analysis_job).map_err(|source| Error::Build {
-                namespace: namespace.clone(),
-                name: name.clone(),
-                source,
-            })?;
+            let config = context.config.current();
+            let plan = match plan_inputs(analysis_job, context, &namespace).await {
+                Ok(plan) => plan,
+                Err(Rejection { reason, message }) => {
+                    return reject(analysis_job, context, &reference, reason, &message).await;
+                }
+            };
+            let desired = match build::job(analysis_job, &config, plan.as_ref()) {
+                Ok(job) => job,
+                Err(error) if error.reason() != "InternalError" => {
+                    let message = error.to_string();
+                    return reject(analysis_job, context, &reference, error.reason(), &message)
+                        .await;
+                }
+                Err(source) => {
+                    return Err(Error::Build {
+                        namespace: namespace.clone(),
+                        name: name.clone(),
+                        source,
+                    });
+                }
+            };
+            // The shards' input lists exist before any pod that mounts them.
+            if let Some(plan) = &plan {
+                let config_maps: Api<ConfigMap> =
+                    Api::namespaced(context.client.clone(), &namespace);
+                for config_map in &plan.config_maps {
+                    config_maps
+                        .patch(
+                            &config_map.name_any(),
+                            &PatchParams::apply(FIELD_MANAGER).force(),
+                            &Patch::Apply(config_map),
+                        )
+                        .await
+                        .map_err(api_error("applying an input-list ConfigMap"))?;
+                }
+            }
+            let shards = desired
+                .spec
+                .as_ref()
+                .and_then(|s| s.completions)
+                .unwrap_or(1);
             let applied = jobs
                 .patch(
                     &name,
@@ -381,9 +430,8 @@ async fn reconcile_analysis_job(
             happenings_before.push((
                 "JobCreated",
                 format!(
-                    "created Job {name} for {} shards, {} at a time",
-                    analysis_job.spec.shards,
-                    analysis_job.spec.effective_parallelism()
+                    "created Job {name} for {shards} shards, {} at a time",
+                    analysis_job.spec.effective_parallelism(shards)
                 ),
             ));
             applied
@@ -395,7 +443,14 @@ async fn reconcile_analysis_job(
         .as_ref()
         .and_then(|s| s.failed_indexes.as_deref())
         .is_some_and(|s| !s.is_empty());
-    let failed_pods = if has_failed_shards {
+    let old = analysis_job.status.clone().unwrap_or_default();
+    let failed_indexes = job.status.as_ref().and_then(|s| s.failed_indexes.clone());
+    // The failed shards were described when they failed; list their pods again only when
+    // the set of failed shards changed.
+    let described = has_failed_shards
+        && old.failed_shards == failed_indexes.filter(|s| !s.is_empty())
+        && !old.failed_shard_details.is_empty();
+    let failed_pods = if has_failed_shards && !described {
         let pods: Api<Pod> = Api::namespaced(context.client.clone(), &namespace);
         pods.list(
             &ListParams::default()
@@ -409,8 +464,10 @@ async fn reconcile_analysis_job(
         Vec::new()
     };
 
-    let old = analysis_job.status.clone().unwrap_or_default();
-    let new = status::derive(analysis_job, Some(&job), &failed_pods);
+    let mut new = status::derive(analysis_job, Some(&job), &failed_pods);
+    if described {
+        new.failed_shard_details = old.failed_shard_details.clone();
+    }
     for (reason, note) in happenings_before {
         publish(context, &reference, EventType::Normal, reason, note).await;
     }
@@ -434,6 +491,15 @@ async fn reconcile_analysis_job(
         }
     }
 
+    let waiting = waiting_shards(&job);
+    if waiting > 0 && !new.phase.is_some_and(|p| p.is_finished()) {
+        if job_age(&job) < UNSCHEDULABLE_AFTER {
+            return Ok(Action::requeue(UNSCHEDULABLE_AFTER));
+        }
+        explain_unschedulable(context, &reference, &namespace, &name, waiting).await;
+        return Ok(Action::requeue(UNSCHEDULABLE_RECHECK));
+    }
+
     finish(
         analysis_job,
         &new,
@@ -441,6 +507,178 @@ async fn reconcile_analysis_job(
         api_error("deleting the finished AnalysisJob"),
     )
     .await
+}
+
+/// Shards whose pods exist but are not ready (not scheduled, pulling images, ...).
+fn waiting_shards(job: &Job) -> i32 {
+    job.status
+        .as_ref()
+        .map(|s| s.active.unwrap_or(0) - s.ready.unwrap_or(0))
+        .unwrap_or(0)
+        .max(0)
+}
+
+fn job_age(job: &Job) -> Duration {
+    job.metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| Timestamp::now().duration_since(t.0).unsigned_abs())
+        .unwrap_or_default()
+}
+
+/// Says on the AnalysisJob why shards wait when the scheduler cannot place them (e.g.
+/// more GPUs than any node has), quoting the scheduler. Identical Events are merged into
+/// one series by the recorder, so repeating this every check is cheap to read.
+async fn explain_unschedulable(
+    context: &Context,
+    reference: &ObjectReference,
+    namespace: &str,
+    name: &str,
+    waiting: i32,
+) {
+    let pods: Api<Pod> = Api::namespaced(context.client.clone(), namespace);
+    let pending = match pods
+        .list(
+            &ListParams::default()
+                .labels(&format!("{ANALYSIS_JOB_LABEL}={name}"))
+                .fields("status.phase=Pending")
+                .match_any()
+                .limit(20),
+        )
+        .await
+    {
+        Ok(list) => list.items,
+        Err(error) => {
+            warn!(%error, "cannot list pending pods");
+            return;
+        }
+    };
+    let unschedulable = pending.iter().find_map(|pod| {
+        pod.status
+            .as_ref()?
+            .conditions
+            .as_ref()?
+            .iter()
+            .find(|c| {
+                c.type_ == "PodScheduled"
+                    && c.status == "False"
+                    && c.reason.as_deref() == Some("Unschedulable")
+            })
+            .and_then(|c| c.message.clone())
+    });
+    if let Some(message) = unschedulable {
+        publish(
+            context,
+            reference,
+            EventType::Warning,
+            "ShardsUnschedulable",
+            format!("{waiting} shard(s) waiting; the scheduler says: {message}"),
+        )
+        .await;
+    }
+}
+
+/// Why an AnalysisJob cannot run as it stands; reported, not retried as an error.
+struct Rejection {
+    reason: &'static str,
+    message: String,
+}
+
+/// Reads the input list (inline or from the user's ConfigMap) and plans the split;
+/// `None` without `inputs`.
+async fn plan_inputs(
+    analysis_job: &AnalysisJob,
+    context: &Context,
+    namespace: &str,
+) -> Result<Option<InputPlan>, Rejection> {
+    let Some(spec) = &analysis_job.spec.inputs else {
+        return Ok(None);
+    };
+    let rejection = |error: InputsError| Rejection {
+        reason: "InvalidInputs",
+        message: error.to_string(),
+    };
+    let files = match (&spec.files, &spec.from_config_map) {
+        (Some(files), _) => files.clone(),
+        (None, Some(source)) => {
+            let config_maps: Api<ConfigMap> = Api::namespaced(context.client.clone(), namespace);
+            let missing = || InputsError::Missing {
+                name: source.name.clone(),
+                key: source.key.clone(),
+            };
+            let config_map = match config_maps.get_opt(&source.name).await {
+                Ok(found) => found.ok_or_else(missing).map_err(rejection)?,
+                Err(error) => {
+                    return Err(Rejection {
+                        reason: "InputsUnreadable",
+                        message: format!("cannot read ConfigMap {}: {error}", source.name),
+                    });
+                }
+            };
+            let text = config_map
+                .data
+                .as_ref()
+                .and_then(|d| d.get(&source.key))
+                .ok_or_else(missing)
+                .map_err(rejection)?;
+            inputs::parse_list(text)
+        }
+        (None, None) => Vec::new(),
+    };
+    inputs::plan(analysis_job, &files, spec.files_per_shard)
+        .map(Some)
+        .map_err(rejection)
+}
+
+/// Reports that the AnalysisJob cannot run as it stands: an `Accepted=False` condition
+/// and a Warning Event when that is news; looks again later (configuration reloads and
+/// spec changes also trigger a reconcile).
+async fn reject(
+    analysis_job: &AnalysisJob,
+    context: &Context,
+    reference: &ObjectReference,
+    reason: &'static str,
+    message: &str,
+) -> Result<Action, Error> {
+    let name = analysis_job.name_any();
+    let namespace = analysis_job.namespace().unwrap_or_default();
+    let old = analysis_job.status.clone().unwrap_or_default();
+    let new = status::rejected(analysis_job, &old, reason, message, Time(Timestamp::now()));
+    if old != new {
+        warn!(reason, message, "cannot run the AnalysisJob as it stands");
+        let api: Api<AnalysisJob> = Api::namespaced(context.client.clone(), &namespace);
+        let patch = json!({
+            "apiVersion": AnalysisJob::api_version(&()),
+            "kind": AnalysisJob::kind(&()),
+            "status": new,
+        });
+        api.patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(|source| Error::Api {
+            action: "writing the status",
+            namespace: namespace.clone(),
+            name: name.clone(),
+            source,
+        })?;
+        let changed = old.conditions.iter().all(|c| {
+            c.type_ != status::ACCEPTED_CONDITION || c.reason != reason || c.message != message
+        });
+        if changed {
+            publish(
+                context,
+                reference,
+                EventType::Warning,
+                reason,
+                message.to_owned(),
+            )
+            .await;
+        }
+    }
+    Ok(Action::requeue(REJECTED_RETRY))
 }
 
 /// Deletes the AnalysisJob once its TTL after finishing has passed, or says when to look

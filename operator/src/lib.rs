@@ -2,7 +2,9 @@
 //! reports the Job's progress back as a readable status.
 //!
 //! Layout (pure core, runtime wiring around it):
-//! - [`build`]: AnalysisJob → Job, pure;
+//! - [`build`]: AnalysisJob → Job, pure, composed of the HEP translations [`cmssw`]
+//!   (the release bootstrap script), [`cvmfs`] (`/cvmfs` volumes), [`gpu`] (device-plugin
+//!   resources and placement) and [`inputs`] (file lists split over shards);
 //! - [`status`]: Job + failed pods → AnalysisJob status and the Events between two
 //!   statuses, pure and deterministic;
 //! - [`controller`]: the reconcile loop (server-side apply, status patch, Events);
@@ -15,8 +17,12 @@
 pub mod admin;
 pub mod build;
 pub mod cli;
+pub mod cmssw;
 pub mod config;
 pub mod controller;
+pub mod cvmfs;
+pub mod gpu;
+pub mod inputs;
 pub mod leader;
 pub mod metrics;
 pub mod status;

@@ -30,7 +30,15 @@ pub fn derive(
     failed_pods: &[Pod],
 ) -> AnalysisJobStatus {
     let generation = analysis_job.metadata.generation;
-    let shards = analysis_job.spec.shards;
+    let shards = job
+        .and_then(|j| j.spec.as_ref())
+        .and_then(|s| s.completions)
+        .unwrap_or_else(|| expected_shards(analysis_job));
+    let image = job
+        .and_then(|j| j.spec.as_ref())
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.containers.first())
+        .and_then(|c| c.image.clone());
     let Some(job) = job else {
         let phase = if analysis_job.spec.is_suspended() {
             Phase::Suspended
@@ -58,6 +66,7 @@ pub fn derive(
             .map(|c| condition(c, job, generation))
             .collect(),
         job_name: job.metadata.name.clone(),
+        image,
         shards,
         active: job_status.active.unwrap_or(0),
         ready: job_status.ready.unwrap_or(0),
@@ -71,6 +80,57 @@ pub fn derive(
         completion_time: job_status.completion_time,
         observed_generation: generation,
     }
+}
+
+/// The shard count before the Job exists: the spec's, or the inline input list's split
+/// (0 while a ConfigMap list is still unread).
+fn expected_shards(analysis_job: &AnalysisJob) -> i32 {
+    let spec = &analysis_job.spec;
+    match &spec.inputs {
+        None => spec.shards(),
+        Some(inputs) => inputs
+            .files
+            .as_ref()
+            .map(|files| {
+                let per_shard = usize::try_from(inputs.files_per_shard.max(1)).unwrap_or(1);
+                i32::try_from(files.len().div_ceil(per_shard)).unwrap_or(i32::MAX)
+            })
+            .unwrap_or(0),
+    }
+}
+
+/// Type of the condition saying whether the operator could turn the AnalysisJob into a
+/// Job (only present while it could not).
+pub const ACCEPTED_CONDITION: &str = "Accepted";
+
+/// The status of an AnalysisJob the operator cannot run as it stands (unknown platform,
+/// a pin the CVMFS provider cannot honour, a contradictory GPU request, an unusable input
+/// list): Pending (or Suspended) with an `Accepted=False` condition carrying `reason` and
+/// `message`. The condition keeps its transition time from `old` while unchanged, else
+/// takes `now`.
+pub fn rejected(
+    analysis_job: &AnalysisJob,
+    old: &AnalysisJobStatus,
+    reason: &str,
+    message: &str,
+    now: Time,
+) -> AnalysisJobStatus {
+    let mut status = derive(analysis_job, None, &[]);
+    let time = old
+        .conditions
+        .iter()
+        .find(|c| c.type_ == ACCEPTED_CONDITION && c.status == "False" && c.reason == reason)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(now);
+    status.conditions = vec![Condition {
+        type_: ACCEPTED_CONDITION.to_owned(),
+        status: "False".to_owned(),
+        reason: reason.to_owned(),
+        message: message.to_owned(),
+        last_transition_time: time,
+        observed_generation: analysis_job.metadata.generation,
+    }];
+    status
 }
 
 fn is_true(conditions: &[JobCondition], type_: &str) -> bool {

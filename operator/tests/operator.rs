@@ -5,24 +5,23 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
 use hepbatch_crds::{AnalysisJob, Phase};
 use hepbatch_tests::harness::{self, TestContext, TestResult, test};
-use hepbatch_tests::testbed::{self, TestbedOptions, annotations};
+use hepbatch_tests::testbed::{TestbedOptions, annotations};
 use hepbatch_tests::wait;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, Command};
 
-use common::BoxError;
+use common::{
+    BoxError, Operator, event_reasons, eventually, scripted, setup, wait_gone, wait_phase,
+};
 
 fn main() -> ExitCode {
     harness::run(
@@ -59,133 +58,10 @@ fn main() -> ExitCode {
     )
 }
 
-/// One running operator process.
-struct Operator {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Operator {
-    async fn start(ctx: &TestContext, identity: &str, metrics: &str) -> Result<Self, BoxError> {
-        let log = ctx
-            .testbed
-            .log_dir()
-            .join(format!("operator-{}-{identity}.log", ctx.namespace));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)?;
-        let child = Command::new(env!("CARGO_BIN_EXE_hepbatch-operator"))
-            .arg("--kubeconfig")
-            .arg(ctx.testbed.kubeconfig())
-            .args(["--namespaces", &ctx.namespace])
-            .args(["--lease-namespace", &ctx.namespace])
-            .args(["--lease-duration-seconds", "6"])
-            .args(["--identity", identity])
-            .args(["--metrics-address", metrics])
-            .env("RUST_LOG", "info,kube=warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(file)
-            .kill_on_drop(true)
-            .spawn()?;
-        Ok(Operator { child, log })
-    }
-
-    /// SIGKILL and reap.
-    async fn kill(mut self) -> Result<(), BoxError> {
-        self.child.kill().await?;
-        Ok(())
-    }
-
-    fn log_tail(&self) -> String {
-        testbed::tail(&self.log, 30)
-    }
-
-    /// Adds the operator's recent log to a failed wait, where it usually says why.
-    fn explain<T, E: std::fmt::Display>(&self, result: Result<T, E>) -> Result<T, BoxError> {
-        result.map_err(|e| format!("{e}\noperator log:\n{}", self.log_tail()).into())
-    }
-}
-
-async fn setup(ctx: &TestContext) -> Result<(Operator, Api<AnalysisJob>), BoxError> {
-    common::install_crd(&ctx.client).await?;
-    let operator = Operator::start(ctx, "operator", "127.0.0.1:0").await?;
-    Ok((
-        operator,
-        Api::namespaced(ctx.client.clone(), &ctx.namespace),
-    ))
-}
-
-fn scripted(spec: Value, pod_annotations: Value) -> Value {
-    let mut spec = spec;
-    spec["podMetadata"] = json!({"annotations": pod_annotations});
-    spec
-}
-
-async fn wait_phase(
-    api: &Api<AnalysisJob>,
-    name: &str,
-    phase: Phase,
-    timeout: Duration,
-) -> Result<AnalysisJob, BoxError> {
-    Ok(wait::until(
-        api,
-        name,
-        phase.as_str(),
-        timeout,
-        move |aj: Option<&AnalysisJob>| {
-            aj.and_then(|a| a.status.as_ref()).and_then(|s| s.phase) == Some(phase)
-        },
-    )
-    .await?)
-}
-
-async fn event_reasons(ctx: &TestContext, name: &str) -> Result<Vec<String>, BoxError> {
-    let events: Api<Event> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    Ok(events
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .filter_map(|e| e.reason)
-        .collect())
-}
-
-/// Waits until the object `name` no longer exists.
-async fn wait_gone<K>(api: &Api<K>, name: &str, timeout: Duration) -> Result<(), BoxError>
-where
-    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
-{
-    eventually(&format!("{name} to be deleted"), timeout, || async {
-        Ok(api.get_opt(name).await?.is_none())
-    })
-    .await
-}
-
-/// Polls `check` until it returns true or `timeout` passes.
-async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<(), BoxError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<bool, BoxError>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if check().await? {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(format!("timed out after {timeout:?} waiting for {what}").into());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 async fn runs_to_succeeded(ctx: TestContext) -> TestResult {
     let (operator, api) = setup(&ctx).await?;
     let spec = scripted(
-        json!({"image": "busybox", "script": "echo $HEPBATCH_SHARD", "shards": 6,
+        json!({"image": "busybox", "script": "echo $HEPBATCH_SHARD_INDEX", "shards": 6,
                "parallelism": 3, "maxRetriesPerShard": 2}),
         json!({annotations::RUN_DURATION: "300ms"}),
     );

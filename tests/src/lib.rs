@@ -5,7 +5,9 @@
 //! - [`harness`]: runs a suite of async tests against one shared testbed, each in a fresh
 //!   namespace, with libtest-compatible output; prints component logs when a test fails.
 //! - [`wait`]: `await_condition` with a timeout and a readable error.
+//! - [`fixtures`]: file trees standing in for CVMFS content (a stub CMS repository).
 
+pub mod fixtures;
 pub mod harness;
 pub mod testbed;
 pub mod wait;

@@ -1,16 +1,23 @@
-//! Helpers shared by the operator's integration suites: installing the CRD and building
-//! AnalysisJobs from JSON.
+//! Helpers shared by the operator's integration suites: installing the CRD, building
+//! AnalysisJobs from JSON, running the operator binary and waiting for outcomes.
 
 #![allow(dead_code)]
 
-use std::time::Duration;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
-use hepbatch_crds::AnalysisJob;
+use hepbatch_crds::{AnalysisJob, Phase};
+use hepbatch_tests::harness::TestContext;
+use hepbatch_tests::testbed;
 use hepbatch_tests::wait;
+use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::wait::conditions;
 use kube::{Client, CustomResourceExt};
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
 
 /// Error type of the test helpers.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -46,11 +53,150 @@ pub async fn install_crd(client: &Client) -> Result<(), BoxError> {
 }
 
 /// An AnalysisJob named `name` with `spec` given as JSON.
-pub fn analysis_job(name: &str, spec: serde_json::Value) -> Result<AnalysisJob, BoxError> {
-    Ok(serde_json::from_value(serde_json::json!({
+pub fn analysis_job(name: &str, spec: Value) -> Result<AnalysisJob, BoxError> {
+    Ok(serde_json::from_value(json!({
         "apiVersion": "hepbatch.io/v1alpha1",
         "kind": "AnalysisJob",
         "metadata": {"name": name},
         "spec": spec,
     }))?)
+}
+
+/// One running operator process.
+pub struct Operator {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Operator {
+    /// Starts the operator watching the test's namespace, with its Lease there.
+    pub async fn start(ctx: &TestContext, identity: &str, metrics: &str) -> Result<Self, BoxError> {
+        Operator::start_with(ctx, identity, metrics, &[]).await
+    }
+
+    /// Like [`Operator::start`], with extra flags.
+    pub async fn start_with(
+        ctx: &TestContext,
+        identity: &str,
+        metrics: &str,
+        extra: &[&str],
+    ) -> Result<Self, BoxError> {
+        let log = ctx
+            .testbed
+            .log_dir()
+            .join(format!("operator-{}-{identity}.log", ctx.namespace));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
+        let child = Command::new(env!("CARGO_BIN_EXE_hepbatch-operator"))
+            .arg("--kubeconfig")
+            .arg(ctx.testbed.kubeconfig())
+            .args(["--namespaces", &ctx.namespace])
+            .args(["--lease-namespace", &ctx.namespace])
+            .args(["--lease-duration-seconds", "6"])
+            .args(["--identity", identity])
+            .args(["--metrics-address", metrics])
+            .args(extra)
+            .env("RUST_LOG", "info,kube=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()?;
+        Ok(Operator { child, log })
+    }
+
+    /// SIGKILL and reap.
+    pub async fn kill(mut self) -> Result<(), BoxError> {
+        self.child.kill().await?;
+        Ok(())
+    }
+
+    pub fn log_tail(&self) -> String {
+        testbed::tail(&self.log, 30)
+    }
+
+    /// Adds the operator's recent log to a failed wait, where it usually says why.
+    pub fn explain<T, E: std::fmt::Display>(&self, result: Result<T, E>) -> Result<T, BoxError> {
+        result.map_err(|e| format!("{e}\noperator log:\n{}", self.log_tail()).into())
+    }
+}
+
+/// Installs the CRD and starts one operator for the test's namespace.
+pub async fn setup(ctx: &TestContext) -> Result<(Operator, Api<AnalysisJob>), BoxError> {
+    install_crd(&ctx.client).await?;
+    let operator = Operator::start(ctx, "operator", "127.0.0.1:0").await?;
+    Ok((
+        operator,
+        Api::namespaced(ctx.client.clone(), &ctx.namespace),
+    ))
+}
+
+/// `spec` with pod annotations that script the kwok fake pods.
+pub fn scripted(spec: Value, pod_annotations: Value) -> Value {
+    let mut spec = spec;
+    spec["podMetadata"] = json!({"annotations": pod_annotations});
+    spec
+}
+
+/// Waits until the AnalysisJob `name` reaches `phase`.
+pub async fn wait_phase(
+    api: &Api<AnalysisJob>,
+    name: &str,
+    phase: Phase,
+    timeout: Duration,
+) -> Result<AnalysisJob, BoxError> {
+    Ok(wait::until(
+        api,
+        name,
+        phase.as_str(),
+        timeout,
+        move |aj: Option<&AnalysisJob>| {
+            aj.and_then(|a| a.status.as_ref()).and_then(|s| s.phase) == Some(phase)
+        },
+    )
+    .await?)
+}
+
+/// Reasons of the Events regarding the object `name`.
+pub async fn event_reasons(ctx: &TestContext, name: &str) -> Result<Vec<String>, BoxError> {
+    let events: Api<Event> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    Ok(events
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .filter_map(|e| e.reason)
+        .collect())
+}
+
+/// Waits until the object `name` no longer exists.
+pub async fn wait_gone<K>(api: &Api<K>, name: &str, timeout: Duration) -> Result<(), BoxError>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    eventually(&format!("{name} to be deleted"), timeout, || async {
+        Ok(api.get_opt(name).await?.is_none())
+    })
+    .await
+}
+
+/// Polls `check` until it returns true or `timeout` passes.
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<(), BoxError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<bool, BoxError>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await? {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("timed out after {timeout:?} waiting for {what}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -1,0 +1,300 @@
+//! `/cvmfs` in the shard pod, from the AnalysisJob's `cvmfs` (and `cmssw`) and the
+//! configured provider.
+//!
+//! Which repositories: `cvmfs.repositories` when listed, plus `cms.cern.ch` when `cmssw`
+//! is set; `cvmfs` without a list means every repository on demand; no `cvmfs` but
+//! `cmssw` means just `cms.cern.ch`; neither means no `/cvmfs` at all.
+//!
+//! How they arrive ([`CvmfsProvider`]):
+//! - `csi`: one inline volume of the hepbatch CSI driver mounted at `/cvmfs`, read-only,
+//!   with `HostToContainer` propagation so repositories the plugin mounts (or heals) later
+//!   appear in the running container. The volume attributes carry the list and the pins in
+//!   the syntax the plugin parses (`repositories`, `pins`).
+//! - `pvc`: the configured claim of a cvmfs-csi style driver, read-only; a listed
+//!   repository is mounted at `/cvmfs/<repo>` with `subPath: <repo>`, no list mounts the
+//!   whole claim at `/cvmfs`.
+//! - `hostPath`: the node's CVMFS mount point, in the same two shapes.
+//!
+//! Only `csi` can pin; a pin with another provider is an error for the status, never a pod
+//! that silently shows the latest revision. No container gets privileges for any of this.
+
+use std::collections::BTreeMap;
+
+use hepbatch_crds::hep::CMS_REPOSITORY;
+use hepbatch_crds::{CSI_ATTRIBUTE_PINS, CSI_ATTRIBUTE_REPOSITORIES, CSI_DRIVER_NAME, Cvmfs, Pin};
+use k8s_openapi::api::core::v1::{
+    CSIVolumeSource, HostPathVolumeSource, PersistentVolumeClaimVolumeSource, Volume, VolumeMount,
+};
+
+use crate::config::CvmfsProvider;
+
+/// Where CVMFS appears in the container.
+pub const CVMFS_MOUNT_PATH: &str = "/cvmfs";
+
+/// Name of the pod volume carrying CVMFS.
+pub const CVMFS_VOLUME: &str = "cvmfs";
+
+/// The volume and mounts giving a shard its repositories.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CvmfsMount {
+    /// The pod volume.
+    pub volume: Volume,
+    /// The container's mounts of it.
+    pub mounts: Vec<VolumeMount>,
+}
+
+/// Why `/cvmfs` cannot be provided as asked.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CvmfsError {
+    /// Pins need the CSI provider.
+    #[error(
+        "spec.cvmfs.pin needs the csi CVMFS provider, but this cluster provides /cvmfs with \
+         {provider}, which always shows the latest revision; remove the pin or ask the \
+         cluster admin for the csi provider"
+    )]
+    PinUnsupported {
+        /// The configured provider.
+        provider: &'static str,
+    },
+}
+
+/// The repositories a shard needs: `None` for no `/cvmfs`, `Some(None)` for every
+/// repository on demand, `Some(Some(list))` for exactly those (sorted, unique).
+pub fn repositories(cvmfs: Option<&Cvmfs>, cmssw: bool) -> Option<Option<Vec<String>>> {
+    match cvmfs {
+        None if cmssw => Some(Some(vec![CMS_REPOSITORY.to_owned()])),
+        None => None,
+        Some(cvmfs) => Some(cvmfs.repositories.as_ref().map(|listed| {
+            let mut list = listed.clone();
+            if cmssw {
+                list.push(CMS_REPOSITORY.to_owned());
+            }
+            list.sort();
+            list.dedup();
+            list
+        })),
+    }
+}
+
+/// The `pins` volume attribute: `<repo>@tag=<t>;<repo>@date=<d>;<repo>@rootHash=<h>`.
+pub fn pins_attribute(pins: &BTreeMap<String, Pin>) -> String {
+    pins.iter()
+        .filter_map(|(repository, pin)| {
+            let (kind, value) = match pin {
+                Pin { tag: Some(tag), .. } => ("tag", tag),
+                Pin {
+                    date: Some(date), ..
+                } => ("date", date),
+                Pin {
+                    root_hash: Some(hash),
+                    ..
+                } => ("rootHash", hash),
+                _ => return None,
+            };
+            Some(format!("{repository}@{kind}={value}"))
+        })
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+/// The volume and mounts for `cvmfs` (and `cmssw`) under `provider`; `None` when the shard
+/// needs no `/cvmfs`.
+pub fn mount(
+    cvmfs: Option<&Cvmfs>,
+    cmssw: bool,
+    provider: &CvmfsProvider,
+) -> Result<Option<CvmfsMount>, CvmfsError> {
+    let Some(repositories) = repositories(cvmfs, cmssw) else {
+        return Ok(None);
+    };
+    let pins = cvmfs
+        .and_then(|c| c.pin.as_ref())
+        .filter(|pins| !pins.is_empty());
+    if pins.is_some() && !provider.can_pin() {
+        return Err(CvmfsError::PinUnsupported {
+            provider: provider.name(),
+        });
+    }
+    let read_only_mount = |path: String, sub_path: Option<String>| VolumeMount {
+        name: CVMFS_VOLUME.to_owned(),
+        mount_path: path,
+        sub_path,
+        read_only: Some(true),
+        mount_propagation: Some("HostToContainer".to_owned()),
+        ..VolumeMount::default()
+    };
+    let per_repository_mounts = |repositories: &Option<Vec<String>>| match repositories {
+        None => vec![read_only_mount(CVMFS_MOUNT_PATH.to_owned(), None)],
+        Some(list) => list
+            .iter()
+            .map(|repo| read_only_mount(format!("{CVMFS_MOUNT_PATH}/{repo}"), Some(repo.clone())))
+            .collect(),
+    };
+    let mount = match provider {
+        CvmfsProvider::Csi => {
+            let mut attributes = BTreeMap::new();
+            if let Some(list) = &repositories {
+                attributes.insert(CSI_ATTRIBUTE_REPOSITORIES.to_owned(), list.join(","));
+            }
+            if let Some(pins) = pins {
+                attributes.insert(CSI_ATTRIBUTE_PINS.to_owned(), pins_attribute(pins));
+            }
+            CvmfsMount {
+                volume: Volume {
+                    name: CVMFS_VOLUME.to_owned(),
+                    csi: Some(CSIVolumeSource {
+                        driver: CSI_DRIVER_NAME.to_owned(),
+                        read_only: Some(true),
+                        volume_attributes: (!attributes.is_empty()).then_some(attributes),
+                        ..CSIVolumeSource::default()
+                    }),
+                    ..Volume::default()
+                },
+                mounts: vec![read_only_mount(CVMFS_MOUNT_PATH.to_owned(), None)],
+            }
+        }
+        CvmfsProvider::Pvc { claim_name } => CvmfsMount {
+            volume: Volume {
+                name: CVMFS_VOLUME.to_owned(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: claim_name.clone(),
+                    read_only: Some(true),
+                }),
+                ..Volume::default()
+            },
+            mounts: per_repository_mounts(&repositories),
+        },
+        CvmfsProvider::HostPath { path } => CvmfsMount {
+            volume: Volume {
+                name: CVMFS_VOLUME.to_owned(),
+                host_path: Some(HostPathVolumeSource {
+                    path: path.clone(),
+                    type_: Some("Directory".to_owned()),
+                }),
+                ..Volume::default()
+            },
+            mounts: per_repository_mounts(&repositories),
+        },
+    };
+    Ok(Some(mount))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cvmfs(value: serde_json::Value) -> Cvmfs {
+        serde_json::from_value(value).expect("valid cvmfs")
+    }
+
+    #[test]
+    fn cmssw_implies_the_cms_repository() {
+        assert_eq!(repositories(None, false), None);
+        assert_eq!(
+            repositories(None, true),
+            Some(Some(vec!["cms.cern.ch".to_owned()]))
+        );
+        let listed = cvmfs(serde_json::json!({"repositories": ["sft.cern.ch", "cms.cern.ch"]}));
+        assert_eq!(
+            repositories(Some(&listed), true),
+            Some(Some(vec![
+                "cms.cern.ch".to_owned(),
+                "sft.cern.ch".to_owned()
+            ]))
+        );
+        assert_eq!(repositories(Some(&Cvmfs::default()), true), Some(None));
+    }
+
+    #[test]
+    fn csi_gives_one_read_only_rslave_volume_with_list_and_pins() {
+        let spec = cvmfs(serde_json::json!({
+            "repositories": ["cms.cern.ch", "sft.cern.ch"],
+            "pin": {"cms.cern.ch": {"tag": "v2"}, "sft.cern.ch": {"date": "2025-06-01T00:00:00Z"}}
+        }));
+        let mount = mount(Some(&spec), false, &CvmfsProvider::Csi)
+            .expect("csi pins")
+            .expect("a volume");
+        let csi = mount.volume.csi.expect("csi volume");
+        assert_eq!(csi.driver, "cvmfs.hepbatch.io");
+        assert_eq!(csi.read_only, Some(true));
+        let attributes = csi.volume_attributes.expect("attributes");
+        assert_eq!(attributes["repositories"], "cms.cern.ch,sft.cern.ch");
+        assert_eq!(
+            attributes["pins"],
+            "cms.cern.ch@tag=v2;sft.cern.ch@date=2025-06-01T00:00:00Z"
+        );
+        assert_eq!(mount.mounts.len(), 1);
+        assert_eq!(mount.mounts[0].mount_path, "/cvmfs");
+        assert_eq!(mount.mounts[0].read_only, Some(true));
+        assert_eq!(
+            mount.mounts[0].mount_propagation.as_deref(),
+            Some("HostToContainer")
+        );
+    }
+
+    #[test]
+    fn on_demand_csi_volume_has_no_attributes() {
+        let mount = mount(Some(&Cvmfs::default()), false, &CvmfsProvider::Csi)
+            .expect("ok")
+            .expect("a volume");
+        assert_eq!(mount.volume.csi.expect("csi").volume_attributes, None);
+    }
+
+    #[test]
+    fn pvc_and_host_path_mount_each_listed_repository_by_sub_path() {
+        let spec = cvmfs(serde_json::json!({"repositories": ["sft.cern.ch"]}));
+        let pvc = CvmfsProvider::Pvc {
+            claim_name: "cvmfs".into(),
+        };
+        let mount = mount(Some(&spec), true, &pvc).expect("ok").expect("volume");
+        assert_eq!(
+            mount
+                .volume
+                .persistent_volume_claim
+                .expect("pvc")
+                .claim_name,
+            "cvmfs"
+        );
+        let paths: Vec<_> = mount
+            .mounts
+            .iter()
+            .map(|m| (m.mount_path.as_str(), m.sub_path.as_deref()))
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                ("/cvmfs/cms.cern.ch", Some("cms.cern.ch")),
+                ("/cvmfs/sft.cern.ch", Some("sft.cern.ch"))
+            ]
+        );
+        let host = CvmfsProvider::HostPath {
+            path: "/cvmfs".into(),
+        };
+        let whole = super::mount(Some(&Cvmfs::default()), false, &host)
+            .expect("ok")
+            .expect("volume");
+        assert_eq!(whole.volume.host_path.expect("host path").path, "/cvmfs");
+        assert_eq!(whole.mounts[0].mount_path, "/cvmfs");
+        assert_eq!(whole.mounts[0].sub_path, None);
+    }
+
+    #[test]
+    fn pins_need_the_csi_provider() {
+        let spec = cvmfs(serde_json::json!({"pin": {"cms.cern.ch": {"tag": "v2"}}}));
+        let error = mount(
+            Some(&spec),
+            false,
+            &CvmfsProvider::HostPath {
+                path: "/cvmfs".into(),
+            },
+        )
+        .expect_err("host paths cannot pin");
+        assert_eq!(
+            error,
+            CvmfsError::PinUnsupported {
+                provider: "hostPath"
+            }
+        );
+        assert!(error.to_string().contains("remove the pin"));
+    }
+}
