@@ -1,10 +1,12 @@
 //! Operator at scale on the testbed (a benchmark that prints figures, never a test):
 //! N Indexed Jobs created directly (the baseline), then N AnalysisJobs of the same shape
-//! through the operator, in the same testbed run.
+//! through the operator, in the same process — each half on its own fresh testbed, so the
+//! second half does not also carry the first half's finished pods.
 //!
 //! Reports time to all finished for both and their ratio, the status lag per AnalysisJob
 //! (the bench's watch sees the Job `Complete` → it sees the AnalysisJob `Succeeded`;
-//! p50/p99), and the operator's peak RSS (`VmHWM`).
+//! p50/p99), the operator's peak RSS (`VmHWM`), and the requests the apiserver served in
+//! each half (`apiserver_request_total`), which shows what the operator adds.
 //!
 //! ```sh
 //! cargo bench -p hepbatch-operator --bench scale
@@ -17,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt, stream};
 use hepbatch_crds::{AnalysisJob, Phase};
+use hepbatch_operator::config::OperatorConfig;
 use hepbatch_tests::testbed::{Testbed, TestbedOptions, annotations};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Namespace;
@@ -95,17 +98,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn run() -> Result<(), BoxError> {
     let jobs = env_number("HEPBATCH_BENCH_JOBS", 500);
     let shards = env_number("HEPBATCH_BENCH_SHARDS", 20);
-    eprintln!("starting the testbed ...");
+    eprintln!("starting the baseline's testbed ...");
     let testbed = Testbed::start(TestbedOptions::default()).await?;
     let client = testbed.client();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.patch(
-        "analysisjobs.hepbatch.io",
-        &PatchParams::apply("hepbatch-bench").force(),
-        &Patch::Apply(AnalysisJob::crd()),
-    )
-    .await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
 
     // Baseline: the same Jobs the operator would create, without owner.
     namespace(&client, "bench-baseline").await?;
@@ -115,7 +110,7 @@ async fn run() -> Result<(), BoxError> {
         let mut aj = analysis_job(&format!("job-{i}"), shards)?;
         aj.metadata.namespace = Some("bench-baseline".to_owned());
         aj.metadata.uid = Some(format!("bench-{i}"));
-        let mut job = hepbatch_operator::build::job(&aj)?;
+        let mut job = hepbatch_operator::build::job(&aj, &OperatorConfig::default(), None)?;
         job.metadata.owner_references = None;
         templates.push(job);
     }
@@ -131,7 +126,23 @@ async fn run() -> Result<(), BoxError> {
         .await?;
     completed.await??;
     let baseline = started.elapsed();
+    let baseline_requests = apiserver_requests(&client).await?;
     eprintln!("baseline: {jobs} Jobs × {shards} shards complete in {baseline:.1?}");
+    drop(client);
+    drop(testbed);
+
+    eprintln!("starting the operator's testbed ...");
+    let testbed = Testbed::start(TestbedOptions::default()).await?;
+    let client = testbed.client();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.patch(
+        "analysisjobs.hepbatch.io",
+        &PatchParams::apply("hepbatch-bench").force(),
+        &Patch::Apply(AnalysisJob::crd()),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let requests_before = apiserver_requests(&client).await?;
 
     // Through the operator.
     namespace(&client, "bench-operator").await?;
@@ -166,6 +177,7 @@ async fn run() -> Result<(), BoxError> {
     let succeeded = aj_done.await??;
     let through_operator = started.elapsed();
     let completes = job_done.await??;
+    let operator_requests = apiserver_requests(&client).await? - requests_before;
     let peak_rss_kib = std::fs::read_to_string(format!("/proc/{pid}/status"))?
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -197,7 +209,23 @@ async fn run() -> Result<(), BoxError> {
         lags.last().copied().unwrap_or_default().as_millis()
     );
     println!("operator peak RSS: {:.1} MiB", peak_rss_kib as f64 / 1024.0);
+    println!(
+        "apiserver requests: baseline half {baseline_requests:.0} (testbed start included), \
+         operator half {operator_requests:.0} (after the CRD), ratio {:.2}",
+        operator_requests / baseline_requests
+    );
     Ok(())
+}
+
+/// Requests the apiserver has served so far: the sum of `apiserver_request_total`.
+async fn apiserver_requests(client: &Client) -> Result<f64, BoxError> {
+    let request = http::Request::get("/metrics").body(Vec::new())?;
+    let text = client.request_text(request).await?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
 }
 
 /// Watches Jobs until `count` of them are Complete; returns when each was first seen so.
