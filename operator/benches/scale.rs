@@ -115,6 +115,7 @@ async fn run() -> Result<(), BoxError> {
         templates.push(job);
     }
     let completed = tokio::spawn(watch_jobs_complete(job_api.clone(), jobs));
+    let baseline_before = apiserver_requests(&client).await?;
     let started = Instant::now();
     stream::iter(templates)
         .map(|job| {
@@ -126,7 +127,7 @@ async fn run() -> Result<(), BoxError> {
         .await?;
     completed.await??;
     let baseline = started.elapsed();
-    let baseline_requests = apiserver_requests(&client).await?;
+    let baseline_requests = apiserver_requests(&client).await? - baseline_before;
     eprintln!("baseline: {jobs} Jobs × {shards} shards complete in {baseline:.1?}");
     drop(client);
     drop(testbed);
@@ -183,6 +184,7 @@ async fn run() -> Result<(), BoxError> {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .unwrap_or(0);
+    let cpu = process_cpu_seconds(pid)?;
     operator.kill().await?;
 
     let mut lags: Vec<Duration> = succeeded
@@ -210,11 +212,32 @@ async fn run() -> Result<(), BoxError> {
     );
     println!("operator peak RSS: {:.1} MiB", peak_rss_kib as f64 / 1024.0);
     println!(
-        "apiserver requests: baseline half {baseline_requests:.0} (testbed start included), \
-         operator half {operator_requests:.0} (after the CRD), ratio {:.2}",
+        "operator CPU time: {cpu:.1} s ({:.0} % of one core over the run)",
+        100.0 * cpu / through_operator.as_secs_f64()
+    );
+    println!(
+        "apiserver requests: baseline half {baseline_requests:.0}, operator half \
+         {operator_requests:.0}, ratio {:.2}",
         operator_requests / baseline_requests
     );
     Ok(())
+}
+
+/// User plus system CPU seconds a process has used (`/proc/<pid>/stat`, clock ticks of
+/// 1/100 s as on every Linux configuration this runs on).
+fn process_cpu_seconds(pid: u32) -> Result<f64, BoxError> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may contain spaces) start at state (field 3);
+    // utime and stime are fields 14 and 15.
+    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).ok_or("odd stat")?;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: f64 = fields
+        .get(11..13)
+        .ok_or("short stat")?
+        .iter()
+        .map(|f| f.parse::<f64>())
+        .sum::<Result<f64, _>>()?;
+    Ok(ticks / 100.0)
 }
 
 /// Requests the apiserver has served so far: the sum of `apiserver_request_total`.

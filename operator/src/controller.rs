@@ -41,14 +41,17 @@ use crate::build;
 use crate::config::ConfigWatch;
 use crate::inputs::{self, InputPlan, InputsError};
 use crate::metrics::{ErrorCategory, Metrics};
+use crate::pacing::{Decision, StatusPacer};
 use crate::status::{self, Happening};
 
 /// Field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "hepbatch-operator";
 
-/// Changes of one AnalysisJob or its Job within this window are reconciled once: a Job's
-/// status changes with every finished shard, and one status write per burst is enough.
-const DEBOUNCE: Duration = Duration::from_millis(500);
+/// Changes of one AnalysisJob or its Job within this window are reconciled once (a burst
+/// of watch events, such as a Job update and the echo of our own status write). Kept
+/// short: it delays the Job's creation and the final status; the pacing of progress-only
+/// status writes ([`crate::pacing`]) is what bounds the write rate.
+const DEBOUNCE: Duration = Duration::from_millis(100);
 
 /// How often an AnalysisJob that cannot run as it stands is looked at again (a missing
 /// input ConfigMap may appear; configuration reloads trigger at once anyway).
@@ -116,6 +119,8 @@ pub struct Context {
     pub jobs: Store<Job>,
     /// The cluster configuration in force.
     pub config: ConfigWatch,
+    /// When each AnalysisJob's status was last written.
+    pub pacer: StatusPacer,
 }
 
 /// Which namespaces the operator watches.
@@ -178,6 +183,7 @@ pub async fn run(
         let context = Arc::new(Context {
             jobs: job_store,
             config: config.clone(),
+            pacer: StatusPacer::default(),
             client: client.clone(),
             recorder: Recorder::new(
                 client.clone(),
@@ -309,11 +315,13 @@ async fn reconcile_analysis_job(
     analysis_job: &AnalysisJob,
     context: &Context,
 ) -> Result<Action, Error> {
-    if analysis_job.metadata.deletion_timestamp.is_some() {
-        return Ok(Action::await_change());
-    }
     let name = analysis_job.name_any();
     let namespace = analysis_job.namespace().unwrap_or_default();
+    let key = format!("{namespace}/{name}");
+    if analysis_job.metadata.deletion_timestamp.is_some() {
+        context.pacer.forget(&key);
+        return Ok(Action::await_change());
+    }
     let api_error = |action: &'static str| {
         let (namespace, name) = (namespace.clone(), name.clone());
         move |source| Error::Api {
@@ -471,7 +479,14 @@ async fn reconcile_analysis_job(
     for (reason, note) in happenings_before {
         publish(context, &reference, EventType::Normal, reason, note).await;
     }
-    if analysis_job.status.as_ref() != Some(&new) {
+    let now = Instant::now();
+    let decision = context
+        .pacer
+        .decide(&key, analysis_job.status.as_ref(), &new, now);
+    if let Decision::Later(wait) = decision {
+        return Ok(Action::requeue(wait));
+    }
+    if decision == Decision::Write {
         let api: Api<AnalysisJob> = Api::namespaced(context.client.clone(), &namespace);
         let patch = json!({
             "apiVersion": AnalysisJob::api_version(&()),
@@ -485,12 +500,16 @@ async fn reconcile_analysis_job(
         )
         .await
         .map_err(api_error("writing the status"))?;
+        context.pacer.wrote(&key, now);
         for happening in status::events(&old, &new) {
             let (type_, reason, note) = describe(&happening);
             publish(context, &reference, type_, reason, note).await;
         }
     }
 
+    if new.phase.is_some_and(|p| p.is_finished()) {
+        context.pacer.forget(&key);
+    }
     let waiting = waiting_shards(&job);
     if waiting > 0 && !new.phase.is_some_and(|p| p.is_finished()) {
         if job_age(&job) < UNSCHEDULABLE_AFTER {

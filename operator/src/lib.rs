@@ -7,7 +7,8 @@
 //!   resources and placement) and [`inputs`] (file lists split over shards);
 //! - [`status`]: Job + failed pods → AnalysisJob status and the Events between two
 //!   statuses, pure and deterministic;
-//! - [`controller`]: the reconcile loop (server-side apply, status patch, Events);
+//! - [`controller`]: the reconcile loop (server-side apply, status patch, Events), with
+//!   [`pacing`] of progress-only status writes;
 //! - [`leader`]: Lease-based leader election so only one replica reconciles;
 //! - [`metrics`] and [`admin`]: Prometheus metrics, `/livez`, `/readyz`, `/metrics`;
 //! - [`config`]: the cluster admin's configuration (platforms, CVMFS provider, GPU
@@ -25,4 +26,5 @@ pub mod gpu;
 pub mod inputs;
 pub mod leader;
 pub mod metrics;
+pub mod pacing;
 pub mod status;

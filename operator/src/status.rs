@@ -99,6 +99,24 @@ fn expected_shards(analysis_job: &AnalysisJob) -> i32 {
     }
 }
 
+/// Whether `new` differs from `old` only in progress: counts and the completed-shard
+/// ranges, with the same phase, conditions, failed shards and Job. Such a change is not
+/// news (see the pacing of status writes).
+pub fn is_progress_only(old: &AnalysisJobStatus, new: &AnalysisJobStatus) -> bool {
+    let without_progress = |status: &AnalysisJobStatus| AnalysisJobStatus {
+        active: 0,
+        ready: 0,
+        succeeded: 0,
+        terminating: 0,
+        completed_shards: None,
+        start_time: None,
+        ..status.clone()
+    };
+    !new.phase.is_some_and(|p| p.is_finished())
+        && new.failed == old.failed
+        && without_progress(old) == without_progress(new)
+}
+
 /// Type of the condition saying whether the operator could turn the AnalysisJob into a
 /// Job (only present while it could not).
 pub const ACCEPTED_CONDITION: &str = "Accepted";

@@ -1,0 +1,137 @@
+//! Pacing of status writes: news at once, progress at most once per interval.
+//!
+//! A Job's status changes with every shard that starts or finishes; mirroring each change
+//! would double the apiserver's write load of a large fleet for counts nobody reads at
+//! that rate. So a status that differs from the stored one only in *progress* (counts and
+//! the completed-shard ranges; see [`status::is_progress_only`]) is written at most once
+//! per [`PROGRESS_INTERVAL`] per AnalysisJob, and the controller looks again when the
+//! interval has passed so the last count always lands. Everything else — a phase change,
+//! a condition, a failed shard, the first status — is news and is written at once, which
+//! keeps the lag from the Job's completion to the AnalysisJob's `Succeeded` short.
+//!
+//! The memory of last writes is per process: after a restart the first progress write
+//! simply happens at once.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use hepbatch_crds::AnalysisJobStatus;
+
+use crate::status;
+
+/// Least time between two progress-only status writes of one AnalysisJob.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What to do with a newly derived status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Nothing changed.
+    Keep,
+    /// Write it now.
+    Write,
+    /// Progress only, written too recently: look again after this long.
+    Later(Duration),
+}
+
+/// Remembers when each AnalysisJob's status was last written.
+#[derive(Debug, Default)]
+pub struct StatusPacer {
+    last_write: Mutex<HashMap<String, Instant>>,
+}
+
+impl StatusPacer {
+    /// Decides about the status `new` of the AnalysisJob `key` whose stored status is `old`.
+    pub fn decide(
+        &self,
+        key: &str,
+        old: Option<&AnalysisJobStatus>,
+        new: &AnalysisJobStatus,
+        now: Instant,
+    ) -> Decision {
+        let Some(old) = old else {
+            return Decision::Write;
+        };
+        if old == new {
+            return Decision::Keep;
+        }
+        if !status::is_progress_only(old, new) {
+            return Decision::Write;
+        }
+        let last = self
+            .last_write
+            .lock()
+            .ok()
+            .and_then(|map| map.get(key).copied());
+        match last {
+            Some(at) if now.duration_since(at) < PROGRESS_INTERVAL => {
+                Decision::Later(PROGRESS_INTERVAL - now.duration_since(at))
+            }
+            _ => Decision::Write,
+        }
+    }
+
+    /// Records a write of `key`'s status at `now`.
+    pub fn wrote(&self, key: &str, now: Instant) {
+        if let Ok(mut map) = self.last_write.lock() {
+            map.insert(key.to_owned(), now);
+        }
+    }
+
+    /// Forgets `key` (finished or deleted), keeping the memory bounded by the live fleet.
+    pub fn forget(&self, key: &str) {
+        if let Ok(mut map) = self.last_write.lock() {
+            map.remove(key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hepbatch_crds::Phase;
+
+    use super::*;
+
+    fn running(succeeded: i32) -> AnalysisJobStatus {
+        AnalysisJobStatus {
+            phase: Some(Phase::Running),
+            shards: 10,
+            succeeded,
+            ..AnalysisJobStatus::default()
+        }
+    }
+
+    #[test]
+    fn news_is_written_at_once_and_progress_is_paced() {
+        let pacer = StatusPacer::default();
+        let start = Instant::now();
+        assert_eq!(pacer.decide("a", None, &running(0), start), Decision::Write);
+        pacer.wrote("a", start);
+        assert_eq!(
+            pacer.decide("a", Some(&running(0)), &running(0), start),
+            Decision::Keep
+        );
+        let soon = start + Duration::from_millis(300);
+        assert_eq!(
+            pacer.decide("a", Some(&running(0)), &running(3), soon),
+            Decision::Later(Duration::from_millis(700))
+        );
+        let later = start + PROGRESS_INTERVAL;
+        assert_eq!(
+            pacer.decide("a", Some(&running(0)), &running(3), later),
+            Decision::Write
+        );
+        let mut done = running(10);
+        done.phase = Some(Phase::Succeeded);
+        assert_eq!(
+            pacer.decide("a", Some(&running(9)), &done, soon),
+            Decision::Write,
+            "a phase change is news"
+        );
+        pacer.forget("a");
+        assert_eq!(
+            pacer.decide("a", Some(&running(0)), &running(3), soon),
+            Decision::Write
+        );
+    }
+}
