@@ -20,6 +20,30 @@ pub enum BackendKind {
     Squashfuse,
 }
 
+/// Which CSI services this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Services {
+    /// Identity and Node: the per-node DaemonSet (mounts, healing, kubelet registration).
+    Node,
+    /// Identity and Controller: StorageClass provisioning in a small Deployment next to the
+    /// external-provisioner. Touches no mount, needs no root and no `--node-id`.
+    Controller,
+    /// Everything in one process (tests, single-node clusters).
+    All,
+}
+
+impl Services {
+    /// Whether the Node service (and with it mounts, healing, registration) runs.
+    pub fn node(self) -> bool {
+        matches!(self, Self::Node | Self::All)
+    }
+
+    /// Whether the Controller service is enabled.
+    pub fn controller(self) -> bool {
+        matches!(self, Self::Controller | Self::All)
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -31,8 +55,12 @@ pub enum LogFormat {
 
 /// The plugin's configuration.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "hepbatch-csi", version, about = "CVMFS CSI node plugin")]
+#[command(name = "hepbatch-csi", version, about = "CVMFS CSI plugin")]
 pub struct Config {
+    /// The CSI services to run: `node` (the DaemonSet), `controller` (StorageClass
+    /// provisioning) or `all`.
+    #[arg(long, env = "CSI_SERVICES", value_enum, default_value = "node")]
+    pub services: Services,
     /// Unix socket the CSI services listen on.
     #[arg(
         long,
@@ -46,13 +74,14 @@ pub struct Config {
     /// Host directory (shared mount) where repositories are mounted.
     #[arg(long, env = "MOUNT_ROOT", default_value = "/var/lib/hepbatch/cvmfs")]
     pub mount_root: PathBuf,
-    /// Directory for caches, workspaces and generated client configuration; kept across
+    /// Directory for caches, workspaces and generated client configuration (node), and
+    /// the records of provisioned volumes under `controller/` (controller); kept across
     /// restarts.
     #[arg(long, env = "STATE_DIR", default_value = "/var/lib/hepbatch/state")]
     pub state_dir: PathBuf,
-    /// This node's name, reported as the CSI node id.
+    /// This node's name, reported as the CSI node id (required with the node service).
     #[arg(long, env = "NODE_NAME")]
-    pub node_id: String,
+    pub node_id: Option<String>,
     /// The mount backend.
     #[arg(long, env = "BACKEND", value_enum, default_value = "cvmfs")]
     pub backend: BackendKind,
@@ -128,10 +157,36 @@ impl Config {
         Duration::from_millis(self.heal_interval_ms.max(50))
     }
 
+    /// Where the controller keeps its records of provisioned volumes.
+    pub fn controller_dir(&self) -> PathBuf {
+        self.state_dir.join("controller")
+    }
+
     /// Where the registration socket goes.
     pub fn registration_socket(&self) -> PathBuf {
         self.kubelet_dir
             .join("plugins_registry")
             .join(format!("{}-reg.sock", hepbatch_crds::CSI_DRIVER_NAME))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_is_the_node_daemonset() {
+        let config = Config::try_parse_from(["hepbatch-csi", "--node-id", "n1"]).unwrap();
+        assert_eq!(config.services, Services::Node);
+        assert!(config.services.node() && !config.services.controller());
+    }
+
+    #[test]
+    fn the_controller_needs_no_node_id() {
+        let config = Config::try_parse_from(["hepbatch-csi", "--services", "controller"]).unwrap();
+        assert!(config.services.controller() && !config.services.node());
+        assert_eq!(config.node_id, None);
+        assert!(Services::All.node() && Services::All.controller());
+        assert!(Config::try_parse_from(["hepbatch-csi", "--services", "both"]).is_err());
     }
 }

@@ -1,25 +1,250 @@
-//! A Controller service with no capabilities.
+//! The CSI Controller service: StorageClass provisioning of read-only CVMFS volumes.
 //!
-//! The plugin is node-only: CVMFS volumes need no provisioning or attachment (static PVs and
-//! inline volumes carry everything in their attributes, and the CSIDriver object sets
-//! `attachRequired: false`), so GetPluginCapabilities does not announce CONTROLLER_SERVICE
-//! and the kubelet never calls it. The service exists so that generic tools that call
-//! ControllerGetCapabilities unconditionally (csi-sanity does) get a well-formed "nothing
-//! supported" instead of UNIMPLEMENTED. ValidateVolumeCapabilities, which the spec makes
-//! mandatory, checks its arguments and then answers NOT_FOUND: this controller provisions
-//! nothing, so it manages no volume. Every other RPC answers UNIMPLEMENTED.
+//! CVMFS volumes need no attachment and hold no data of their own, so the controller does
+//! only what dynamic provisioning needs: CreateVolume turns validated StorageClass
+//! `parameters` into a volume whose `volume_context` carries them in normal form
+//! ([`crate::provision`]), DeleteVolume forgets it, ValidateVolumeCapabilities confirms
+//! read-only file-system capabilities of a volume it created. ControllerGetCapabilities
+//! announces CREATE_DELETE_VOLUME and nothing else: publishing, listing, capacity,
+//! snapshots, cloning, expansion and modification are meaningless for a read-only view of
+//! repositories. What was created under a name is kept by the [`VolumeStore`].
+//!
+//! When the plugin runs without its controller (`--services node`) the service is still
+//! served, disabled: it announces no capability (generic tools that ask unconditionally,
+//! such as csi-sanity, get a well-formed "nothing supported"), CreateVolume and
+//! DeleteVolume answer UNIMPLEMENTED and ValidateVolumeCapabilities answers NOT_FOUND.
+//! Every error maps onto a gRPC code here and nowhere else.
+
+use std::sync::Arc;
+use std::time::Instant;
 
 use tonic::{Request, Response, Status};
+use tracing::{Instrument, info, info_span};
 
+use crate::metrics::{ErrorCategory, Metrics, Operation, OperationLabels};
 use crate::proto::csi::controller_server::Controller;
+use crate::proto::csi::controller_service_capability::{Rpc, Type as CapabilityType, rpc};
+use crate::proto::csi::validate_volume_capabilities_response::Confirmed;
 use crate::proto::csi::{
     ControllerGetCapabilitiesRequest, ControllerGetCapabilitiesResponse,
-    ValidateVolumeCapabilitiesRequest, ValidateVolumeCapabilitiesResponse,
+    ControllerServiceCapability, CreateVolumeRequest, CreateVolumeResponse, DeleteVolumeRequest,
+    DeleteVolumeResponse, ValidateVolumeCapabilitiesRequest, ValidateVolumeCapabilitiesResponse,
+    Volume,
 };
+use crate::provision::{Provision, ProvisionError, check_capability};
+use crate::store::{StoreError, VolumeRecord, VolumeStore};
+use crate::volume::VolumeSpec;
 
-/// Controller service (capabilities only).
-#[derive(Debug, Default)]
-pub struct ControllerService;
+/// A rejected or failed Controller request.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// The request is invalid.
+    #[error(transparent)]
+    Provision(#[from] ProvisionError),
+    /// The record store refused or failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The volume id names no volume of this controller.
+    #[error(
+        "volume {0:?} does not exist: this controller knows only the volumes it provisioned (static PVs and inline volumes are not managed by it)"
+    )]
+    NotFound(String),
+    /// The controller is not enabled in this process.
+    #[error(
+        "the controller service is not enabled (start the plugin with --services controller or all)"
+    )]
+    Disabled,
+    /// The blocking task died.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ControllerError {
+    fn category(&self) -> ErrorCategory {
+        match self {
+            Self::Provision(_) | Self::NotFound(_) | Self::Disabled => {
+                ErrorCategory::InvalidArgument
+            }
+            Self::Store(StoreError::Conflict { .. } | StoreError::Collision { .. }) => {
+                ErrorCategory::Conflict
+            }
+            Self::Store(_) | Self::Internal(_) => ErrorCategory::Store,
+        }
+    }
+}
+
+impl From<ControllerError> for Status {
+    fn from(error: ControllerError) -> Self {
+        let message = error.to_string();
+        match error {
+            ControllerError::Provision(_) => Status::invalid_argument(message),
+            ControllerError::Store(StoreError::Conflict { .. }) => Status::already_exists(message),
+            ControllerError::NotFound(_) => Status::not_found(message),
+            ControllerError::Disabled => Status::unimplemented(message),
+            ControllerError::Store(_) | ControllerError::Internal(_) => Status::internal(message),
+        }
+    }
+}
+
+/// Controller service.
+pub struct ControllerService {
+    store: Option<Arc<VolumeStore>>,
+    metrics: Arc<Metrics>,
+}
+
+impl ControllerService {
+    /// A controller provisioning volumes recorded in `store`.
+    pub fn new(store: Arc<VolumeStore>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            store: Some(store),
+            metrics,
+        }
+    }
+
+    /// The disabled service of a node-only plugin.
+    pub fn disabled(metrics: Arc<Metrics>) -> Self {
+        Self {
+            store: None,
+            metrics,
+        }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&VolumeStore) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, ControllerError> {
+        let store = self.store.clone().ok_or(ControllerError::Disabled)?;
+        tokio::task::spawn_blocking(move || work(&store))
+            .await
+            .map_err(|e| ControllerError::Internal(e.to_string()))?
+            .map_err(ControllerError::from)
+    }
+
+    fn record<T>(
+        &self,
+        operation: Operation,
+        started: Instant,
+        result: &Result<T, ControllerError>,
+    ) {
+        let labels = OperationLabels { operation };
+        match result {
+            Ok(_) => {
+                self.metrics.operations.get_or_create(&labels).inc();
+                self.metrics
+                    .latency
+                    .get_or_create(&labels)
+                    .observe(started.elapsed().as_secs_f64());
+            }
+            Err(e) => self.metrics.error(e.category()),
+        }
+    }
+
+    async fn create(&self, request: CreateVolumeRequest) -> Result<Volume, ControllerError> {
+        if self.store.is_none() {
+            return Err(ControllerError::Disabled);
+        }
+        let provision = Provision::from_request(&request)?;
+        let context = provision.spec.to_context();
+        let record = self.blocking(move |store| store.create(&provision)).await?;
+        Ok(Volume {
+            // Unknown: CVMFS volumes have no size (see crate::provision).
+            capacity_bytes: 0,
+            volume_id: record.volume_id,
+            volume_context: context,
+            content_source: None,
+            accessible_topology: Vec::new(),
+        })
+    }
+
+    async fn delete(&self, request: DeleteVolumeRequest) -> Result<bool, ControllerError> {
+        if self.store.is_none() {
+            return Err(ControllerError::Disabled);
+        }
+        if request.volume_id.is_empty() {
+            return Err(ProvisionError::Missing("volume_id").into());
+        }
+        let volume = request.volume_id;
+        self.blocking(move |store| store.delete(&volume)).await
+    }
+
+    async fn validate(
+        &self,
+        request: ValidateVolumeCapabilitiesRequest,
+    ) -> Result<ValidateVolumeCapabilitiesResponse, ControllerError> {
+        if request.volume_id.is_empty() {
+            return Err(ProvisionError::Missing("volume_id").into());
+        }
+        if request.volume_capabilities.is_empty() {
+            return Err(ProvisionError::Missing("volume_capabilities").into());
+        }
+        if self.store.is_none() {
+            return Err(ControllerError::NotFound(request.volume_id));
+        }
+        let volume = request.volume_id.clone();
+        let record = self
+            .blocking(move |store| store.get(&volume))
+            .await?
+            .ok_or_else(|| ControllerError::NotFound(request.volume_id.clone()))?;
+        Ok(match unsupported(&request, &record) {
+            Some(message) => ValidateVolumeCapabilitiesResponse {
+                confirmed: None,
+                message,
+            },
+            None => ValidateVolumeCapabilitiesResponse {
+                confirmed: Some(Confirmed {
+                    volume_context: request.volume_context,
+                    volume_capabilities: request.volume_capabilities,
+                    parameters: request.parameters,
+                    mutable_parameters: Default::default(),
+                }),
+                message: String::new(),
+            },
+        })
+    }
+}
+
+/// Why `request` cannot be confirmed for the volume of `record`, if it cannot.
+fn unsupported(
+    request: &ValidateVolumeCapabilitiesRequest,
+    record: &VolumeRecord,
+) -> Option<String> {
+    for capability in &request.volume_capabilities {
+        if let Err(e) = check_capability(capability) {
+            return Some(e.to_string());
+        }
+    }
+    if !request.mutable_parameters.is_empty() {
+        return Some(ProvisionError::MutableParameters.to_string());
+    }
+    let differs = |what: &str, attributes| match VolumeSpec::from_context(attributes) {
+        Ok(spec) if spec.canonical() == record.spec => None,
+        Ok(spec) => Some(format!(
+            "{what} {:?} do not match the volume's {:?}",
+            spec.canonical(),
+            record.spec
+        )),
+        Err(e) => Some(format!("{what}: {e}")),
+    };
+    if !request.volume_context.is_empty()
+        && let Some(message) = differs("volume_context", &request.volume_context)
+    {
+        return Some(message);
+    }
+    if !request.parameters.is_empty()
+        && let Some(message) = differs("parameters", &request.parameters)
+    {
+        return Some(message);
+    }
+    None
+}
+
+fn rpc_capability(kind: rpc::Type) -> ControllerServiceCapability {
+    ControllerServiceCapability {
+        r#type: Some(CapabilityType::Rpc(Rpc {
+            r#type: kind as i32,
+        })),
+    }
+}
 
 #[tonic::async_trait]
 impl Controller for ControllerService {
@@ -27,9 +252,50 @@ impl Controller for ControllerService {
         &self,
         _request: Request<ControllerGetCapabilitiesRequest>,
     ) -> Result<Response<ControllerGetCapabilitiesResponse>, Status> {
+        let capabilities = if self.store.is_some() {
+            vec![rpc_capability(rpc::Type::CreateDeleteVolume)]
+        } else {
+            Vec::new()
+        };
         Ok(Response::new(ControllerGetCapabilitiesResponse {
-            capabilities: Vec::new(),
+            capabilities,
         }))
+    }
+
+    async fn create_volume(
+        &self,
+        request: Request<CreateVolumeRequest>,
+    ) -> Result<Response<CreateVolumeResponse>, Status> {
+        let request = request.into_inner();
+        let span = info_span!("create_volume", name = %request.name);
+        let started = Instant::now();
+        let result = self.create(request).instrument(span.clone()).await;
+        self.record(Operation::CreateVolume, started, &result);
+        span.in_scope(|| match &result {
+            Ok(volume) => info!(volume = %volume.volume_id, "volume created"),
+            Err(e) => info!(error = %e, "create refused or failed"),
+        });
+        Ok(Response::new(CreateVolumeResponse {
+            volume: Some(result?),
+        }))
+    }
+
+    async fn delete_volume(
+        &self,
+        request: Request<DeleteVolumeRequest>,
+    ) -> Result<Response<DeleteVolumeResponse>, Status> {
+        let request = request.into_inner();
+        let span = info_span!("delete_volume", volume = %request.volume_id);
+        let started = Instant::now();
+        let result = self.delete(request).instrument(span.clone()).await;
+        self.record(Operation::DeleteVolume, started, &result);
+        span.in_scope(|| match &result {
+            Ok(true) => info!("volume deleted"),
+            Ok(false) => info!("no such volume: nothing to delete"),
+            Err(e) => info!(error = %e, "delete refused or failed"),
+        });
+        result?;
+        Ok(Response::new(DeleteVolumeResponse {}))
     }
 
     async fn validate_volume_capabilities(
@@ -37,16 +303,38 @@ impl Controller for ControllerService {
         request: Request<ValidateVolumeCapabilitiesRequest>,
     ) -> Result<Response<ValidateVolumeCapabilitiesResponse>, Status> {
         let request = request.into_inner();
-        if request.volume_id.is_empty() {
-            return Err(Status::invalid_argument("volume_id is required"));
-        }
-        if request.volume_capabilities.is_empty() {
-            return Err(Status::invalid_argument("volume_capabilities is required"));
-        }
-        Err(Status::not_found(format!(
-            "volume {:?} is not managed by this controller: {} volumes are defined by their attributes (static PVs or inline volumes), never provisioned",
-            request.volume_id,
-            hepbatch_crds::CSI_DRIVER_NAME
-        )))
+        let span = info_span!("validate_volume_capabilities", volume = %request.volume_id);
+        let result = self.validate(request).instrument(span).await;
+        Ok(Response::new(result?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_map_to_their_grpc_codes() {
+        let code = |e: ControllerError| Status::from(e).code();
+        assert_eq!(
+            code(ProvisionError::Missing("name").into()),
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(
+            code(
+                StoreError::Conflict {
+                    name: "v".into(),
+                    existing: String::new(),
+                    requested: String::new()
+                }
+                .into()
+            ),
+            tonic::Code::AlreadyExists
+        );
+        assert_eq!(
+            code(ControllerError::NotFound("v".into())),
+            tonic::Code::NotFound
+        );
+        assert_eq!(code(ControllerError::Disabled), tonic::Code::Unimplemented);
     }
 }

@@ -1,32 +1,63 @@
-//! The CSI Identity service: plugin name and version, and a Probe that really checks the
-//! node: the mount root is a shared mount and the CVMFS client is installed.
+//! The CSI Identity service: plugin name and version, the services this process offers, and
+//! a Probe that really checks what those services need: for the node, the mount root is a
+//! shared mount and the CVMFS client is installed; for the controller, its volume records
+//! can be written.
 
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
 use crate::proto::csi::identity_server::Identity;
+use crate::proto::csi::plugin_capability::{Service, Type as CapabilityType, service};
 use crate::proto::csi::{
     GetPluginCapabilitiesRequest, GetPluginCapabilitiesResponse, GetPluginInfoRequest,
-    GetPluginInfoResponse, ProbeRequest, ProbeResponse,
+    GetPluginInfoResponse, PluginCapability, ProbeRequest, ProbeResponse,
 };
+use crate::store::VolumeStore;
 use crate::topology::Topology;
+
+/// What this process serves, and so what Probe and `/healthz` check.
+pub struct Readiness {
+    topology: Option<Arc<Topology>>,
+    store: Option<Arc<VolumeStore>>,
+}
+
+impl Readiness {
+    /// Readiness of a process serving the node (`topology`) and/or the controller (`store`).
+    pub fn new(topology: Option<Arc<Topology>>, store: Option<Arc<VolumeStore>>) -> Self {
+        Self { topology, store }
+    }
+
+    /// Whether the controller service is enabled.
+    pub fn controller(&self) -> bool {
+        self.store.is_some()
+    }
+
+    /// Why the plugin is not ready, if it is not (blocking: reads the mount table).
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(topology) = &self.topology {
+            topology.check_root()?;
+            topology
+                .backend()
+                .check_client()
+                .map_err(|e| e.to_string())?;
+        }
+        if let Some(store) = &self.store {
+            store.check()?;
+        }
+        Ok(())
+    }
+}
 
 /// Identity service.
 pub struct IdentityService {
-    topology: Arc<Topology>,
+    readiness: Arc<Readiness>,
 }
 
 impl IdentityService {
-    /// A service probing `topology`.
-    pub fn new(topology: Arc<Topology>) -> Self {
-        Self { topology }
-    }
-
-    /// Why the plugin is not ready, if it is not.
-    pub fn check(topology: &Topology) -> Result<(), String> {
-        topology.check_root()?;
-        topology.backend().check_client().map_err(|e| e.to_string())
+    /// A service reporting and probing `readiness`.
+    pub fn new(readiness: Arc<Readiness>) -> Self {
+        Self { readiness }
     }
 }
 
@@ -47,9 +78,18 @@ impl Identity for IdentityService {
         &self,
         _request: Request<GetPluginCapabilitiesRequest>,
     ) -> Result<Response<GetPluginCapabilitiesResponse>, Status> {
-        // A node-only plugin: no controller service, no topology constraints.
+        // The controller only when it runs here; never topology constraints (every node
+        // reaches every repository).
+        let mut capabilities = Vec::new();
+        if self.readiness.controller() {
+            capabilities.push(PluginCapability {
+                r#type: Some(CapabilityType::Service(Service {
+                    r#type: service::Type::ControllerService as i32,
+                })),
+            });
+        }
         Ok(Response::new(GetPluginCapabilitiesResponse {
-            capabilities: Vec::new(),
+            capabilities,
         }))
     }
 
@@ -57,8 +97,8 @@ impl Identity for IdentityService {
         &self,
         _request: Request<ProbeRequest>,
     ) -> Result<Response<ProbeResponse>, Status> {
-        let topology = self.topology.clone();
-        let verdict = tokio::task::spawn_blocking(move || Self::check(&topology))
+        let readiness = self.readiness.clone();
+        let verdict = tokio::task::spawn_blocking(move || readiness.check())
             .await
             .map_err(|e| Status::internal(format!("probe task failed: {e}")))?;
         match verdict {

@@ -1,4 +1,4 @@
-//! The hepbatch CVMFS CSI node plugin (`cvmfs.hepbatch.io`).
+//! The hepbatch CVMFS CSI plugin (`cvmfs.hepbatch.io`).
 //!
 //! Pods mount one CSI volume at `/cvmfs` and find each repository at `/cvmfs/<repo>`.
 //! The design in one paragraph: repositories are mounted by a [`backend`] under a shared
@@ -9,8 +9,12 @@
 //! All state (what is mounted, published, referenced or broken) is read back from the
 //! kernel's mount table ([`mount::table`]).
 //!
+//! StorageClass provisioning is a thin [`controller`]: a provisioned volume is its validated
+//! parameters ([`provision`]) captured into the volume context, recorded in a small
+//! [`store`].
+//!
 //! Modules: [`volume`] (typed volume attributes), [`node`], [`identity`] and
-//! [`controller`] (CSI services),
+//! [`controller`] (CSI services), [`provision`] and [`store`] (provisioning),
 //! [`registration`] (kubelet plugin registration), [`server`] (sockets and wiring),
 //! [`metrics`], [`config`].
 
@@ -24,8 +28,10 @@ pub mod mount;
 pub mod node;
 pub mod ondemand;
 pub mod proto;
+pub mod provision;
 pub mod registration;
 pub mod server;
+pub mod store;
 pub mod topology;
 pub mod volume;
 pub mod watchdog;

@@ -1,4 +1,4 @@
-//! `hepbatch-csi`: the CVMFS CSI node plugin. See the library documentation for the design.
+//! `hepbatch-csi`: the CVMFS CSI plugin (node and controller). See the library documentation for the design.
 
 use clap::Parser;
 use hepbatch_csi::config::{Config, LogFormat};

@@ -17,6 +17,10 @@ pub enum Operation {
     Publish,
     /// NodeUnpublishVolume.
     Unpublish,
+    /// CreateVolume (StorageClass provisioning).
+    CreateVolume,
+    /// DeleteVolume.
+    DeleteVolume,
 }
 
 /// Fixed error categories.
@@ -32,6 +36,8 @@ pub enum ErrorCategory {
     Conflict,
     /// A healing pass could not repair something.
     Heal,
+    /// The controller's volume records could not be read or written.
+    Store,
 }
 
 /// Label set `{operation}`.
@@ -86,12 +92,12 @@ impl Metrics {
         let mounts = Family::<RepositoryLabels, Gauge>::default();
         registry.register(
             "operations",
-            "Successful publishes and unpublishes",
+            "Successful operations (publish, unpublish, create and delete volume)",
             operations.clone(),
         );
         registry.register(
             "operation_duration_seconds",
-            "Duration of successful publishes and unpublishes",
+            "Duration of successful operations",
             latency.clone(),
         );
         registry.register("errors", "Errors by category", errors.clone());

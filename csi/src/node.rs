@@ -19,6 +19,7 @@ use crate::proto::csi::{
     NodePublishVolumeResponse, NodeServiceCapability, NodeStageVolumeRequest,
     NodeStageVolumeResponse, NodeUnpublishVolumeRequest, NodeUnpublishVolumeResponse,
     NodeUnstageVolumeRequest, NodeUnstageVolumeResponse, VolumeCapability, VolumeCondition,
+    VolumeUsage, volume_usage,
 };
 use crate::topology::{Topology, TopologyError};
 use crate::volume::{AttributeError, VolumeSpec};
@@ -235,7 +236,15 @@ impl NodeService {
             .await?;
         let problems = answer.ok_or_else(not_published)?;
         Ok(NodeGetVolumeStatsResponse {
-            usage: Vec::new(),
+            // CVMFS volumes are read-only and have no size: zero bytes, stated explicitly
+            // (the kubelet reads an empty list as the same zeros; generic CSI clients such
+            // as csi-sanity expect a usage entry).
+            usage: vec![VolumeUsage {
+                available: 0,
+                total: 0,
+                used: 0,
+                unit: volume_usage::Unit::Bytes as i32,
+            }],
             volume_condition: Some(VolumeCondition {
                 abnormal: !problems.is_empty(),
                 message: if problems.is_empty() {

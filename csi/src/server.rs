@@ -1,7 +1,9 @@
 //! Runtime wiring: sockets, gRPC services, the watchdog, the admin HTTP server, shutdown.
 //!
-//! Start-up order: make the mount root shared, run one healing pass (after a restart this
-//! repairs what died with the previous process before anyone asks), then serve. On SIGTERM
+//! `--services` chooses what runs: the node side (the DaemonSet), the controller (a
+//! Deployment next to the external-provisioner) or both. Start-up order of the node side:
+//! make the mount root shared, run one healing pass (after a restart this repairs what died
+//! with the previous process before anyone asks), then serve. On SIGTERM
 //! the sockets close and are removed; mounts stay, so running pods keep their /cvmfs.
 
 use std::path::{Path, PathBuf};
@@ -15,7 +17,7 @@ use tracing::info;
 
 use crate::config::Config;
 use crate::controller::ControllerService;
-use crate::identity::IdentityService;
+use crate::identity::{IdentityService, Readiness};
 use crate::metrics::Metrics;
 use crate::node::NodeService;
 use crate::proto::csi::controller_server::ControllerServer;
@@ -23,6 +25,7 @@ use crate::proto::csi::identity_server::IdentityServer;
 use crate::proto::csi::node_server::NodeServer;
 use crate::proto::registration::registration_server::RegistrationServer;
 use crate::registration::RegistrationService;
+use crate::store::{StoreError, VolumeStore};
 use crate::topology::{Topology, TopologyError};
 use crate::watchdog;
 
@@ -40,6 +43,12 @@ pub enum ServerError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The controller's record directory could not be prepared.
+    #[error("preparing the controller's volume records: {0}")]
+    Store(#[from] StoreError),
+    /// The configuration is incomplete.
+    #[error("configuration: {0}")]
+    Config(String),
     /// A server failed.
     #[error("serving: {0}")]
     Serve(String),
@@ -63,12 +72,9 @@ pub fn bind_socket(path: &Path) -> Result<UnixListener, ServerError> {
     UnixListener::bind(path).map_err(socket_error)
 }
 
-/// Runs the plugin until `shutdown` completes.
-pub async fn run(
-    config: Config,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServerError> {
-    let metrics = Metrics::new();
+/// Prepares the node side: the shared mount root, one healing pass (after a restart this
+/// repairs what died with the previous process before anyone asks).
+async fn start_node(config: &Config, metrics: &Arc<Metrics>) -> Result<Arc<Topology>, ServerError> {
     let topology = Arc::new(Topology::new(
         config.mount_root.clone(),
         config.backend(),
@@ -81,40 +87,91 @@ pub async fn run(
             .await
             .map_err(|e| ServerError::Serve(e.to_string()))??;
     }
-    watchdog::pass(&topology, &metrics).await;
-    let watchdog = tokio::spawn(watchdog::run(
-        topology.clone(),
-        metrics.clone(),
-        config.heal_interval(),
-    ));
+    watchdog::pass(&topology, metrics).await;
+    Ok(topology)
+}
+
+/// Runs the plugin until `shutdown` completes.
+///
+/// With `--services controller` nothing on the node is touched: no mount root, no client,
+/// no watchdog, no kubelet registration; only the record directory under the state
+/// directory is created.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let metrics = Metrics::new();
+    let services = config.services;
+    let node_id = match (&config.node_id, services.node()) {
+        (Some(id), true) if !id.is_empty() => Some(id.clone()),
+        (_, true) => {
+            return Err(ServerError::Config(
+                "--node-id (NODE_NAME) is required when the node service runs".to_owned(),
+            ));
+        }
+        (_, false) => None,
+    };
+    let topology = match node_id {
+        Some(_) => Some(start_node(&config, &metrics).await?),
+        None => None,
+    };
+    let store = if services.controller() {
+        let store = Arc::new(VolumeStore::new(config.controller_dir()));
+        store.prepare()?;
+        Some(store)
+    } else {
+        None
+    };
+    let watchdog = topology.as_ref().map(|topology| {
+        tokio::spawn(watchdog::run(
+            topology.clone(),
+            metrics.clone(),
+            config.heal_interval(),
+        ))
+    });
+    let readiness = Arc::new(Readiness::new(topology.clone(), store.clone()));
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
 
     let csi_listener = bind_socket(&config.endpoint)?;
-    let node = NodeService::new(
-        topology.clone(),
-        config.kubelet_dir.clone(),
-        config.node_id.clone(),
-        metrics.clone(),
-    );
-    let identity = IdentityService::new(topology.clone());
+    let node = match (&topology, node_id) {
+        (Some(topology), Some(node_id)) => Some(NodeServer::new(NodeService::new(
+            topology.clone(),
+            config.kubelet_dir.clone(),
+            node_id,
+            metrics.clone(),
+        ))),
+        _ => None,
+    };
+    let controller = match &store {
+        Some(store) => ControllerService::new(store.clone(), metrics.clone()),
+        None => ControllerService::disabled(metrics.clone()),
+    };
+    let identity = IdentityService::new(readiness.clone());
     let mut csi_stop = stopped.clone();
     servers.spawn(async move {
         Server::builder()
             .add_service(IdentityServer::new(identity))
-            .add_service(NodeServer::new(node))
-            .add_service(ControllerServer::new(ControllerService))
+            .add_service(ControllerServer::new(controller))
+            .add_optional_service(node)
             .serve_with_incoming_shutdown(UnixListenerStream::new(csi_listener), async move {
                 let _ = csi_stop.changed().await;
             })
             .await
             .map_err(|e| ServerError::Serve(format!("CSI: {e}")))
     });
-    info!(endpoint = %config.endpoint.display(), node = %config.node_id, backend = topology.backend().name(), "serving CSI");
+    info!(
+        endpoint = %config.endpoint.display(),
+        services = ?services,
+        node = config.node_id.as_deref().unwrap_or(""),
+        backend = topology.as_ref().map(|t| t.backend().name()).unwrap_or("none"),
+        "serving CSI"
+    );
 
     let registration_socket = config.registration_socket();
-    if config.kubelet_registration {
+    let register = services.node() && config.kubelet_registration;
+    if register {
         let listener = bind_socket(&registration_socket)?;
         let endpoint = config
             .kubelet_endpoint
@@ -140,7 +197,7 @@ pub async fn run(
                 path: PathBuf::from(address.to_string()),
                 source,
             })?;
-        let app = admin_router(topology.clone(), metrics.clone());
+        let app = admin_router(readiness.clone(), metrics.clone());
         let mut admin_stop = stopped.clone();
         servers.spawn(async move {
             axum::serve(listener, app)
@@ -162,25 +219,25 @@ pub async fn run(
     }
     let _ = stop.send(true);
     while servers.join_next().await.is_some() {}
-    watchdog.abort();
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
     let _ = std::fs::remove_file(&config.endpoint);
-    if config.kubelet_registration {
+    if register {
         let _ = std::fs::remove_file(&registration_socket);
     }
     result
 }
 
 /// `/healthz` (the same checks as Probe) and `/metrics`.
-pub fn admin_router(topology: Arc<Topology>, metrics: Arc<Metrics>) -> axum::Router {
+pub fn admin_router(readiness: Arc<Readiness>, metrics: Arc<Metrics>) -> axum::Router {
     axum::Router::new()
         .route(
             "/healthz",
             axum::routing::get(move || {
-                let topology = topology.clone();
+                let readiness = readiness.clone();
                 async move {
-                    match tokio::task::spawn_blocking(move || IdentityService::check(&topology))
-                        .await
-                    {
+                    match tokio::task::spawn_blocking(move || readiness.check()).await {
                         Ok(Ok(())) => (StatusCode::OK, "ok\n".to_owned()),
                         Ok(Err(why)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
                         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),

@@ -737,7 +737,7 @@ fn listed(spec: &VolumeSpec) -> Vec<&RepositoryName> {
 
 /// FNV-1a, a stable 64-bit hash for labelling holders (stable across builds, unlike
 /// `DefaultHasher`).
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
         (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
     })

@@ -400,6 +400,31 @@ impl VolumeSpec {
         }
     }
 
+    /// The volume context describing this spec, in normal form (sorted, no blanks, no
+    /// empty keys): what a provisioned volume carries, read back on the node by
+    /// [`VolumeSpec::from_context`] exactly like a static PV's attributes.
+    pub fn to_context(&self) -> HashMap<String, String> {
+        let mut context = HashMap::new();
+        if let Repositories::Listed(names) = &self.repositories {
+            let list = names
+                .iter()
+                .map(RepositoryName::as_str)
+                .collect::<Vec<_>>()
+                .join(",");
+            context.insert(CSI_ATTRIBUTE_REPOSITORIES.to_owned(), list);
+        }
+        if !self.pins.is_empty() {
+            let pins = self
+                .pins
+                .iter()
+                .map(|(name, pin)| format!("{name}@{pin}"))
+                .collect::<Vec<_>>()
+                .join(";");
+            context.insert(CSI_ATTRIBUTE_PINS.to_owned(), pins);
+        }
+        context
+    }
+
     /// A canonical text form: equal specs give equal strings (used to recognise a repeated
     /// publish of the same volume).
     pub fn canonical(&self) -> String {
@@ -501,6 +526,27 @@ mod tests {
             VolumeSpec::from_canonical(&on_demand.canonical()).unwrap(),
             on_demand
         );
+    }
+
+    #[test]
+    fn context_form_round_trips_in_normal_form() {
+        let spec = VolumeSpec::from_context(&context(&[
+            ("repositories", " sft.cern.ch,cms.cern.ch ,"),
+            ("pins", "cms.cern.ch@tag=v2; "),
+            ("csi.storage.k8s.io/pv/name", "pv-1"),
+        ]))
+        .unwrap();
+        let normal = spec.to_context();
+        assert_eq!(
+            normal,
+            context(&[
+                ("repositories", "cms.cern.ch,sft.cern.ch"),
+                ("pins", "cms.cern.ch@tag=v2"),
+            ])
+        );
+        assert_eq!(VolumeSpec::from_context(&normal).unwrap(), spec);
+        let on_demand = VolumeSpec::from_context(&context(&[])).unwrap();
+        assert!(on_demand.to_context().is_empty());
     }
 
     #[test]

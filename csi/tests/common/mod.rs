@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use hepbatch_csi::proto::csi::controller_client::ControllerClient;
 use hepbatch_csi::proto::csi::identity_client::IdentityClient;
 use hepbatch_csi::proto::csi::node_client::NodeClient;
 use hepbatch_csi::proto::csi::volume_capability::{
@@ -221,6 +222,14 @@ impl Node {
 
     pub async fn node_client(&self) -> NodeClient<Channel> {
         NodeClient::new(self.try_channel().await.unwrap())
+    }
+
+    pub async fn controller_client(&self) -> ControllerClient<Channel> {
+        ControllerClient::new(self.try_channel().await.unwrap())
+    }
+
+    pub async fn identity_client(&self) -> IdentityClient<Channel> {
+        IdentityClient::new(self.try_channel().await.unwrap())
     }
 
     /// A target path as the kubelet would choose it.
@@ -479,6 +488,14 @@ impl Container {
     }
 }
 
+/// A file-system capability with access mode `mode`.
+pub fn capability(mode: access_mode::Mode) -> VolumeCapability {
+    VolumeCapability {
+        access_mode: Some(AccessMode { mode: mode as i32 }),
+        access_type: Some(AccessType::Mount(MountVolume::default())),
+    }
+}
+
 pub fn publish_request(
     volume: &str,
     target: &Path,
@@ -487,12 +504,7 @@ pub fn publish_request(
     NodePublishVolumeRequest {
         volume_id: volume.to_owned(),
         target_path: target.display().to_string(),
-        volume_capability: Some(VolumeCapability {
-            access_mode: Some(AccessMode {
-                mode: access_mode::Mode::MultiNodeReaderOnly as i32,
-            }),
-            access_type: Some(AccessType::Mount(MountVolume::default())),
-        }),
+        volume_capability: Some(capability(access_mode::Mode::MultiNodeReaderOnly)),
         readonly: true,
         volume_context: attributes
             .iter()
