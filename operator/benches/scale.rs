@@ -229,7 +229,10 @@ fn process_cpu_seconds(pid: u32) -> Result<f64, BoxError> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which may contain spaces) start at state (field 3);
     // utime and stime are fields 14 and 15.
-    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).ok_or("odd stat")?;
+    let after_name = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or("odd stat")?;
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     let ticks: f64 = fields
         .get(11..13)
