@@ -20,8 +20,8 @@
 //! "compute capability ≥ 8.6" needs two terms, and merging with the user's own terms is a
 //! cross product (every user term AND every GPU term).
 //!
-//! What the schema cannot see but is knowable is an error: a listed product whose memory
-//! is known (from its GFD name, e.g. `…-80GB`, or a small table) below `minMemory`.
+//! What the schema cannot see but is knowable is an error: `products` whose memory is all
+//! known (from the GFD name, e.g. `…-80GB`, or a small table) and below `minMemory`.
 
 use std::collections::BTreeMap;
 
@@ -125,16 +125,12 @@ pub fn placement(
                 "spec.resources.gpu.minMemory {min_memory:?} is not a quantity such as 40Gi"
             ))
         })?;
-        for product in request.products.iter().flatten() {
-            if let Some(known) = product_memory_mib(product)
-                && known < mib
-            {
-                return Err(GpuError::Contradiction(format!(
-                    "spec.resources.gpu.products lists {product} with {known} MiB, less than \
-                     minMemory {min_memory} ({mib} MiB): no GPU can satisfy both; remove the \
-                     product or lower minMemory"
-                )));
-            }
+        if let Some(too_small) = all_too_small(request.products.as_deref(), mib) {
+            return Err(GpuError::Contradiction(format!(
+                "spec.resources.gpu.products lists only GPUs with less memory than minMemory \
+                 {min_memory} ({mib} MiB): {too_small}; no GPU can satisfy both, so list a \
+                 larger product or lower minMemory"
+            )));
         }
         common.push(requirement(GFD_MEMORY, "Gt", &[(mib - 1).to_string()]));
     }
@@ -178,6 +174,21 @@ pub fn placement(
         })
         .collect();
     Ok(placement)
+}
+
+/// `"A with n MiB, B with m MiB"` when every listed product is known to have less than
+/// `mib` MiB; `None` when one of them may be large enough (or its memory is unknown).
+fn all_too_small(products: Option<&[String]>, mib: u64) -> Option<String> {
+    let products = products.filter(|p| !p.is_empty())?;
+    let known = products
+        .iter()
+        .map(|product| {
+            product_memory_mib(product)
+                .filter(|known| *known < mib)
+                .map(|known| format!("{product} with {known} MiB"))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(known.join(", "))
 }
 
 fn no_nvidia_devices() -> EnvVar {
@@ -252,8 +263,10 @@ pub fn quantity_mib(text: &str) -> Option<u64> {
 }
 
 /// Memory of a GFD product name in MiB when it is known: from a `-<N>GB` part of the name
-/// (`NVIDIA-A100-SXM4-80GB`, `NVIDIA-H100-80GB-HBM3`; GFD reports N × 1024 MiB for them)
-/// or from a table of models whose names carry no size.
+/// (`NVIDIA-A100-SXM4-80GB`, `NVIDIA-H100-80GB-HBM3`), taken as N × 1024 MiB — what GFD
+/// reports for the A100 and at least what it reports for others (81559 for the H100), so
+/// the contradiction check never refuses a request a node could satisfy — or from a table
+/// of models whose names carry no size.
 pub fn product_memory_mib(product: &str) -> Option<u64> {
     let from_name = product.split('-').find_map(|part| {
         part.strip_suffix("GB")
@@ -488,6 +501,32 @@ mod tests {
             error.to_string().contains("Tesla-T4 with 15360 MiB"),
             "{error}"
         );
+        let error = placement(
+            Some(&gpu(json!({"minMemory": "40Gi",
+                "products": ["Tesla-T4", "Tesla-V100-SXM2-16GB"]}))),
+            &GpuConfig::default(),
+        )
+        .expect_err("neither has 40 GiB");
+        assert!(
+            error
+                .to_string()
+                .contains("Tesla-T4 with 15360 MiB, Tesla-V100-SXM2-16GB with 16384 MiB"),
+            "{error}"
+        );
+        // One product that may be large enough (known or not) keeps the request satisfiable.
+        for products in [
+            json!(["Tesla-T4", "NVIDIA-A100-SXM4-80GB"]),
+            json!(["Tesla-T4", "NVIDIA-A40"]),
+        ] {
+            assert!(
+                placement(
+                    Some(&gpu(json!({"minMemory": "40Gi", "products": products}))),
+                    &GpuConfig::default(),
+                )
+                .is_ok(),
+                "{products}"
+            );
+        }
         assert!(
             placement(
                 Some(&gpu(
