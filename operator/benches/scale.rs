@@ -127,7 +127,7 @@ async fn run() -> Result<(), BoxError> {
         .await?;
     completed.await??;
     let baseline = started.elapsed();
-    let baseline_requests = apiserver_requests(&client).await? - baseline_before;
+    let baseline_requests = apiserver_requests(&client).await?.minus(&baseline_before);
     eprintln!("baseline: {jobs} Jobs × {shards} shards complete in {baseline:.1?}");
     drop(client);
     drop(testbed);
@@ -178,7 +178,7 @@ async fn run() -> Result<(), BoxError> {
     let succeeded = aj_done.await??;
     let through_operator = started.elapsed();
     let completes = job_done.await??;
-    let operator_requests = apiserver_requests(&client).await? - requests_before;
+    let operator_requests = apiserver_requests(&client).await?.minus(&requests_before);
     let peak_rss_kib = std::fs::read_to_string(format!("/proc/{pid}/status"))?
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -216,10 +216,28 @@ async fn run() -> Result<(), BoxError> {
         100.0 * cpu / through_operator.as_secs_f64()
     );
     println!(
-        "apiserver requests: baseline half {baseline_requests:.0}, operator half \
-         {operator_requests:.0}, ratio {:.2}",
-        operator_requests / baseline_requests
+        "apiserver requests: baseline half {:.0}, operator half {:.0}, ratio {:.2}",
+        baseline_requests.total(),
+        operator_requests.total(),
+        operator_requests.total() / baseline_requests.total()
     );
+    let mut extra: Vec<(String, f64, f64)> = operator_requests
+        .0
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                *v,
+                baseline_requests.0.get(k).copied().unwrap_or(0.0),
+            )
+        })
+        .filter(|(_, op, base)| op - base >= 1.0)
+        .collect();
+    extra.sort_by(|a, b| (b.1 - b.2).total_cmp(&(a.1 - a.2)));
+    println!("requests the operator half made in excess, by verb and resource:");
+    for (key, op, base) in extra.iter().take(10) {
+        println!("  {key:<40} {op:>8.0} vs {base:>8.0} (+{:.0})", op - base);
+    }
     Ok(())
 }
 
@@ -243,15 +261,57 @@ fn process_cpu_seconds(pid: u32) -> Result<f64, BoxError> {
     Ok(ticks / 100.0)
 }
 
-/// Requests the apiserver has served so far: the sum of `apiserver_request_total`.
-async fn apiserver_requests(client: &Client) -> Result<f64, BoxError> {
+/// Requests the apiserver has served so far, by verb and resource (from
+/// `apiserver_request_total`).
+async fn apiserver_requests(client: &Client) -> Result<Requests, BoxError> {
     let request = http::Request::get("/metrics").body(Vec::new())?;
     let text = client.request_text(request).await?;
-    Ok(text
-        .lines()
-        .filter(|l| l.starts_with("apiserver_request_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum())
+    let mut counts = Requests::default();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let label = |name: &str| {
+            labels
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(&format!("{name}=\"")))
+                .map(|v| v.trim_end_matches('"').to_owned())
+                .unwrap_or_default()
+        };
+        let key = format!(
+            "{} {}{}",
+            label("verb"),
+            label("resource"),
+            Some(label("subresource"))
+                .filter(|s| !s.is_empty())
+                .map(|s| format!("/{s}"))
+                .unwrap_or_default()
+        );
+        *counts.0.entry(key).or_default() += value.parse::<f64>().unwrap_or(0.0);
+    }
+    Ok(counts)
+}
+
+/// Request counts by "verb resource[/subresource]".
+#[derive(Clone, Debug, Default)]
+struct Requests(HashMap<String, f64>);
+
+impl Requests {
+    fn total(&self) -> f64 {
+        self.0.values().sum()
+    }
+
+    fn minus(&self, earlier: &Requests) -> Requests {
+        Requests(
+            self.0
+                .iter()
+                .map(|(k, v)| (k.clone(), v - earlier.0.get(k).copied().unwrap_or(0.0)))
+                .collect(),
+        )
+    }
 }
 
 /// Watches Jobs until `count` of them are Complete; returns when each was first seen so.

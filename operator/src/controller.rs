@@ -41,7 +41,7 @@ use crate::build;
 use crate::config::ConfigWatch;
 use crate::inputs::{self, InputPlan, InputsError};
 use crate::metrics::{ErrorCategory, Metrics};
-use crate::pacing::{Decision, StatusPacer};
+use crate::pacing::{Decision, StatusPacer, Throttle};
 use crate::status::{self, Happening};
 
 /// Field manager of every write the operator makes.
@@ -121,6 +121,8 @@ pub struct Context {
     pub config: ConfigWatch,
     /// When each AnalysisJob's status was last written.
     pub pacer: StatusPacer,
+    /// When each AnalysisJob's waiting shards were last looked at.
+    pub unschedulable_checks: Throttle,
 }
 
 /// Which namespaces the operator watches.
@@ -184,6 +186,7 @@ pub async fn run(
             jobs: job_store,
             config: config.clone(),
             pacer: StatusPacer::default(),
+            unschedulable_checks: Throttle::default(),
             client: client.clone(),
             recorder: Recorder::new(
                 client.clone(),
@@ -320,6 +323,7 @@ async fn reconcile_analysis_job(
     let key = format!("{namespace}/{name}");
     if analysis_job.metadata.deletion_timestamp.is_some() {
         context.pacer.forget(&key);
+        context.unschedulable_checks.forget(&key);
         return Ok(Action::await_change());
     }
     let api_error = |action: &'static str| {
@@ -509,14 +513,28 @@ async fn reconcile_analysis_job(
 
     if new.phase.is_some_and(|p| p.is_finished()) {
         context.pacer.forget(&key);
+        context.unschedulable_checks.forget(&key);
     }
+    // Shards waiting for a node: say why, at most once a minute per AnalysisJob (every
+    // Job status change triggers a reconcile, and a fleet larger than the cluster waits
+    // for long).
     let waiting = waiting_shards(&job);
     if waiting > 0 && !new.phase.is_some_and(|p| p.is_finished()) {
-        if job_age(&job) < UNSCHEDULABLE_AFTER {
-            return Ok(Action::requeue(UNSCHEDULABLE_AFTER));
+        let age = job_age(&job);
+        if age < UNSCHEDULABLE_AFTER {
+            return Ok(Action::requeue(UNSCHEDULABLE_AFTER - age));
         }
-        explain_unschedulable(context, &reference, &namespace, &name, waiting).await;
-        return Ok(Action::requeue(UNSCHEDULABLE_RECHECK));
+        return match context.unschedulable_checks.try_act(
+            &key,
+            Instant::now(),
+            UNSCHEDULABLE_RECHECK,
+        ) {
+            Ok(()) => {
+                explain_unschedulable(context, &reference, &namespace, &name, waiting).await;
+                Ok(Action::requeue(UNSCHEDULABLE_RECHECK))
+            }
+            Err(wait) => Ok(Action::requeue(wait)),
+        };
     }
 
     finish(

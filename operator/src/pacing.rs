@@ -88,6 +88,36 @@ impl StatusPacer {
     }
 }
 
+/// At most one action per key and interval (e.g. looking for unschedulable shards).
+#[derive(Debug, Default)]
+pub struct Throttle {
+    last: Mutex<HashMap<String, Instant>>,
+}
+
+impl Throttle {
+    /// Whether `key` may act at `now`, at most once per `interval`; records the action
+    /// when it may. Otherwise returns how long until it may.
+    pub fn try_act(&self, key: &str, now: Instant, interval: Duration) -> Result<(), Duration> {
+        let Ok(mut map) = self.last.lock() else {
+            return Ok(());
+        };
+        if let Some(at) = map.get(key)
+            && now.duration_since(*at) < interval
+        {
+            return Err(interval - now.duration_since(*at));
+        }
+        map.insert(key.to_owned(), now);
+        Ok(())
+    }
+
+    /// Forgets `key`.
+    pub fn forget(&self, key: &str) {
+        if let Ok(mut map) = self.last.lock() {
+            map.remove(key);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use hepbatch_crds::Phase;
@@ -135,5 +165,22 @@ mod tests {
             pacer.decide("a", Some(&running(0)), &running(3), soon),
             Decision::Write
         );
+    }
+
+    #[test]
+    fn throttle_allows_one_action_per_interval() {
+        let throttle = Throttle::default();
+        let start = Instant::now();
+        let interval = Duration::from_secs(60);
+        assert_eq!(throttle.try_act("a", start, interval), Ok(()));
+        assert_eq!(throttle.try_act("b", start, interval), Ok(()));
+        let soon = start + Duration::from_secs(10);
+        assert_eq!(
+            throttle.try_act("a", soon, interval),
+            Err(Duration::from_secs(50))
+        );
+        assert_eq!(throttle.try_act("a", start + interval, interval), Ok(()));
+        throttle.forget("b");
+        assert_eq!(throttle.try_act("b", soon, interval), Ok(()));
     }
 }
