@@ -162,7 +162,12 @@ impl Autofs {
             return Ok(());
         }
         let log = self.dir.join("automount.log");
-        let log_file = std::fs::File::create(&log).map_err(io_error(&log))?;
+        // Appended to, so that the log of a daemon that died survives its restart.
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(io_error(&log))?;
         let err_file = log_file.try_clone().map_err(io_error(&log))?;
         Command::new("setsid")
             .args(["automount", "-f", "-p"])

@@ -38,6 +38,9 @@ use crate::volume::{Instance, Repositories, RepositoryName, VolumeSpec};
 /// How long a stat of a repository may take before it counts as hung.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Attempts at removing a target directory that is still busy after the unmount.
+const UNPUBLISH_ATTEMPTS: usize = 5;
+
 /// A failed topology operation.
 #[derive(Debug, thiserror::Error)]
 pub enum TopologyError {
@@ -453,14 +456,39 @@ impl Topology {
             }
             ops::unmount_lazy(target)?;
         }
-        match std::fs::remove_dir(target) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(TopologyError::Io {
-                path: target.to_owned(),
-                source: e,
-            }),
+        // Under load a second holder can end up stacked on the target (or a mount appear
+        // beneath it) between the read of the table and the detach; detach whatever is
+        // still there and try again before giving up.
+        for attempt in 0..UNPUBLISH_ATTEMPTS {
+            match std::fs::remove_dir(target) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) if attempt + 1 < UNPUBLISH_ATTEMPTS => {
+                    warn!(target = %target.display(), error = %e,
+                        "target still busy after unmount; detaching what is left");
+                    let table = MountTable::read()?;
+                    let mut left: Vec<PathBuf> = table
+                        .beneath(target)
+                        .map(|m| m.mount_point.clone())
+                        .collect();
+                    left.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+                    for path in left {
+                        ops::unmount_lazy(&path)?;
+                    }
+                    if MountTable::read()?.at(target).is_some() {
+                        ops::unmount_lazy(target)?;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => {
+                    return Err(TopologyError::Io {
+                        path: target.to_owned(),
+                        source: e,
+                    });
+                }
+            }
         }
+        Ok(())
     }
 
     /// The holder published at `target`, if any.

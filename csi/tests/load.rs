@@ -9,10 +9,35 @@ use std::time::{Duration, Instant};
 
 use common::Node;
 
+/// What a mountinfo line says about the topology: mount point, file system type and
+/// source. Mount ids and daemon-specific options are left out: when the watchdog restarts
+/// the automount daemon, it mounts the node's autofs root again with a new id, pipe and
+/// process group, which is a heal, not a leaked mount.
+fn normalized(line: &str) -> String {
+    let fields: Vec<&str> = line.split(' ').collect();
+    let separator = fields
+        .iter()
+        .position(|f| *f == "-")
+        .unwrap_or(fields.len());
+    let mount_point = fields.get(4).copied().unwrap_or_default();
+    let fs_type = fields.get(separator + 1).copied().unwrap_or_default();
+    let source = fields.get(separator + 2).copied().unwrap_or_default();
+    format!("{mount_point} {fs_type} {source}")
+}
+
+/// The mount table as a sorted list of normalized lines (mount order may change when a
+/// repository is remounted).
+fn comparable(lines: &[String]) -> Vec<String> {
+    let mut lines: Vec<String> = lines.iter().map(|l| normalized(l)).collect();
+    lines.sort();
+    lines
+}
+
 async fn wait_for_baseline(node: &Node, baseline: &[String]) {
     let deadline = Instant::now() + Duration::from_secs(30);
+    let baseline = comparable(baseline);
     loop {
-        let now = node.mountinfo();
+        let now = comparable(&node.mountinfo());
         if now == baseline {
             return;
         }
@@ -20,7 +45,9 @@ async fn wait_for_baseline(node: &Node, baseline: &[String]) {
         let missing: Vec<_> = baseline.iter().filter(|l| !now.contains(l)).collect();
         assert!(
             Instant::now() < deadline,
-            "mount table did not return to its baseline: extra {extra:#?}, missing {missing:#?}"
+            "mount table did not return to its baseline: extra {extra:#?}, missing \
+             {missing:#?}; now {now:#?}, baseline {baseline:#?}\n{}",
+            node.diagnostics()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

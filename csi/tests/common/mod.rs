@@ -295,6 +295,18 @@ impl Node {
         }
     }
 
+    /// The plugin's log and the automount daemon's log, for failure messages.
+    pub fn diagnostics(&self) -> String {
+        let read = |path: PathBuf| {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+            format!("--- {} ---\n{tail}\n", path.display())
+        };
+        read(self.dir.path().join("plugin.log"))
+            + &read(self.dir.path().join("state/autofs/automount.log"))
+    }
+
     /// The node namespace's mountinfo lines.
     pub fn mountinfo(&self) -> Vec<String> {
         std::fs::read_to_string(format!("/proc/{}/mountinfo", self.keeper.id()))
