@@ -406,23 +406,21 @@ impl VolumeSpec {
     pub fn to_context(&self) -> HashMap<String, String> {
         let mut context = HashMap::new();
         if let Repositories::Listed(names) = &self.repositories {
-            let list = names
-                .iter()
-                .map(RepositoryName::as_str)
-                .collect::<Vec<_>>()
-                .join(",");
-            context.insert(CSI_ATTRIBUTE_REPOSITORIES.to_owned(), list);
+            context.insert(CSI_ATTRIBUTE_REPOSITORIES.to_owned(), list_text(names));
         }
         if !self.pins.is_empty() {
-            let pins = self
-                .pins
-                .iter()
-                .map(|(name, pin)| format!("{name}@{pin}"))
-                .collect::<Vec<_>>()
-                .join(";");
-            context.insert(CSI_ATTRIBUTE_PINS.to_owned(), pins);
+            context.insert(CSI_ATTRIBUTE_PINS.to_owned(), self.pins_text());
         }
         context
+    }
+
+    /// The pins in attribute syntax: `<repo>@<kind>=<value>` joined by `;`.
+    fn pins_text(&self) -> String {
+        self.pins
+            .iter()
+            .map(|(name, pin)| format!("{name}@{pin}"))
+            .collect::<Vec<_>>()
+            .join(";")
     }
 
     /// A canonical text form: equal specs give equal strings (used to recognise a repeated
@@ -430,19 +428,9 @@ impl VolumeSpec {
     pub fn canonical(&self) -> String {
         let repositories = match &self.repositories {
             Repositories::OnDemand => "*".to_owned(),
-            Repositories::Listed(names) => names
-                .iter()
-                .map(RepositoryName::as_str)
-                .collect::<Vec<_>>()
-                .join(","),
+            Repositories::Listed(names) => list_text(names),
         };
-        let pins = self
-            .pins
-            .iter()
-            .map(|(name, pin)| format!("{name}@{pin}"))
-            .collect::<Vec<_>>()
-            .join(";");
-        format!("{repositories}|{pins}")
+        format!("{repositories}|{}", self.pins_text())
     }
 
     /// Reads back a [`VolumeSpec::canonical`] string (as recorded in a holder's mount source).
@@ -453,6 +441,15 @@ impl VolumeSpec {
             pins: Some(pins.to_owned()),
         })
     }
+}
+
+/// Repository names in attribute syntax, joined by `,`.
+fn list_text<'a>(names: impl IntoIterator<Item = &'a RepositoryName>) -> String {
+    names
+        .into_iter()
+        .map(RepositoryName::as_str)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[cfg(test)]

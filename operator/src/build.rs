@@ -108,16 +108,18 @@ pub enum BuildError {
 }
 
 impl BuildError {
-    /// The reason of the condition and Event that report this error.
-    pub fn reason(&self) -> &'static str {
+    /// The reason of the condition and Event that tell the user about this error, or
+    /// `None` when it is the operator's own fault (to be retried as an error, not
+    /// reported as a problem of the AnalysisJob).
+    pub fn reason(&self) -> Option<&'static str> {
         match self {
-            BuildError::UnknownPlatform { .. } => "UnknownPlatform",
-            BuildError::Cvmfs(CvmfsError::PinUnsupported { .. }) => "CvmfsPinUnsupported",
-            BuildError::Gpu(_) => "InvalidGpuRequest",
-            BuildError::MaxRuntime(_) => "InvalidMaxRuntime",
+            BuildError::UnknownPlatform { .. } => Some("UnknownPlatform"),
+            BuildError::Cvmfs(CvmfsError::PinUnsupported { .. }) => Some("CvmfsPinUnsupported"),
+            BuildError::Gpu(_) => Some("InvalidGpuRequest"),
+            BuildError::MaxRuntime(_) => Some("InvalidMaxRuntime"),
             BuildError::InputsNotPlanned
             | BuildError::MissingNamespace { .. }
-            | BuildError::MissingUid { .. } => "InternalError",
+            | BuildError::MissingUid { .. } => None,
         }
     }
 }
@@ -617,7 +619,7 @@ mod tests {
         assert_eq!(pod.containers[0].image.as_deref(), Some("own:1"));
         let unknown = analysis_job(json!({"platform": "alma10", "script": "true"}));
         let error = job(&unknown, &config, None).expect_err("unknown platform");
-        assert_eq!(error.reason(), "UnknownPlatform");
+        assert_eq!(error.reason(), Some("UnknownPlatform"));
         assert!(
             error.to_string().contains("use one of cc7, el8, el9"),
             "{error}"

@@ -125,6 +125,14 @@ pub struct Context {
     pub unschedulable_checks: Throttle,
 }
 
+impl Context {
+    /// Forgets what is remembered about the AnalysisJob `key` (finished or deleted).
+    fn forget(&self, key: &str) {
+        self.pacer.forget(key);
+        self.unschedulable_checks.forget(key);
+    }
+}
+
 /// Which namespaces the operator watches.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Namespaces {
@@ -322,8 +330,7 @@ async fn reconcile_analysis_job(
     let namespace = analysis_job.namespace().unwrap_or_default();
     let key = format!("{namespace}/{name}");
     if analysis_job.metadata.deletion_timestamp.is_some() {
-        context.pacer.forget(&key);
-        context.unschedulable_checks.forget(&key);
+        context.forget(&key);
         return Ok(Action::await_change());
     }
     let api_error = |action: &'static str| {
@@ -395,10 +402,9 @@ async fn reconcile_analysis_job(
             };
             let desired = match build::job(analysis_job, &config, plan.as_ref()) {
                 Ok(job) => job,
-                Err(error) if error.reason() != "InternalError" => {
+                Err(error) if let Some(reason) = error.reason() => {
                     let message = error.to_string();
-                    return reject(analysis_job, context, &reference, error.reason(), &message)
-                        .await;
+                    return reject(analysis_job, context, &reference, reason, &message).await;
                 }
                 Err(source) => {
                     return Err(Error::Build {
@@ -491,19 +497,9 @@ async fn reconcile_analysis_job(
         return Ok(Action::requeue(wait));
     }
     if decision == Decision::Write {
-        let api: Api<AnalysisJob> = Api::namespaced(context.client.clone(), &namespace);
-        let patch = json!({
-            "apiVersion": AnalysisJob::api_version(&()),
-            "kind": AnalysisJob::kind(&()),
-            "status": new,
-        });
-        api.patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .map_err(api_error("writing the status"))?;
+        write_status(context, analysis_job, &new)
+            .await
+            .map_err(api_error("writing the status"))?;
         context.pacer.wrote(&key, now);
         for happening in status::events(&old, &new) {
             let (type_, reason, note) = describe(&happening);
@@ -512,8 +508,7 @@ async fn reconcile_analysis_job(
     }
 
     if new.phase.is_some_and(|p| p.is_finished()) {
-        context.pacer.forget(&key);
-        context.unschedulable_checks.forget(&key);
+        context.forget(&key);
     }
     // Shards waiting for a node: say why, at most once a minute per AnalysisJob (every
     // Job status change triggers a reconcile, and a fleet larger than the cluster waits
@@ -615,6 +610,31 @@ async fn explain_unschedulable(
     }
 }
 
+/// Server-side applies `status` as the AnalysisJob's status with the operator's field
+/// manager.
+async fn write_status(
+    context: &Context,
+    analysis_job: &AnalysisJob,
+    status: &AnalysisJobStatus,
+) -> Result<(), kube::Error> {
+    let api: Api<AnalysisJob> = Api::namespaced(
+        context.client.clone(),
+        &analysis_job.namespace().unwrap_or_default(),
+    );
+    let patch = json!({
+        "apiVersion": AnalysisJob::api_version(&()),
+        "kind": AnalysisJob::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &analysis_job.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
 /// Why an AnalysisJob cannot run as it stands; reported, not retried as an error.
 struct Rejection {
     reason: &'static str,
@@ -683,24 +703,14 @@ async fn reject(
     let new = status::rejected(analysis_job, &old, reason, message, Time(Timestamp::now()));
     if old != new {
         warn!(reason, message, "cannot run the AnalysisJob as it stands");
-        let api: Api<AnalysisJob> = Api::namespaced(context.client.clone(), &namespace);
-        let patch = json!({
-            "apiVersion": AnalysisJob::api_version(&()),
-            "kind": AnalysisJob::kind(&()),
-            "status": new,
-        });
-        api.patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .map_err(|source| Error::Api {
-            action: "writing the status",
-            namespace: namespace.clone(),
-            name: name.clone(),
-            source,
-        })?;
+        write_status(context, analysis_job, &new)
+            .await
+            .map_err(|source| Error::Api {
+                action: "writing the status",
+                namespace: namespace.clone(),
+                name: name.clone(),
+                source,
+            })?;
         let changed = old.conditions.iter().all(|c| {
             c.type_ != status::ACCEPTED_CONDITION || c.reason != reason || c.message != message
         });

@@ -39,7 +39,7 @@ pub enum Decision {
 /// Remembers when each AnalysisJob's status was last written.
 #[derive(Debug, Default)]
 pub struct StatusPacer {
-    last_write: Mutex<HashMap<String, Instant>>,
+    writes: Throttle,
 }
 
 impl StatusPacer {
@@ -60,31 +60,20 @@ impl StatusPacer {
         if !status::is_progress_only(old, new) {
             return Decision::Write;
         }
-        let last = self
-            .last_write
-            .lock()
-            .ok()
-            .and_then(|map| map.get(key).copied());
-        match last {
-            Some(at) if now.duration_since(at) < PROGRESS_INTERVAL => {
-                Decision::Later(PROGRESS_INTERVAL - now.duration_since(at))
-            }
-            _ => Decision::Write,
+        match self.writes.wait_left(key, now, PROGRESS_INTERVAL) {
+            Some(wait) => Decision::Later(wait),
+            None => Decision::Write,
         }
     }
 
     /// Records a write of `key`'s status at `now`.
     pub fn wrote(&self, key: &str, now: Instant) {
-        if let Ok(mut map) = self.last_write.lock() {
-            map.insert(key.to_owned(), now);
-        }
+        self.writes.record(key, now);
     }
 
     /// Forgets `key` (finished or deleted), keeping the memory bounded by the live fleet.
     pub fn forget(&self, key: &str) {
-        if let Ok(mut map) = self.last_write.lock() {
-            map.remove(key);
-        }
+        self.writes.forget(key);
     }
 }
 
@@ -95,18 +84,27 @@ pub struct Throttle {
 }
 
 impl Throttle {
+    /// How long until `key` may act again at `now`, or `None` when it may act.
+    pub fn wait_left(&self, key: &str, now: Instant, interval: Duration) -> Option<Duration> {
+        let last = self.last.lock().ok()?.get(key).copied()?;
+        let elapsed = now.duration_since(last);
+        (elapsed < interval).then(|| interval - elapsed)
+    }
+
+    /// Records that `key` acted at `now`.
+    pub fn record(&self, key: &str, now: Instant) {
+        if let Ok(mut map) = self.last.lock() {
+            map.insert(key.to_owned(), now);
+        }
+    }
+
     /// Whether `key` may act at `now`, at most once per `interval`; records the action
     /// when it may. Otherwise returns how long until it may.
     pub fn try_act(&self, key: &str, now: Instant, interval: Duration) -> Result<(), Duration> {
-        let Ok(mut map) = self.last.lock() else {
-            return Ok(());
-        };
-        if let Some(at) = map.get(key)
-            && now.duration_since(*at) < interval
-        {
-            return Err(interval - now.duration_since(*at));
+        if let Some(wait) = self.wait_left(key, now, interval) {
+            return Err(wait);
         }
-        map.insert(key.to_owned(), now);
+        self.record(key, now);
         Ok(())
     }
 

@@ -7,11 +7,9 @@ mod common;
 
 use std::process::ExitCode;
 
-use hepbatch_crds::AnalysisJob;
 use hepbatch_tests::harness::{self, TestContext, TestResult, test};
 use hepbatch_tests::testbed::TestbedOptions;
-use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
-use kube::core::ApiResource;
+use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 fn main() -> ExitCode {
@@ -28,20 +26,6 @@ fn main() -> ExitCode {
             ),
         ],
     )
-}
-
-fn dynamic_api(ctx: &TestContext) -> Api<DynamicObject> {
-    let resource = ApiResource::erase::<AnalysisJob>(&());
-    Api::namespaced_with(ctx.client.clone(), &ctx.namespace, &resource)
-}
-
-fn object(name: &str, spec: Value) -> Result<DynamicObject, common::BoxError> {
-    Ok(serde_json::from_value(json!({
-        "apiVersion": "hepbatch.io/v1alpha1",
-        "kind": "AnalysisJob",
-        "metadata": {"name": name},
-        "spec": spec,
-    }))?)
 }
 
 /// Checks that `result` is a 422 whose message contains `expected`.
@@ -69,7 +53,7 @@ fn expect_invalid<T>(
 
 async fn bad_inputs_rejected(ctx: TestContext) -> TestResult {
     common::install_crd(&ctx.client).await?;
-    let api = dynamic_api(&ctx);
+    let api = common::untyped_api(&ctx);
 
     let cases: Vec<(&str, Value, &str)> = vec![
         (
@@ -278,7 +262,10 @@ async fn bad_inputs_rejected(ctx: TestContext) -> TestResult {
     for (index, (case, spec, expected)) in cases.iter().enumerate() {
         let name = format!("bad-{index}");
         let result = api
-            .create(&PostParams::default(), &object(&name, spec.clone())?)
+            .create(
+                &PostParams::default(),
+                &common::untyped_analysis_job(&name, spec.clone())?,
+            )
             .await;
         if let Err(failure) = expect_invalid(case, result, expected) {
             failures.push(failure);
@@ -312,13 +299,19 @@ async fn bad_inputs_rejected(ctx: TestContext) -> TestResult {
         "maxRuntime": "workday",
     });
     if let Err(error) = api
-        .create(&PostParams::default(), &object("valid-hep", valid_hep)?)
+        .create(
+            &PostParams::default(),
+            &common::untyped_analysis_job("valid-hep", valid_hep)?,
+        )
         .await
     {
         failures.push(format!("a valid HEP AnalysisJob was rejected: {error}"));
     }
     if let Err(error) = api
-        .create(&PostParams::default(), &object("valid", valid)?)
+        .create(
+            &PostParams::default(),
+            &common::untyped_analysis_job("valid", valid)?,
+        )
         .await
     {
         failures.push(format!("a valid AnalysisJob was rejected: {error}"));
@@ -333,15 +326,18 @@ async fn bad_inputs_rejected(ctx: TestContext) -> TestResult {
 
 async fn immutable_fields(ctx: TestContext) -> TestResult {
     common::install_crd(&ctx.client).await?;
-    let api = dynamic_api(&ctx);
+    let api = common::untyped_api(&ctx);
     let spec = json!({
         "image": "busybox",
         "command": ["true"],
         "shards": 4,
         "parallelism": 2,
     });
-    api.create(&PostParams::default(), &object("immutable", spec)?)
-        .await?;
+    api.create(
+        &PostParams::default(),
+        &common::untyped_analysis_job("immutable", spec)?,
+    )
+    .await?;
 
     let params = PatchParams::default();
     let cases: Vec<(&str, Value, &str)> = vec![

@@ -9,17 +9,16 @@ mod common;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use hepbatch_crds::analysis_job::ANALYSIS_JOB_LABEL;
 use hepbatch_crds::{AnalysisJob, Phase};
 use hepbatch_tests::harness::{self, TestContext, TestResult, test};
 use hepbatch_tests::testbed::{TestbedOptions, annotations};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ApiResource, DynamicObject, ListParams, PostParams};
+use kube::api::{Api, ListParams, PostParams};
 use serde_json::{Value, json};
 
-use common::{BoxError, Operator, event_reasons, eventually, setup, wait_phase};
+use common::{BoxError, Operator, create, event_reasons, eventually, pods_of, setup, wait_phase};
 
 fn main() -> ExitCode {
     harness::run(
@@ -58,20 +57,6 @@ fn gpu_job(gpu: Value, shards: i32) -> Value {
         "resources": {"gpu": gpu},
         "podMetadata": {"annotations": {annotations::RUN_DURATION: "300ms"}},
     })
-}
-
-async fn create(api: &Api<AnalysisJob>, name: &str, spec: Value) -> Result<(), BoxError> {
-    api.create(&PostParams::default(), &common::analysis_job(name, spec)?)
-        .await?;
-    Ok(())
-}
-
-async fn pods_of(ctx: &TestContext, name: &str) -> Result<Vec<Pod>, BoxError> {
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    Ok(pods
-        .list(&ListParams::default().labels(&format!("{ANALYSIS_JOB_LABEL}={name}")))
-        .await?
-        .items)
 }
 
 fn node_of(pod: &Pod) -> Option<&str> {
@@ -242,10 +227,7 @@ async fn contradiction_reported(ctx: TestContext) -> TestResult {
 
 async fn bad_requests(ctx: TestContext) -> TestResult {
     common::install_crd(&ctx.client).await?;
-    // Untyped, so that values the Rust types would refuse still reach the apiserver.
-    let resource = ApiResource::erase::<AnalysisJob>(&());
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(ctx.client.clone(), &ctx.namespace, &resource);
+    let api = common::untyped_api(&ctx);
     let cases = [
         (json!({"count": 0}), "spec.resources.gpu.count"),
         (json!({"vendor": "matrox"}), "spec.resources.gpu.vendor"),
@@ -279,8 +261,7 @@ async fn bad_requests(ctx: TestContext) -> TestResult {
     let mut failures = Vec::new();
     for (index, (gpu, expected)) in cases.iter().enumerate() {
         let name = format!("bad-gpu-{index}");
-        let object =
-            DynamicObject::new(&name, &resource).data(json!({"spec": gpu_job(gpu.clone(), 1)}));
+        let object = common::untyped_analysis_job(&name, gpu_job(gpu.clone(), 1))?;
         match api.create(&PostParams::default(), &object).await {
             Err(kube::Error::Api(status))
                 if status.code == 422 && status.message.contains(expected) => {}

@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use hepbatch_crds::analysis_job::ANALYSIS_JOB_LABEL;
 use hepbatch_crds::{AnalysisJob, Phase};
 use hepbatch_tests::harness::{self, TestContext, TestResult, test};
 use hepbatch_tests::testbed::{TestbedOptions, annotations};
@@ -22,7 +21,9 @@ use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::{Value, json};
 
-use common::{BoxError, Operator, event_reasons, eventually, install_crd, wait_phase};
+use common::{
+    BoxError, Operator, create, event_reasons, eventually, install_crd, pods_of, wait_phase,
+};
 
 fn main() -> ExitCode {
     harness::run(
@@ -93,20 +94,6 @@ async fn start(ctx: &TestContext, config: &str) -> Result<Configured, BoxError> 
 fn quick(mut spec: Value) -> Value {
     spec["podMetadata"] = json!({"annotations": {annotations::RUN_DURATION: "200ms"}});
     spec
-}
-
-async fn create(api: &Api<AnalysisJob>, name: &str, spec: Value) -> Result<(), BoxError> {
-    api.create(&PostParams::default(), &common::analysis_job(name, spec)?)
-        .await?;
-    Ok(())
-}
-
-async fn pods_of(ctx: &TestContext, name: &str) -> Result<Vec<Pod>, BoxError> {
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    Ok(pods
-        .list(&ListParams::default().labels(&format!("{ANALYSIS_JOB_LABEL}={name}")))
-        .await?
-        .items)
 }
 
 fn shard_container(pod: &Pod) -> &Container {
@@ -433,7 +420,9 @@ async fn cvmfs_providers(ctx: TestContext) -> TestResult {
 
     // The admin switches to an existing cvmfs-csi PVC: one subPath per repository.
     std::fs::write(&bed.config, "cvmfs:\n  provider: pvc\n  claimName: cvmfs\n")?;
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    bed.operator
+        .wait_for_log("configuration changed; reloaded", Duration::from_secs(20))
+        .await?;
     create(
         &bed.api,
         "via-pvc",

@@ -7,13 +7,15 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use hepbatch_crds::analysis_job::ANALYSIS_JOB_LABEL;
 use hepbatch_crds::{AnalysisJob, Phase};
 use hepbatch_tests::harness::TestContext;
 use hepbatch_tests::testbed;
 use hepbatch_tests::wait;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::conditions;
 use kube::{Client, CustomResourceExt};
 use serde_json::{Value, json};
@@ -52,14 +54,46 @@ pub async fn install_crd(client: &Client) -> Result<(), BoxError> {
     Err("the AnalysisJob endpoint never served".into())
 }
 
-/// An AnalysisJob named `name` with `spec` given as JSON.
-pub fn analysis_job(name: &str, spec: Value) -> Result<AnalysisJob, BoxError> {
-    Ok(serde_json::from_value(json!({
+/// The JSON of an AnalysisJob named `name` with `spec`.
+fn analysis_job_json(name: &str, spec: Value) -> Value {
+    json!({
         "apiVersion": "hepbatch.io/v1alpha1",
         "kind": "AnalysisJob",
         "metadata": {"name": name},
         "spec": spec,
-    }))?)
+    })
+}
+
+/// An AnalysisJob named `name` with `spec` given as JSON.
+pub fn analysis_job(name: &str, spec: Value) -> Result<AnalysisJob, BoxError> {
+    Ok(serde_json::from_value(analysis_job_json(name, spec))?)
+}
+
+/// The same, untyped: values the Rust types would refuse still reach the apiserver.
+pub fn untyped_analysis_job(name: &str, spec: Value) -> Result<DynamicObject, BoxError> {
+    Ok(serde_json::from_value(analysis_job_json(name, spec))?)
+}
+
+/// AnalysisJobs of the test's namespace, untyped (see [`untyped_analysis_job`]).
+pub fn untyped_api(ctx: &TestContext) -> Api<DynamicObject> {
+    let resource = ApiResource::erase::<AnalysisJob>(&());
+    Api::namespaced_with(ctx.client.clone(), &ctx.namespace, &resource)
+}
+
+/// Creates the AnalysisJob `name` with `spec`.
+pub async fn create(api: &Api<AnalysisJob>, name: &str, spec: Value) -> Result<(), BoxError> {
+    api.create(&PostParams::default(), &analysis_job(name, spec)?)
+        .await?;
+    Ok(())
+}
+
+/// The pods of the AnalysisJob `name` (by the label the operator puts on them).
+pub async fn pods_of(ctx: &TestContext, name: &str) -> Result<Vec<Pod>, BoxError> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    Ok(pods
+        .list(&ListParams::default().labels(&format!("{ANALYSIS_JOB_LABEL}={name}")))
+        .await?
+        .items)
 }
 
 /// One running operator process.
@@ -115,6 +149,21 @@ impl Operator {
 
     pub fn log_tail(&self) -> String {
         testbed::tail(&self.log, 30)
+    }
+
+    /// Waits until the operator's log contains `text` (e.g. that it reloaded its
+    /// configuration).
+    pub async fn wait_for_log(&self, text: &str, timeout: Duration) -> Result<(), BoxError> {
+        let log = self.log.clone();
+        eventually(&format!("{text:?} in the operator log"), timeout, || {
+            let log = log.clone();
+            async move {
+                Ok(std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .contains(text))
+            }
+        })
+        .await
     }
 
     /// Adds the operator's recent log to a failed wait, where it usually says why.
