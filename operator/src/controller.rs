@@ -41,7 +41,7 @@ use crate::build;
 use crate::config::ConfigWatch;
 use crate::inputs::{self, InputPlan, InputsError};
 use crate::metrics::{ErrorCategory, Metrics};
-use crate::pacing::{Decision, StatusPacer, Throttle};
+use crate::pacing::{Decision, NotBefore, StatusPacer};
 use crate::status::{self, Happening};
 
 /// Field manager of every write the operator makes.
@@ -60,8 +60,14 @@ const REJECTED_RETRY: Duration = Duration::from_secs(10);
 /// How long shards may wait for a node before the AnalysisJob says why.
 const UNSCHEDULABLE_AFTER: Duration = Duration::from_secs(20);
 
-/// How often waiting shards are looked at again after the first look.
+/// How soon waiting shards are looked at again when the last look found none the
+/// scheduler had given up on (yet).
 const UNSCHEDULABLE_RECHECK: Duration = Duration::from_secs(60);
+
+/// How soon waiting shards are looked at again after the reason was reported: the Event
+/// stands meanwhile, and a fleet larger than the cluster waits for long, so looking more
+/// often would cost a pod LIST per AnalysisJob and minute for news nobody needs.
+const UNSCHEDULABLE_REPORTED_RECHECK: Duration = Duration::from_secs(600);
 
 /// How often a healthy, unfinished AnalysisJob is looked at even without a change.
 const RESYNC: Duration = Duration::from_secs(300);
@@ -121,8 +127,8 @@ pub struct Context {
     pub config: ConfigWatch,
     /// When each AnalysisJob's status was last written.
     pub pacer: StatusPacer,
-    /// When each AnalysisJob's waiting shards were last looked at.
-    pub unschedulable_checks: Throttle,
+    /// When each AnalysisJob's waiting shards may be looked at again.
+    pub unschedulable_checks: NotBefore,
 }
 
 impl Context {
@@ -194,7 +200,7 @@ pub async fn run(
             jobs: job_store,
             config: config.clone(),
             pacer: StatusPacer::default(),
-            unschedulable_checks: Throttle::default(),
+            unschedulable_checks: NotBefore::default(),
             client: client.clone(),
             recorder: Recorder::new(
                 client.clone(),
@@ -510,26 +516,27 @@ async fn reconcile_analysis_job(
     if new.phase.is_some_and(|p| p.is_finished()) {
         context.forget(&key);
     }
-    // Shards waiting for a node: say why, at most once a minute per AnalysisJob (every
-    // Job status change triggers a reconcile, and a fleet larger than the cluster waits
-    // for long).
+    // Shards waiting for a node: say why. Every Job status change triggers a reconcile,
+    // so the look is throttled per AnalysisJob: again after a minute while the scheduler
+    // has not given up on any shard, after ten once the reason was reported.
     let waiting = waiting_shards(&job);
     if waiting > 0 && !new.phase.is_some_and(|p| p.is_finished()) {
         let age = job_age(&job);
         if age < UNSCHEDULABLE_AFTER {
             return Ok(Action::requeue(UNSCHEDULABLE_AFTER - age));
         }
-        return match context.unschedulable_checks.try_act(
-            &key,
-            Instant::now(),
-            UNSCHEDULABLE_RECHECK,
-        ) {
-            Ok(()) => {
-                explain_unschedulable(context, &reference, &namespace, &name, waiting).await;
-                Ok(Action::requeue(UNSCHEDULABLE_RECHECK))
-            }
-            Err(wait) => Ok(Action::requeue(wait)),
+        let now = Instant::now();
+        if let Some(wait) = context.unschedulable_checks.wait_left(&key, now) {
+            return Ok(Action::requeue(wait));
+        }
+        let reported = explain_unschedulable(context, &reference, &namespace, &name, waiting).await;
+        let next = if reported {
+            UNSCHEDULABLE_REPORTED_RECHECK
+        } else {
+            UNSCHEDULABLE_RECHECK
         };
+        context.unschedulable_checks.set(&key, now + next);
+        return Ok(Action::requeue(next));
     }
 
     finish(
@@ -559,21 +566,24 @@ fn job_age(job: &Job) -> Duration {
 }
 
 /// Says on the AnalysisJob why shards wait when the scheduler cannot place them (e.g.
-/// more GPUs than any node has), quoting the scheduler. Identical Events are merged into
-/// one series by the recorder, so repeating this every check is cheap to read.
+/// more GPUs than any node has), quoting the scheduler; returns whether it did. Identical
+/// Events are merged into one series by the recorder, so repeating this is cheap to read.
+///
+/// Only pods without a node are listed (`spec.nodeName` is the field the apiserver's
+/// watch cache indexes pods by), from the watch cache.
 async fn explain_unschedulable(
     context: &Context,
     reference: &ObjectReference,
     namespace: &str,
     name: &str,
     waiting: i32,
-) {
+) -> bool {
     let pods: Api<Pod> = Api::namespaced(context.client.clone(), namespace);
     let pending = match pods
         .list(
             &ListParams::default()
                 .labels(&format!("{ANALYSIS_JOB_LABEL}={name}"))
-                .fields("status.phase=Pending")
+                .fields("spec.nodeName=,status.phase=Pending")
                 .match_any()
                 .limit(20),
         )
@@ -582,7 +592,7 @@ async fn explain_unschedulable(
         Ok(list) => list.items,
         Err(error) => {
             warn!(%error, "cannot list pending pods");
-            return;
+            return false;
         }
     };
     let unschedulable = pending.iter().find_map(|pod| {
@@ -607,7 +617,9 @@ async fn explain_unschedulable(
             format!("{waiting} shard(s) waiting; the scheduler says: {message}"),
         )
         .await;
+        return true;
     }
+    false
 }
 
 /// Server-side applies `status` as the AnalysisJob's status with the operator's field
