@@ -8,9 +8,14 @@
 //! p50/p99), the operator's peak RSS (`VmHWM`), and the requests the apiserver served in
 //! each half (`apiserver_request_total`), which shows what the operator adds.
 //!
+//! `HEPBATCH_BENCH_ROUNDS` repeats the pair of halves, alternating which goes first; the
+//! ratio is then that of the total times, with each round's ratio beside it, since two
+//! runs of the same half on a two-core machine can differ by a fifth.
+//!
 //! ```sh
 //! cargo bench -p hepbatch-operator --bench scale
 //! HEPBATCH_BENCH_JOBS=100 HEPBATCH_BENCH_SHARDS=20 cargo bench -p hepbatch-operator --bench scale
+//! HEPBATCH_BENCH_ROUNDS=2 cargo bench -p hepbatch-operator --bench scale
 //! ```
 
 use std::collections::HashMap;
@@ -98,11 +103,58 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn run() -> Result<(), BoxError> {
     let jobs = env_number("HEPBATCH_BENCH_JOBS", 500);
     let shards = env_number("HEPBATCH_BENCH_SHARDS", 20);
+    let rounds = env_number("HEPBATCH_BENCH_ROUNDS", 1).max(1);
+    let mut baselines = Vec::new();
+    let mut operators = Vec::new();
+    for round in 1..=rounds {
+        // Alternate the order, so slow drift of the machine favours neither side.
+        let (baseline, operator) = if round % 2 == 1 {
+            let baseline = baseline_half(jobs, shards).await?;
+            (baseline, operator_half(jobs, shards).await?)
+        } else {
+            let operator = operator_half(jobs, shards).await?;
+            (baseline_half(jobs, shards).await?, operator)
+        };
+        println!(
+            "round {round}: baseline {:.1?}, through the operator {:.1?}, ratio {:.3}",
+            baseline.elapsed,
+            operator.half.elapsed,
+            operator.half.elapsed.as_secs_f64() / baseline.elapsed.as_secs_f64()
+        );
+        baselines.push(baseline);
+        operators.push(operator);
+    }
+    report(jobs, shards, &baselines, &operators);
+    Ok(())
+}
+
+/// What one half of a round measured.
+struct Half {
+    /// From the first creation to the last object finished.
+    elapsed: Duration,
+    /// Requests the apiserver served meanwhile.
+    requests: Requests,
+    /// CPU the testbed's components used meanwhile.
+    cpu: ComponentCpu,
+}
+
+/// What the operator's half measured besides the common figures.
+struct OperatorHalf {
+    half: Half,
+    /// Status lag of each AnalysisJob.
+    lags: Vec<Duration>,
+    /// The operator's `VmHWM`.
+    peak_rss_kib: u64,
+    /// The operator's user + system CPU seconds.
+    cpu_seconds: f64,
+}
+
+/// Runs `jobs` Indexed Jobs of `shards` shards directly on a fresh testbed.
+async fn baseline_half(jobs: usize, shards: usize) -> Result<Half, BoxError> {
     eprintln!("starting the baseline's testbed ...");
     let testbed = Testbed::start(TestbedOptions::default()).await?;
     let client = testbed.client();
-
-    // Baseline: the same Jobs the operator would create, without owner.
+    // The same Jobs the operator would create, without owner.
     namespace(&client, "bench-baseline").await?;
     let job_api: Api<Job> = Api::namespaced(client.clone(), "bench-baseline");
     let mut templates = Vec::new();
@@ -115,7 +167,8 @@ async fn run() -> Result<(), BoxError> {
         templates.push(job);
     }
     let completed = tokio::spawn(watch_jobs_complete(job_api.clone(), jobs));
-    let baseline_before = apiserver_requests(&client).await?;
+    let requests_before = apiserver_requests(&client).await?;
+    let cpu_before = component_cpu(&testbed)?;
     let started = Instant::now();
     stream::iter(templates)
         .map(|job| {
@@ -125,13 +178,20 @@ async fn run() -> Result<(), BoxError> {
         .buffer_unordered(CONCURRENCY)
         .try_collect::<Vec<()>>()
         .await?;
-    completed.await??;
-    let baseline = started.elapsed();
-    let baseline_requests = apiserver_requests(&client).await?.minus(&baseline_before);
-    eprintln!("baseline: {jobs} Jobs × {shards} shards complete in {baseline:.1?}");
-    drop(client);
-    drop(testbed);
+    completed.await?;
+    let elapsed = started.elapsed();
+    let half = Half {
+        elapsed,
+        requests: apiserver_requests(&client).await?.minus(&requests_before),
+        cpu: component_cpu(&testbed)?.minus(&cpu_before),
+    };
+    eprintln!("baseline: {jobs} Jobs × {shards} shards complete in {elapsed:.1?}");
+    Ok(half)
+}
 
+/// Runs `jobs` AnalysisJobs of `shards` shards through the release operator on a fresh
+/// testbed.
+async fn operator_half(jobs: usize, shards: usize) -> Result<OperatorHalf, BoxError> {
     eprintln!("starting the operator's testbed ...");
     let testbed = Testbed::start(TestbedOptions::default()).await?;
     let client = testbed.client();
@@ -144,8 +204,8 @@ async fn run() -> Result<(), BoxError> {
     .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let requests_before = apiserver_requests(&client).await?;
+    let cpu_before = component_cpu(&testbed)?;
 
-    // Through the operator.
     namespace(&client, "bench-operator").await?;
     let mut operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_hepbatch-operator"))
         .arg("--kubeconfig")
@@ -160,8 +220,8 @@ async fn run() -> Result<(), BoxError> {
         .spawn()?;
     let pid = operator.id().ok_or("the operator exited at once")?;
     let aj_api: Api<AnalysisJob> = Api::namespaced(client.clone(), "bench-operator");
-    let op_job_api: Api<Job> = Api::namespaced(client.clone(), "bench-operator");
-    let job_done = tokio::spawn(watch_jobs_complete(op_job_api, jobs));
+    let job_api: Api<Job> = Api::namespaced(client.clone(), "bench-operator");
+    let job_done = tokio::spawn(watch_jobs_complete(job_api, jobs));
     let aj_done = tokio::spawn(watch_analysis_jobs_succeeded(aj_api.clone(), jobs));
     let started = Instant::now();
     let objects: Vec<AnalysisJob> = (0..jobs)
@@ -175,19 +235,21 @@ async fn run() -> Result<(), BoxError> {
         .buffer_unordered(CONCURRENCY)
         .try_collect::<Vec<()>>()
         .await?;
-    let succeeded = aj_done.await??;
-    let through_operator = started.elapsed();
-    let completes = job_done.await??;
-    let operator_requests = apiserver_requests(&client).await?.minus(&requests_before);
+    let succeeded = aj_done.await?;
+    let elapsed = started.elapsed();
+    let completes = job_done.await?;
+    let requests = apiserver_requests(&client).await?.minus(&requests_before);
+    let cpu = component_cpu(&testbed)?.minus(&cpu_before);
     let peak_rss_kib = std::fs::read_to_string(format!("/proc/{pid}/status"))?
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .unwrap_or(0);
-    let cpu = process_cpu_seconds(pid)?;
+    let cpu_seconds = process_cpu_seconds(pid)?;
     operator.kill().await?;
+    eprintln!("operator: {jobs} AnalysisJobs × {shards} shards succeeded in {elapsed:.1?}");
 
-    let mut lags: Vec<Duration> = succeeded
+    let lags = succeeded
         .iter()
         .filter_map(|(name, at)| {
             completes
@@ -195,16 +257,60 @@ async fn run() -> Result<(), BoxError> {
                 .map(|complete| at.saturating_duration_since(*complete))
         })
         .collect();
+    Ok(OperatorHalf {
+        half: Half {
+            elapsed,
+            requests,
+            cpu,
+        },
+        lags,
+        peak_rss_kib,
+        cpu_seconds,
+    })
+}
+
+/// Prints the figures of all rounds.
+fn report(jobs: usize, shards: usize, baselines: &[Half], operators: &[OperatorHalf]) {
+    let total = |halves: &mut dyn Iterator<Item = &Half>| -> f64 {
+        halves.map(|h| h.elapsed.as_secs_f64()).sum()
+    };
+    let baseline_seconds = total(&mut baselines.iter());
+    let operator_seconds = total(&mut operators.iter().map(|o| &o.half));
+    let mut ratios: Vec<f64> = baselines
+        .iter()
+        .zip(operators)
+        .map(|(b, o)| o.half.elapsed.as_secs_f64() / b.elapsed.as_secs_f64())
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let mut lags: Vec<Duration> = operators.iter().flat_map(|o| o.lags.clone()).collect();
     lags.sort();
-    println!("jobs: {jobs}, shards each: {shards}");
-    println!("baseline (Indexed Jobs directly): {baseline:.1?}");
-    println!("through the operator:             {through_operator:.1?}");
+    let rounds = operators.len() as f64;
+    let peak_rss_kib = operators.iter().map(|o| o.peak_rss_kib).max().unwrap_or(0);
+    let cpu: f64 = operators.iter().map(|o| o.cpu_seconds).sum();
+
     println!(
-        "ratio: {:.3}",
-        through_operator.as_secs_f64() / baseline.as_secs_f64()
+        "jobs: {jobs}, shards each: {shards}, rounds: {}",
+        operators.len()
     );
     println!(
-        "status lag (Job Complete seen → AnalysisJob Succeeded seen), {} jobs: p50 {} ms, p99 {} ms, max {} ms",
+        "baseline (Indexed Jobs directly): {:.1} s (mean of rounds)",
+        baseline_seconds / rounds
+    );
+    println!(
+        "through the operator:             {:.1} s (mean of rounds)",
+        operator_seconds / rounds
+    );
+    println!(
+        "ratio: {:.3} (total time); per round {}",
+        operator_seconds / baseline_seconds,
+        ratios
+            .iter()
+            .map(|r| format!("{r:.3}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "status lag (Job Complete seen → AnalysisJob Succeeded seen), {} AnalysisJobs: p50 {} ms, p99 {} ms, max {} ms",
         lags.len(),
         percentile(&lags, 50.0).as_millis(),
         percentile(&lags, 99.0).as_millis(),
@@ -212,33 +318,104 @@ async fn run() -> Result<(), BoxError> {
     );
     println!("operator peak RSS: {:.1} MiB", peak_rss_kib as f64 / 1024.0);
     println!(
-        "operator CPU time: {cpu:.1} s ({:.0} % of one core over the run)",
-        100.0 * cpu / through_operator.as_secs_f64()
+        "operator CPU time: {:.1} s per round ({:.0} % of one core over the run)",
+        cpu / rounds,
+        100.0 * cpu / operator_seconds
     );
+
+    let sum = |halves: &mut dyn Iterator<Item = &Half>| {
+        halves.fold(
+            (Requests::default(), ComponentCpu::default()),
+            |(requests, cpu), half| (requests.plus(&half.requests), cpu.plus(&half.cpu)),
+        )
+    };
+    let (baseline_requests, baseline_cpu) = sum(&mut baselines.iter());
+    let (operator_requests, operator_cpu) = sum(&mut operators.iter().map(|o| &o.half));
+    println!("(request and CPU figures below are per round)");
     println!(
         "apiserver requests: baseline half {:.0}, operator half {:.0}, ratio {:.2}",
-        baseline_requests.total(),
-        operator_requests.total(),
+        baseline_requests.total() / rounds,
+        operator_requests.total() / rounds,
         operator_requests.total() / baseline_requests.total()
     );
-    let mut extra: Vec<(String, f64, f64)> = operator_requests
-        .0
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.clone(),
-                *v,
-                baseline_requests.0.get(k).copied().unwrap_or(0.0),
-            )
-        })
-        .filter(|(_, op, base)| op - base >= 1.0)
-        .collect();
-    extra.sort_by(|a, b| (b.1 - b.2).total_cmp(&(a.1 - a.2)));
     println!("requests the operator half made in excess, by verb and resource:");
-    for (key, op, base) in extra.iter().take(10) {
+    for (key, op, base) in excess(&operator_requests.count, &baseline_requests.count, 1.0) {
+        let (op, base) = (op / rounds, base / rounds);
         println!("  {key:<40} {op:>8.0} vs {base:>8.0} (+{:.0})", op - base);
     }
-    Ok(())
+    println!(
+        "apiserver time serving requests (latency summed): baseline half {:.0} s, operator half {:.0} s",
+        baseline_requests.seconds.values().sum::<f64>() / rounds,
+        operator_requests.seconds.values().sum::<f64>() / rounds
+    );
+    println!("apiserver time the operator half took in excess, by verb and resource:");
+    for (key, op, base) in excess(&operator_requests.seconds, &baseline_requests.seconds, 0.5) {
+        let (op, base) = (op / rounds, base / rounds);
+        println!("  {key:<40} {op:>8.1} vs {base:>8.1} s (+{:.1})", op - base);
+    }
+    println!("CPU time by component (baseline half / operator half):");
+    for (name, base) in &baseline_cpu.0 {
+        let op = operator_cpu.0.get(name).copied().unwrap_or(0.0);
+        println!(
+            "  {name:<24} {:>7.1} s / {:>7.1} s",
+            base / rounds,
+            op / rounds
+        );
+    }
+    println!(
+        "  {:<24} {:>7} / {:>7.1} s",
+        "hepbatch-operator",
+        "-",
+        cpu / rounds
+    );
+}
+
+/// The ten keys with the largest excess of `operator` over `baseline` (at least
+/// `threshold`), largest first, with both values.
+fn excess(
+    operator: &HashMap<String, f64>,
+    baseline: &HashMap<String, f64>,
+    threshold: f64,
+) -> Vec<(String, f64, f64)> {
+    let mut rows: Vec<(String, f64, f64)> = operator
+        .iter()
+        .map(|(k, v)| (k.clone(), *v, baseline.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, op, base)| op - base >= threshold)
+        .collect();
+    rows.sort_by(|a, b| (b.1 - b.2).total_cmp(&(a.1 - a.2)));
+    rows.truncate(10);
+    rows
+}
+
+/// CPU seconds used so far by each testbed component, by name.
+#[derive(Clone, Debug, Default)]
+struct ComponentCpu(std::collections::BTreeMap<String, f64>);
+
+impl ComponentCpu {
+    fn plus(&self, other: &ComponentCpu) -> ComponentCpu {
+        let mut sum = self.clone();
+        for (name, seconds) in &other.0 {
+            *sum.0.entry(name.clone()).or_default() += seconds;
+        }
+        sum
+    }
+
+    fn minus(&self, earlier: &ComponentCpu) -> ComponentCpu {
+        ComponentCpu(
+            self.0
+                .iter()
+                .map(|(k, v)| (k.clone(), v - earlier.0.get(k).copied().unwrap_or(0.0)))
+                .collect(),
+        )
+    }
+}
+
+fn component_cpu(testbed: &Testbed) -> Result<ComponentCpu, BoxError> {
+    let mut cpu = ComponentCpu::default();
+    for (name, pid) in testbed.component_pids() {
+        cpu.0.insert(name.to_owned(), process_cpu_seconds(pid)?);
+    }
+    Ok(cpu)
 }
 
 /// User plus system CPU seconds a process has used (`/proc/<pid>/stat`, clock ticks of
@@ -261,14 +438,18 @@ fn process_cpu_seconds(pid: u32) -> Result<f64, BoxError> {
     Ok(ticks / 100.0)
 }
 
-/// Requests the apiserver has served so far, by verb and resource (from
-/// `apiserver_request_total`).
+/// Requests the apiserver has served so far and the time it spent on them, by verb and
+/// resource (from `apiserver_request_total` and `apiserver_request_duration_seconds_sum`).
 async fn apiserver_requests(client: &Client) -> Result<Requests, BoxError> {
     let request = http::Request::get("/metrics").body(Vec::new())?;
     let text = client.request_text(request).await?;
     let mut counts = Requests::default();
     for line in text.lines() {
-        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
+        let (rest, into) = if let Some(rest) = line.strip_prefix("apiserver_request_total{") {
+            (rest, &mut counts.count)
+        } else if let Some(rest) = line.strip_prefix("apiserver_request_duration_seconds_sum{") {
+            (rest, &mut counts.seconds)
+        } else {
             continue;
         };
         let Some((labels, value)) = rest.rsplit_once("} ") else {
@@ -290,38 +471,69 @@ async fn apiserver_requests(client: &Client) -> Result<Requests, BoxError> {
                 .map(|s| format!("/{s}"))
                 .unwrap_or_default()
         );
-        *counts.0.entry(key).or_default() += value.parse::<f64>().unwrap_or(0.0);
+        *into.entry(key).or_default() += value.parse::<f64>().unwrap_or(0.0);
     }
     Ok(counts)
 }
 
-/// Request counts by "verb resource[/subresource]".
+/// Request counts and seconds spent, by "verb resource[/subresource]".
 #[derive(Clone, Debug, Default)]
-struct Requests(HashMap<String, f64>);
+struct Requests {
+    count: HashMap<String, f64>,
+    seconds: HashMap<String, f64>,
+}
 
 impl Requests {
     fn total(&self) -> f64 {
-        self.0.values().sum()
+        self.count.values().sum()
+    }
+
+    fn plus(&self, other: &Requests) -> Requests {
+        let mut sum = self.clone();
+        for (key, count) in &other.count {
+            *sum.count.entry(key.clone()).or_default() += count;
+        }
+        for (key, seconds) in &other.seconds {
+            *sum.seconds.entry(key.clone()).or_default() += seconds;
+        }
+        sum
     }
 
     fn minus(&self, earlier: &Requests) -> Requests {
-        Requests(
-            self.0
-                .iter()
-                .map(|(k, v)| (k.clone(), v - earlier.0.get(k).copied().unwrap_or(0.0)))
-                .collect(),
-        )
+        let minus = |now: &HashMap<String, f64>, then: &HashMap<String, f64>| {
+            now.iter()
+                .map(|(k, v)| (k.clone(), v - then.get(k).copied().unwrap_or(0.0)))
+                .collect()
+        };
+        Requests {
+            count: minus(&self.count, &earlier.count),
+            seconds: minus(&self.seconds, &earlier.seconds),
+        }
     }
 }
 
+/// Every object as it is created or changed. A failed watch (e.g. "too old resource
+/// version" on a busy apiserver) is reported and resumed: the watcher relists after a
+/// backoff, so nothing is missed.
+fn applied<K>(api: Api<K>) -> impl futures::Stream<Item = K>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    watcher(api, watcher::Config::default())
+        .default_backoff()
+        .applied_objects()
+        .filter_map(|event| async move {
+            event
+                .map_err(|error| eprintln!("watch failed, resuming: {error}"))
+                .ok()
+        })
+}
+
 /// Watches Jobs until `count` of them are Complete; returns when each was first seen so.
-async fn watch_jobs_complete(
-    api: Api<Job>,
-    count: usize,
-) -> Result<HashMap<String, Instant>, BoxError> {
+async fn watch_jobs_complete(api: Api<Job>, count: usize) -> HashMap<String, Instant> {
     let mut seen = HashMap::new();
-    let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).applied_objects());
-    while let Some(job) = events.try_next().await? {
+    let mut events = std::pin::pin!(applied(api));
+    while let Some(job) = events.next().await {
         let complete = job
             .status
             .as_ref()
@@ -337,17 +549,17 @@ async fn watch_jobs_complete(
             }
         }
     }
-    Ok(seen)
+    seen
 }
 
 /// Watches AnalysisJobs until `count` of them succeeded; returns when each was first seen so.
 async fn watch_analysis_jobs_succeeded(
     api: Api<AnalysisJob>,
     count: usize,
-) -> Result<HashMap<String, Instant>, BoxError> {
+) -> HashMap<String, Instant> {
     let mut seen = HashMap::new();
-    let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).applied_objects());
-    while let Some(aj) = events.try_next().await? {
+    let mut events = std::pin::pin!(applied(api));
+    while let Some(aj) = events.next().await {
         if aj.status.as_ref().and_then(|s| s.phase) == Some(Phase::Succeeded) {
             seen.entry(aj.name_any()).or_insert_with(Instant::now);
             if seen.len() >= count {
@@ -355,5 +567,5 @@ async fn watch_analysis_jobs_succeeded(
             }
         }
     }
-    Ok(seen)
+    seen
 }

@@ -344,6 +344,15 @@ impl Testbed {
         self.client.clone()
     }
 
+    /// Name and process id of each running component (etcd, kube-apiserver, ...), e.g. to
+    /// read what CPU each one used.
+    pub fn component_pids(&self) -> Vec<(&str, u32)> {
+        self.components
+            .iter()
+            .map(|c| (c.name(), c.pid()))
+            .collect()
+    }
+
     /// Path of the admin kubeconfig (inside the work directory: valid while the testbed runs).
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig

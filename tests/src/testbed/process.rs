@@ -76,6 +76,11 @@ impl Component {
         &self.name
     }
 
+    /// Process id of the component.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Path of the component's log file.
     pub fn log(&self) -> &Path {
         &self.log
