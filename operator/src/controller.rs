@@ -506,7 +506,7 @@ async fn reconcile_analysis_job(
         write_status(context, analysis_job, &new)
             .await
             .map_err(api_error("writing the status"))?;
-        context.pacer.wrote(&key, now);
+        context.pacer.wrote(&key);
         for happening in status::events(&old, &new) {
             let (type_, reason, note) = describe(&happening);
             publish(context, &reference, type_, reason, note).await;

@@ -4,8 +4,8 @@
 //! would double the apiserver's write load of a large fleet for counts nobody reads at
 //! that rate. So a status that differs from the stored one only in *progress* (counts and
 //! the completed-shard ranges; see [`status::is_progress_only`]) is written at most once
-//! per *progress interval* per AnalysisJob, and the controller looks again when the
-//! interval has passed so the last count always lands. Everything else — a phase change,
+//! one *progress interval* after it first differed (so at most once per interval), and the
+//! controller looks again when it is due so the last count always lands. Everything else — a phase change,
 //! a condition, a failed shard, the first status — is news and is written at once, which
 //! keeps the lag from the Job's completion to the AnalysisJob's `Succeeded` short.
 //!
@@ -55,18 +55,27 @@ pub enum Decision {
     Keep,
     /// Write it now.
     Write,
-    /// Progress only, written too recently: look again after this long.
+    /// Progress only, not due yet: look again after this long.
     Later(Duration),
 }
 
-/// Remembers when each AnalysisJob's status was last written.
+/// Remembers which AnalysisJobs' statuses are paced and when their unwritten progress is
+/// due.
+///
+/// Progress is paced on the trailing edge: the first unwritten change is written one
+/// interval later (with whatever the counts are then), not at once. A fleet that waits
+/// for nodes and then runs its shards in a burst so writes its counts once or not at all
+/// before the news of its end, which carries them anyway.
 #[derive(Debug, Default)]
 pub struct StatusPacer {
-    writes: Throttle,
+    /// One entry per AnalysisJob whose status was written and that has not finished:
+    /// when its unwritten progress is due, if it has any.
+    paced: Mutex<HashMap<String, Option<Instant>>>,
 }
 
 impl StatusPacer {
-    /// Decides about the status `new` of the AnalysisJob `key` whose stored status is `old`.
+    /// Decides about the status `new` of the AnalysisJob `key` whose stored status is
+    /// `old`; the first progress-only change starts the interval after which it is due.
     pub fn decide(
         &self,
         key: &str,
@@ -78,63 +87,51 @@ impl StatusPacer {
             return Decision::Write;
         };
         if old == new {
+            if let Ok(mut paced) = self.paced.lock()
+                && let Some(due) = paced.get_mut(key)
+            {
+                *due = None;
+            }
             return Decision::Keep;
         }
         if !status::is_progress_only(old, new) {
             return Decision::Write;
         }
-        let interval = progress_interval(self.writes.len());
-        match self.writes.wait_left(key, now, interval) {
-            Some(wait) => Decision::Later(wait),
-            None => Decision::Write,
+        let Ok(mut paced) = self.paced.lock() else {
+            return Decision::Write;
+        };
+        let interval = progress_interval(paced.len());
+        let due = paced.entry(key.to_owned()).or_default();
+        match *due {
+            Some(at) if at <= now => Decision::Write,
+            Some(at) => Decision::Later(at - now),
+            None => {
+                *due = Some(now + interval);
+                Decision::Later(interval)
+            }
         }
     }
 
-    /// Records a write of `key`'s status at `now`.
-    pub fn wrote(&self, key: &str, now: Instant) {
-        self.writes.record(key, now);
+    /// Records a write of `key`'s status: nothing of it is unwritten any more.
+    pub fn wrote(&self, key: &str) {
+        if let Ok(mut paced) = self.paced.lock() {
+            paced.insert(key.to_owned(), None);
+        }
     }
 
     /// Forgets `key` (finished or deleted), keeping the memory bounded by the live fleet.
     pub fn forget(&self, key: &str) {
-        self.writes.forget(key);
-    }
-}
-
-/// When each key last acted, to allow at most one action per key and interval.
-#[derive(Debug, Default)]
-pub struct Throttle {
-    last: Mutex<HashMap<String, Instant>>,
-}
-
-impl Throttle {
-    /// How long until `key` may act again at `now`, or `None` when it may act.
-    pub fn wait_left(&self, key: &str, now: Instant, interval: Duration) -> Option<Duration> {
-        let last = self.last.lock().ok()?.get(key).copied()?;
-        let elapsed = now.duration_since(last);
-        (elapsed < interval).then(|| interval - elapsed)
-    }
-
-    /// Records that `key` acted at `now`.
-    pub fn record(&self, key: &str, now: Instant) {
-        if let Ok(mut map) = self.last.lock() {
-            map.insert(key.to_owned(), now);
+        if let Ok(mut paced) = self.paced.lock() {
+            paced.remove(key);
         }
     }
 
-    /// Forgets `key`.
-    pub fn forget(&self, key: &str) {
-        if let Ok(mut map) = self.last.lock() {
-            map.remove(key);
-        }
-    }
-
-    /// How many keys are remembered.
+    /// How many AnalysisJobs are paced.
     pub fn len(&self) -> usize {
-        self.last.lock().map_or(0, |map| map.len())
+        self.paced.lock().map_or(0, |paced| paced.len())
     }
 
-    /// Whether no key is remembered.
+    /// Whether no AnalysisJob is paced.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -184,36 +181,66 @@ mod tests {
     }
 
     #[test]
-    fn news_is_written_at_once_and_progress_is_paced() {
+    fn news_is_written_at_once_and_progress_one_interval_after_it_changed() {
         let pacer = StatusPacer::default();
         let start = Instant::now();
         assert_eq!(pacer.decide("a", None, &running(0), start), Decision::Write);
-        pacer.wrote("a", start);
+        pacer.wrote("a");
         assert_eq!(
             pacer.decide("a", Some(&running(0)), &running(0), start),
             Decision::Keep
         );
-        let soon = start + Duration::from_millis(300);
+        let changed = start + Duration::from_secs(100);
         assert_eq!(
-            pacer.decide("a", Some(&running(0)), &running(3), soon),
-            Decision::Later(MIN_PROGRESS_INTERVAL - Duration::from_millis(300))
+            pacer.decide("a", Some(&running(0)), &running(3), changed),
+            Decision::Later(MIN_PROGRESS_INTERVAL),
+            "even long after the last write, progress waits one interval"
         );
-        let later = start + MIN_PROGRESS_INTERVAL;
+        let soon = changed + Duration::from_secs(2);
         assert_eq!(
-            pacer.decide("a", Some(&running(0)), &running(3), later),
+            pacer.decide("a", Some(&running(0)), &running(4), soon),
+            Decision::Later(MIN_PROGRESS_INTERVAL - Duration::from_secs(2)),
+            "more progress does not postpone the write"
+        );
+        let due = changed + MIN_PROGRESS_INTERVAL;
+        assert_eq!(
+            pacer.decide("a", Some(&running(0)), &running(5), due),
             Decision::Write
+        );
+        pacer.wrote("a");
+        assert_eq!(
+            pacer.decide("a", Some(&running(5)), &running(6), due),
+            Decision::Later(MIN_PROGRESS_INTERVAL)
         );
         let mut done = running(10);
         done.phase = Some(Phase::Succeeded);
         assert_eq!(
-            pacer.decide("a", Some(&running(9)), &done, soon),
+            pacer.decide("a", Some(&running(6)), &done, due),
             Decision::Write,
             "a phase change is news"
         );
         pacer.forget("a");
+        assert!(pacer.is_empty());
+    }
+
+    #[test]
+    fn progress_that_went_back_is_not_written() {
+        let pacer = StatusPacer::default();
+        let start = Instant::now();
+        pacer.wrote("a");
         assert_eq!(
-            pacer.decide("a", Some(&running(0)), &running(3), soon),
-            Decision::Write
+            pacer.decide("a", Some(&running(0)), &running(1), start),
+            Decision::Later(MIN_PROGRESS_INTERVAL)
+        );
+        assert_eq!(
+            pacer.decide("a", Some(&running(0)), &running(0), start),
+            Decision::Keep
+        );
+        let later = start + Duration::from_secs(1);
+        assert_eq!(
+            pacer.decide("a", Some(&running(0)), &running(1), later),
+            Decision::Later(MIN_PROGRESS_INTERVAL),
+            "a new change starts a new interval"
         );
     }
 
@@ -232,38 +259,19 @@ mod tests {
         let pacer = StatusPacer::default();
         let start = Instant::now();
         for i in 0..500 {
-            pacer.wrote(&format!("aj-{i}"), start);
+            pacer.wrote(&format!("aj-{i}"));
         }
-        let later = start + MIN_PROGRESS_INTERVAL;
         assert_eq!(
-            pacer.decide("aj-0", Some(&running(0)), &running(3), later),
-            Decision::Later(Duration::from_secs(45))
+            pacer.decide("aj-0", Some(&running(0)), &running(3), start),
+            Decision::Later(Duration::from_secs(50))
         );
         let mut done = running(10);
         done.phase = Some(Phase::Succeeded);
         assert_eq!(
-            pacer.decide("aj-0", Some(&running(9)), &done, later),
+            pacer.decide("aj-0", Some(&running(9)), &done, start),
             Decision::Write,
             "news is never paced"
         );
-    }
-
-    #[test]
-    fn throttle_tells_how_long_until_the_next_action() {
-        let throttle = Throttle::default();
-        let start = Instant::now();
-        let interval = Duration::from_secs(60);
-        assert_eq!(throttle.wait_left("a", start, interval), None);
-        throttle.record("a", start);
-        let soon = start + Duration::from_secs(10);
-        assert_eq!(
-            throttle.wait_left("a", soon, interval),
-            Some(Duration::from_secs(50))
-        );
-        assert_eq!(throttle.wait_left("a", start + interval, interval), None);
-        assert_eq!(throttle.len(), 1);
-        throttle.forget("a");
-        assert!(throttle.is_empty());
     }
 
     #[test]
