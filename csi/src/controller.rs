@@ -21,7 +21,7 @@ use std::time::Instant;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, info, info_span};
 
-use crate::metrics::{ErrorCategory, Metrics, Operation, OperationLabels};
+use crate::metrics::{ErrorCategory, Metrics, Operation};
 use crate::proto::csi::controller_server::Controller;
 use crate::proto::csi::controller_service_capability::{Rpc, Type as CapabilityType, rpc};
 use crate::proto::csi::validate_volume_capabilities_response::Confirmed;
@@ -126,17 +126,8 @@ impl ControllerService {
         started: Instant,
         result: &Result<T, ControllerError>,
     ) {
-        let labels = OperationLabels { operation };
-        match result {
-            Ok(_) => {
-                self.metrics.operations.get_or_create(&labels).inc();
-                self.metrics
-                    .latency
-                    .get_or_create(&labels)
-                    .observe(started.elapsed().as_secs_f64());
-            }
-            Err(e) => self.metrics.error(e.category()),
-        }
+        let error = result.as_ref().err().map(|e| e.category());
+        self.metrics.record(operation, started, error);
     }
 
     async fn create(&self, request: CreateVolumeRequest) -> Result<Volume, ControllerError> {

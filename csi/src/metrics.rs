@@ -121,6 +121,26 @@ impl Metrics {
         })
     }
 
+    /// Records the outcome of one `operation` begun at `started`: counted with its latency
+    /// when it succeeded (`error` is `None`), counted by error category when it failed.
+    pub fn record(
+        &self,
+        operation: Operation,
+        started: std::time::Instant,
+        error: Option<ErrorCategory>,
+    ) {
+        let labels = OperationLabels { operation };
+        match error {
+            None => {
+                self.operations.get_or_create(&labels).inc();
+                self.latency
+                    .get_or_create(&labels)
+                    .observe(started.elapsed().as_secs_f64());
+            }
+            Some(category) => self.error(category),
+        }
+    }
+
     /// Counts one error.
     pub fn error(&self, category: ErrorCategory) {
         self.errors.get_or_create(&ErrorLabels { category }).inc();

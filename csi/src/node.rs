@@ -8,7 +8,7 @@ use std::time::Instant;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, info, info_span};
 
-use crate::metrics::{ErrorCategory, Metrics, Operation, OperationLabels};
+use crate::metrics::{ErrorCategory, Metrics, Operation};
 use crate::proto::csi::node_server::Node;
 use crate::proto::csi::node_service_capability::{Rpc, Type as CapabilityType, rpc};
 use crate::proto::csi::volume_capability::AccessType;
@@ -174,17 +174,8 @@ impl NodeService {
     }
 
     fn record<T>(&self, operation: Operation, started: Instant, result: &Result<T, NodeError>) {
-        let labels = OperationLabels { operation };
-        match result {
-            Ok(_) => {
-                self.metrics.operations.get_or_create(&labels).inc();
-                self.metrics
-                    .latency
-                    .get_or_create(&labels)
-                    .observe(started.elapsed().as_secs_f64());
-            }
-            Err(e) => self.metrics.error(e.category()),
-        }
+        let error = result.as_ref().err().map(|e| e.category());
+        self.metrics.record(operation, started, error);
     }
 
     async fn publish(&self, request: NodePublishVolumeRequest) -> Result<(), NodeError> {

@@ -271,11 +271,9 @@ async fn operator_half(jobs: usize, shards: usize) -> Result<OperatorHalf, BoxEr
 
 /// Prints the figures of all rounds.
 fn report(jobs: usize, shards: usize, baselines: &[Half], operators: &[OperatorHalf]) {
-    let total = |halves: &mut dyn Iterator<Item = &Half>| -> f64 {
-        halves.map(|h| h.elapsed.as_secs_f64()).sum()
-    };
-    let baseline_seconds = total(&mut baselines.iter());
-    let operator_seconds = total(&mut operators.iter().map(|o| &o.half));
+    let operator_halves: Vec<&Half> = operators.iter().map(|o| &o.half).collect();
+    let baseline_seconds = total_seconds(baselines.iter());
+    let operator_seconds = total_seconds(operator_halves.iter().copied());
     let mut ratios: Vec<f64> = baselines
         .iter()
         .zip(operators)
@@ -323,14 +321,8 @@ fn report(jobs: usize, shards: usize, baselines: &[Half], operators: &[OperatorH
         100.0 * cpu / operator_seconds
     );
 
-    let sum = |halves: &mut dyn Iterator<Item = &Half>| {
-        halves.fold(
-            (Requests::default(), ComponentCpu::default()),
-            |(requests, cpu), half| (requests.plus(&half.requests), cpu.plus(&half.cpu)),
-        )
-    };
-    let (baseline_requests, baseline_cpu) = sum(&mut baselines.iter());
-    let (operator_requests, operator_cpu) = sum(&mut operators.iter().map(|o| &o.half));
+    let (baseline_requests, baseline_cpu) = summed(baselines.iter());
+    let (operator_requests, operator_cpu) = summed(operator_halves.iter().copied());
     println!("(request and CPU figures below are per round)");
     println!(
         "apiserver requests: baseline half {:.0}, operator half {:.0}, ratio {:.2}",
@@ -368,6 +360,19 @@ fn report(jobs: usize, shards: usize, baselines: &[Half], operators: &[OperatorH
         "-",
         cpu / rounds
     );
+}
+
+/// Elapsed seconds of `halves`, added up.
+fn total_seconds<'a>(halves: impl Iterator<Item = &'a Half>) -> f64 {
+    halves.map(|h| h.elapsed.as_secs_f64()).sum()
+}
+
+/// Requests and component CPU of `halves`, added up.
+fn summed<'a>(halves: impl Iterator<Item = &'a Half>) -> (Requests, ComponentCpu) {
+    halves.fold(
+        (Requests::default(), ComponentCpu::default()),
+        |(requests, cpu), half| (requests.plus(&half.requests), cpu.plus(&half.cpu)),
+    )
 }
 
 /// The ten keys with the largest excess of `operator` over `baseline` (at least
