@@ -1,7 +1,6 @@
 //! The admin HTTP server: `/livez` (the process serves), `/readyz` (the watches have synced,
 //! or this replica is a standby waiting for the Lease) and `/metrics` (Prometheus text).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -29,18 +28,6 @@ pub fn router(state: AdminState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state)
-}
-
-/// Serves the admin routes on `address` until `shutdown` completes.
-pub async fn serve(
-    address: SocketAddr,
-    state: AdminState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(address).await?;
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
 }
 
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
