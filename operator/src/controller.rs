@@ -41,7 +41,7 @@ use crate::build;
 use crate::config::ConfigWatch;
 use crate::inputs::{self, InputPlan, InputsError};
 use crate::metrics::{ErrorCategory, Metrics};
-use crate::pacing::{Decision, NotBefore, StatusPacer};
+use crate::pacing::{self, Decision, NotBefore, StatusPacer};
 use crate::status::{self, Happening};
 
 /// Field manager of every write the operator makes.
@@ -61,8 +61,9 @@ const REJECTED_RETRY: Duration = Duration::from_secs(10);
 const UNSCHEDULABLE_AFTER: Duration = Duration::from_secs(20);
 
 /// How soon waiting shards are looked at again when the last look found none the
-/// scheduler had given up on (yet).
-const UNSCHEDULABLE_RECHECK: Duration = Duration::from_secs(60);
+/// scheduler had given up on (yet): a scheduler that has not tried a pod for this long is
+/// busy with a large backlog, which another look soon after would only add to.
+const UNSCHEDULABLE_RECHECK: Duration = Duration::from_secs(120);
 
 /// How soon waiting shards are looked at again after the reason was reported: the Event
 /// stands meanwhile, and a fleet larger than the cluster waits for long, so looking more
@@ -495,6 +496,11 @@ async fn reconcile_analysis_job(
     for (reason, note) in happenings_before {
         publish(context, &reference, EventType::Normal, reason, note).await;
     }
+    if analysis_job.status.is_none()
+        && let Some(wait) = pacing::first_status_wait(&new, job_age(&job))
+    {
+        return Ok(Action::requeue(wait));
+    }
     let now = Instant::now();
     let decision = context
         .pacer
@@ -502,11 +508,12 @@ async fn reconcile_analysis_job(
     if let Decision::Later(wait) = decision {
         return Ok(Action::requeue(wait));
     }
-    if decision == Decision::Write {
+    if let Decision::Write(change) = decision {
         write_status(context, analysis_job, &new)
             .await
             .map_err(api_error("writing the status"))?;
         context.pacer.wrote(&key);
+        context.metrics.observe_status_write(change);
         for happening in status::events(&old, &new) {
             let (type_, reason, note) = describe(&happening);
             publish(context, &reference, type_, reason, note).await;
@@ -517,7 +524,7 @@ async fn reconcile_analysis_job(
         context.forget(&key);
     }
     // Shards waiting for a node: say why. Every Job status change triggers a reconcile,
-    // so the look is throttled per AnalysisJob: again after a minute while the scheduler
+    // so the look is throttled per AnalysisJob: again after two minutes while the scheduler
     // has not given up on any shard, after ten once the reason was reported.
     let waiting = waiting_shards(&job);
     if waiting > 0 && !new.phase.is_some_and(|p| p.is_finished()) {

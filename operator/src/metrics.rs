@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hepbatch_crds::Phase;
+
+use crate::pacing::StatusChange;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -67,6 +69,13 @@ pub struct PhaseLabels {
     pub phase: PhaseLabel,
 }
 
+/// Label set of the status-write counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusWriteLabels {
+    /// How the written status differed from the stored one.
+    pub change: StatusChange,
+}
+
 /// The operator's metrics and the registry that serves them.
 #[derive(Debug)]
 pub struct Metrics {
@@ -78,6 +87,8 @@ pub struct Metrics {
     pub duration: Histogram,
     /// AnalysisJobs by phase, as last seen by the controller.
     pub analysis_jobs: Family<PhaseLabels, Gauge>,
+    /// Status writes by how the status changed.
+    pub status_writes: Family<StatusWriteLabels, Counter>,
     /// Whether this replica holds the leader Lease (1) or not (0).
     pub leader: Gauge,
     registry: Registry,
@@ -91,6 +102,7 @@ impl Metrics {
         let errors = Family::<ErrorLabels, Counter>::default();
         let duration = Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]);
         let analysis_jobs = Family::<PhaseLabels, Gauge>::default();
+        let status_writes = Family::<StatusWriteLabels, Counter>::default();
         let leader = Gauge::default();
         registry.register("reconciles", "Reconciles run", reconciles.clone());
         registry.register(
@@ -108,12 +120,18 @@ impl Metrics {
             "AnalysisJobs by phase",
             analysis_jobs.clone(),
         );
+        registry.register(
+            "status_writes",
+            "AnalysisJob status writes by how the status changed",
+            status_writes.clone(),
+        );
         registry.register("leader", "1 when this replica leads", leader.clone());
         Arc::new(Metrics {
             reconciles,
             errors,
             duration,
             analysis_jobs,
+            status_writes,
             leader,
             registry,
         })
@@ -128,6 +146,13 @@ impl Metrics {
     /// Records a failed reconcile.
     pub fn observe_error(&self, category: ErrorCategory) {
         self.errors.get_or_create(&ErrorLabels { category }).inc();
+    }
+
+    /// Records a status write of a status that changed this way.
+    pub fn observe_status_write(&self, change: StatusChange) {
+        self.status_writes
+            .get_or_create(&StatusWriteLabels { change })
+            .inc();
     }
 
     /// Replaces the phase gauge with `phases` (one entry per AnalysisJob).
@@ -171,10 +196,12 @@ mod tests {
         metrics.observe_reconcile(Duration::from_millis(3));
         metrics.observe_error(ErrorCategory::Conflict);
         metrics.set_phases([Some(Phase::Running), Some(Phase::Running), None]);
+        metrics.observe_status_write(StatusChange::Progress);
         let text = metrics.encode().expect("encodes");
         assert!(text.contains("hepbatch_operator_reconciles_total 1"));
         assert!(text.contains("hepbatch_operator_reconcile_errors_total{category=\"Conflict\"} 1"));
         assert!(text.contains("hepbatch_operator_analysis_jobs{phase=\"Running\"} 2"));
         assert!(text.contains("hepbatch_operator_analysis_jobs{phase=\"Unknown\"} 1"));
+        assert!(text.contains("hepbatch_operator_status_writes_total{change=\"Progress\"} 1"));
     }
 }

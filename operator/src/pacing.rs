@@ -15,14 +15,24 @@
 //! apiserver's write load then grows with the number of shards that start and finish,
 //! which the Job controller already pays for, and not with the number of AnalysisJobs.
 //!
+//! Two kinds of news wait briefly because what follows usually carries them anyway:
+//! - the Job's success or failure criteria being met ([`status::only_announces_the_end`])
+//!   waits up to [`END_ANNOUNCEMENT_HOLD`] for the `Complete` or `Failed` that follows
+//!   once the last pods have terminated, so both land in one write;
+//! - a first status that would say `Pending` is not written in the first
+//!   [`FIRST_STATUS_GRACE`] of the Job's life ([`first_status_wait`]): the Job
+//!   controller's first status of the Job, which usually follows within a second, says
+//!   `Running`.
+//!
 //! The memory of last writes is per process: after a restart the first progress write
-//! simply happens at once.
+//! simply happens one interval later.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use hepbatch_crds::AnalysisJobStatus;
+use hepbatch_crds::{AnalysisJobStatus, Phase};
+use prometheus_client::encoding::EncodeLabelValue;
 
 use crate::status;
 
@@ -40,6 +50,21 @@ pub const PROGRESS_WRITES_PER_SECOND: u32 = 10;
 /// the fleet: counts are never older than this while they change.
 pub const MAX_PROGRESS_INTERVAL: Duration = Duration::from_secs(60);
 
+/// How long the news that the Job met its success or failure criteria waits for the
+/// `Complete` or `Failed` that follows, to share one status write with it.
+pub const END_ANNOUNCEMENT_HOLD: Duration = Duration::from_secs(2);
+
+/// How long after the Job's creation a first status saying `Pending` waits for the Job
+/// controller's first status of the Job.
+pub const FIRST_STATUS_GRACE: Duration = Duration::from_secs(5);
+
+/// How long to wait before writing the first status `new` of an AnalysisJob whose Job is
+/// `job_age` old, or `None` to write it now (see [`FIRST_STATUS_GRACE`]).
+pub fn first_status_wait(new: &AnalysisJobStatus, job_age: Duration) -> Option<Duration> {
+    (new.phase == Some(Phase::Pending) && job_age < FIRST_STATUS_GRACE)
+        .then(|| FIRST_STATUS_GRACE - job_age)
+}
+
 /// The progress interval when `paced` unfinished AnalysisJobs share the write budget.
 pub fn progress_interval(paced: usize) -> Duration {
     let spread = Duration::from_secs(1)
@@ -48,14 +73,48 @@ pub fn progress_interval(paced: usize) -> Duration {
     spread.clamp(MIN_PROGRESS_INTERVAL, MAX_PROGRESS_INTERVAL)
 }
 
+/// How a newly derived status differs from the stored one; also the label of the
+/// operator's status-write metric.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum StatusChange {
+    /// There was no status yet.
+    First,
+    /// A phase, a condition or a failed shard changed: written at once.
+    News,
+    /// Only the Job's success or failure criteria were met
+    /// ([`status::only_announces_the_end`]): held for [`END_ANNOUNCEMENT_HOLD`].
+    EndAnnounced,
+    /// Only counts and completed-shard ranges changed ([`status::is_progress_only`]):
+    /// paced.
+    Progress,
+}
+
+impl StatusChange {
+    /// How `new` differs from `old`, or `None` when it does not.
+    pub fn between(old: Option<&AnalysisJobStatus>, new: &AnalysisJobStatus) -> Option<Self> {
+        let Some(old) = old else {
+            return Some(StatusChange::First);
+        };
+        if old == new {
+            None
+        } else if status::is_progress_only(old, new) {
+            Some(StatusChange::Progress)
+        } else if status::only_announces_the_end(old, new) {
+            Some(StatusChange::EndAnnounced)
+        } else {
+            Some(StatusChange::News)
+        }
+    }
+}
+
 /// What to do with a newly derived status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
     /// Nothing changed.
     Keep,
-    /// Write it now.
-    Write,
-    /// Progress only, not due yet: look again after this long.
+    /// Write it now; it changed this way.
+    Write(StatusChange),
+    /// Progress, or an announcement of the end, not due yet: look again after this long.
     Later(Duration),
 }
 
@@ -83,32 +142,34 @@ impl StatusPacer {
         new: &AnalysisJobStatus,
         now: Instant,
     ) -> Decision {
-        let Some(old) = old else {
-            return Decision::Write;
-        };
-        if old == new {
-            if let Ok(mut paced) = self.paced.lock()
-                && let Some(due) = paced.get_mut(key)
-            {
-                *due = None;
-            }
-            return Decision::Keep;
-        }
-        if !status::is_progress_only(old, new) {
-            return Decision::Write;
-        }
-        let Ok(mut paced) = self.paced.lock() else {
-            return Decision::Write;
-        };
-        let interval = progress_interval(paced.len());
-        let due = paced.entry(key.to_owned()).or_default();
-        match *due {
-            Some(at) if at <= now => Decision::Write,
-            Some(at) => Decision::Later(at - now),
+        let change = match StatusChange::between(old, new) {
             None => {
-                *due = Some(now + interval);
-                Decision::Later(interval)
+                if let Ok(mut paced) = self.paced.lock()
+                    && let Some(due) = paced.get_mut(key)
+                {
+                    *due = None;
+                }
+                return Decision::Keep;
             }
+            Some(change @ (StatusChange::First | StatusChange::News)) => {
+                return Decision::Write(change);
+            }
+            Some(change) => change,
+        };
+        let Ok(mut paced) = self.paced.lock() else {
+            return Decision::Write(change);
+        };
+        let wait = match change {
+            StatusChange::Progress => progress_interval(paced.len()),
+            _ => END_ANNOUNCEMENT_HOLD,
+        };
+        let due = paced.entry(key.to_owned()).or_default();
+        let at = due.map_or(now + wait, |at| at.min(now + wait));
+        *due = Some(at);
+        if at <= now {
+            Decision::Write(change)
+        } else {
+            Decision::Later(at - now)
         }
     }
 
@@ -167,7 +228,8 @@ impl NotBefore {
 
 #[cfg(test)]
 mod tests {
-    use hepbatch_crds::Phase;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+    use k8s_openapi::jiff::Timestamp;
 
     use super::*;
 
@@ -184,7 +246,10 @@ mod tests {
     fn news_is_written_at_once_and_progress_one_interval_after_it_changed() {
         let pacer = StatusPacer::default();
         let start = Instant::now();
-        assert_eq!(pacer.decide("a", None, &running(0), start), Decision::Write);
+        assert_eq!(
+            pacer.decide("a", None, &running(0), start),
+            Decision::Write(StatusChange::First)
+        );
         pacer.wrote("a");
         assert_eq!(
             pacer.decide("a", Some(&running(0)), &running(0), start),
@@ -205,7 +270,7 @@ mod tests {
         let due = changed + MIN_PROGRESS_INTERVAL;
         assert_eq!(
             pacer.decide("a", Some(&running(0)), &running(5), due),
-            Decision::Write
+            Decision::Write(StatusChange::Progress)
         );
         pacer.wrote("a");
         assert_eq!(
@@ -216,7 +281,7 @@ mod tests {
         done.phase = Some(Phase::Succeeded);
         assert_eq!(
             pacer.decide("a", Some(&running(6)), &done, due),
-            Decision::Write,
+            Decision::Write(StatusChange::News),
             "a phase change is news"
         );
         pacer.forget("a");
@@ -269,9 +334,62 @@ mod tests {
         done.phase = Some(Phase::Succeeded);
         assert_eq!(
             pacer.decide("aj-0", Some(&running(9)), &done, start),
-            Decision::Write,
+            Decision::Write(StatusChange::News),
             "news is never paced"
         );
+    }
+
+    #[test]
+    fn the_announcement_of_the_end_waits_briefly_for_the_end() {
+        let pacer = StatusPacer::default();
+        let start = Instant::now();
+        pacer.wrote("a");
+        assert_eq!(
+            pacer.decide("a", Some(&running(0)), &running(3), start),
+            Decision::Later(MIN_PROGRESS_INTERVAL)
+        );
+        let mut met = running(10);
+        met.conditions.push(Condition {
+            type_: "SuccessCriteriaMet".to_owned(),
+            status: "True".to_owned(),
+            reason: "CompletionsReached".to_owned(),
+            message: String::new(),
+            last_transition_time: Time(Timestamp::UNIX_EPOCH),
+            observed_generation: None,
+        });
+        let soon = start + Duration::from_secs(1);
+        assert_eq!(
+            pacer.decide("a", Some(&running(0)), &met, soon),
+            Decision::Later(END_ANNOUNCEMENT_HOLD),
+            "the hold cuts the progress interval short"
+        );
+        assert_eq!(
+            pacer.decide("a", Some(&running(0)), &met, soon + END_ANNOUNCEMENT_HOLD),
+            Decision::Write(StatusChange::EndAnnounced),
+            "without the end, the announcement is written after the hold"
+        );
+        let mut done = met.clone();
+        done.phase = Some(Phase::Succeeded);
+        assert_eq!(
+            pacer.decide("a", Some(&running(0)), &done, soon),
+            Decision::Write(StatusChange::News),
+            "the end is written at once"
+        );
+    }
+
+    #[test]
+    fn a_first_pending_status_waits_for_the_job_controller() {
+        let mut pending = running(0);
+        pending.phase = Some(Phase::Pending);
+        assert_eq!(
+            first_status_wait(&pending, Duration::from_secs(1)),
+            Some(FIRST_STATUS_GRACE - Duration::from_secs(1))
+        );
+        assert_eq!(first_status_wait(&pending, FIRST_STATUS_GRACE), None);
+        assert_eq!(first_status_wait(&running(0), Duration::ZERO), None);
+        let mut suspended = running(0);
+        suspended.phase = Some(Phase::Suspended);
+        assert_eq!(first_status_wait(&suspended, Duration::ZERO), None);
     }
 
     #[test]

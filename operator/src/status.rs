@@ -117,6 +117,31 @@ pub fn is_progress_only(old: &AnalysisJobStatus, new: &AnalysisJobStatus) -> boo
         && without_progress(old) == without_progress(new)
 }
 
+/// Conditions the Job controller sets when a Job has met its success or failure criteria,
+/// ahead of `Complete` or `Failed` once the remaining pods have terminated.
+pub const ANNOUNCING_CONDITIONS: [&str; 2] = ["SuccessCriteriaMet", "FailureTarget"];
+
+/// Whether the only news in `new` over `old` is that the Job met its success or failure
+/// criteria (one of [`ANNOUNCING_CONDITIONS`] turned up, besides progress): the `Complete`
+/// or `Failed` that follows usually comes within a second and can share its write.
+pub fn only_announces_the_end(old: &AnalysisJobStatus, new: &AnalysisJobStatus) -> bool {
+    let announcing = |c: &Condition| ANNOUNCING_CONDITIONS.contains(&c.type_.as_str());
+    let announced = |status: &AnalysisJobStatus| status.conditions.iter().any(announcing);
+    if announced(old) || !announced(new) {
+        return false;
+    }
+    let without_announcement = AnalysisJobStatus {
+        conditions: new
+            .conditions
+            .iter()
+            .filter(|c| !announcing(c))
+            .cloned()
+            .collect(),
+        ..new.clone()
+    };
+    old == &without_announcement || is_progress_only(old, &without_announcement)
+}
+
 /// Type of the condition saying whether the operator could turn the AnalysisJob into a
 /// Job (only present while it could not).
 pub const ACCEPTED_CONDITION: &str = "Accepted";
@@ -467,6 +492,36 @@ mod tests {
         assert_eq!(events(&running, &suspended), vec![Happening::Suspended]);
         assert_eq!(events(&suspended, &running), vec![Happening::Resumed]);
         assert_eq!(events(&running, &running), vec![]);
+    }
+
+    #[test]
+    fn meeting_the_success_criteria_alone_announces_the_end() {
+        let aj = analysis_job(json!({"image": "i", "shards": 4}));
+        let condition = |type_: &str| {
+            json!({"type": type_, "status": "True", "reason": "CompletionsReached",
+                   "lastTransitionTime": "2026-01-01T00:00:08Z"})
+        };
+        let status =
+            |job_status: Value| derive(&aj, Some(&job(json!({"template": {}}), job_status)), &[]);
+        let running = status(json!({"active": 1, "succeeded": 3}));
+        let met = status(json!({"succeeded": 4, "terminating": 1,
+                                "conditions": [condition("SuccessCriteriaMet")]}));
+        let complete = status(json!({"succeeded": 4,
+                                     "conditions": [condition("SuccessCriteriaMet"),
+                                                    condition("Complete")]}));
+        assert!(only_announces_the_end(&running, &met));
+        assert!(
+            !only_announces_the_end(&met, &complete),
+            "Complete is news of its own"
+        );
+        assert!(!only_announces_the_end(&running, &complete));
+        assert!(!only_announces_the_end(&running, &running));
+        let failing = status(json!({"active": 1, "failed": 1, "failedIndexes": "2",
+                                    "conditions": [condition("FailureTarget")]}));
+        assert!(
+            !only_announces_the_end(&running, &failing),
+            "a shard failing for good is news of its own"
+        );
     }
 
     #[test]

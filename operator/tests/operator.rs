@@ -600,6 +600,7 @@ async fn probes_and_metrics(ctx: TestContext) -> TestResult {
                 && body.contains("hepbatch_operator_reconciles_total")
                 && body.contains("hepbatch_operator_reconcile_duration_seconds_bucket")
                 && body.contains("hepbatch_operator_analysis_jobs{phase=\"Succeeded\"} 1")
+                && body.contains("hepbatch_operator_status_writes_total{change=\"First\"} 1")
                 && body.contains("hepbatch_operator_leader 1"))
         },
     )
