@@ -147,6 +147,8 @@ struct OperatorHalf {
     peak_rss_kib: u64,
     /// The operator's user + system CPU seconds.
     cpu_seconds: f64,
+    /// The operator's status writes by how the status changed, from its metrics.
+    status_writes: Vec<(String, f64)>,
 }
 
 /// Runs `jobs` Indexed Jobs of `shards` shards directly on a fresh testbed.
@@ -207,11 +209,13 @@ async fn operator_half(jobs: usize, shards: usize) -> Result<OperatorHalf, BoxEr
     let cpu_before = component_cpu(&testbed)?;
 
     namespace(&client, "bench-operator").await?;
+    let metrics_address = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let mut operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_hepbatch-operator"))
         .arg("--kubeconfig")
         .arg(testbed.kubeconfig())
         .args(["--namespaces", "bench-operator", "--no-leader-election"])
-        .args(["--metrics-address", "127.0.0.1:0"])
+        .arg("--metrics-address")
+        .arg(metrics_address.to_string())
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -246,6 +250,7 @@ async fn operator_half(jobs: usize, shards: usize) -> Result<OperatorHalf, BoxEr
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .unwrap_or(0);
     let cpu_seconds = process_cpu_seconds(pid)?;
+    let status_writes = status_writes(metrics_address).await?;
     operator.kill().await?;
     eprintln!("operator: {jobs} AnalysisJobs × {shards} shards succeeded in {elapsed:.1?}");
 
@@ -266,6 +271,7 @@ async fn operator_half(jobs: usize, shards: usize) -> Result<OperatorHalf, BoxEr
         lags,
         peak_rss_kib,
         cpu_seconds,
+        status_writes,
     })
 }
 
@@ -319,6 +325,21 @@ fn report(jobs: usize, shards: usize, baselines: &[Half], operators: &[OperatorH
         "operator CPU time: {:.1} s per round ({:.0} % of one core over the run)",
         cpu / rounds,
         100.0 * cpu / operator_seconds
+    );
+    let mut writes: Vec<(String, f64)> = Vec::new();
+    for (change, count) in operators.iter().flat_map(|o| &o.status_writes) {
+        match writes.iter_mut().find(|(c, _)| c == change) {
+            Some((_, sum)) => *sum += count,
+            None => writes.push((change.clone(), *count)),
+        }
+    }
+    let writes: Vec<String> = writes
+        .iter()
+        .map(|(change, sum)| format!("{change} {:.0}", sum / rounds))
+        .collect();
+    println!(
+        "operator status writes per round, by change: {}",
+        writes.join(", ")
     );
 
     let (baseline_requests, baseline_cpu) = summed(baselines.iter());
@@ -441,6 +462,26 @@ fn process_cpu_seconds(pid: u32) -> Result<f64, BoxError> {
         .map(|f| f.parse::<f64>())
         .sum::<Result<f64, _>>()?;
     Ok(ticks / 100.0)
+}
+
+/// The operator's `status_writes_total` counters, by change, read from its metrics
+/// endpoint with a bare HTTP/1.0 request.
+async fn status_writes(address: std::net::SocketAddr) -> Result<Vec<(String, f64)>, BoxError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await?;
+    Ok(text
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("hepbatch_operator_status_writes_total{change=\"")?;
+            let (change, value) = rest.split_once("\"} ")?;
+            Some((change.to_owned(), value.trim().parse().ok()?))
+        })
+        .collect())
 }
 
 /// Requests the apiserver has served so far and the time it spent on them, by verb and
