@@ -436,10 +436,26 @@ impl ComponentCpu {
     }
 }
 
+/// CPU seconds of each testbed component, and the machine's idle and steal time (time its
+/// host gave to others: a noisy neighbour shows there, not in the components).
 fn component_cpu(testbed: &Testbed) -> Result<ComponentCpu, BoxError> {
     let mut cpu = ComponentCpu::default();
     for (name, pid) in testbed.component_pids() {
         cpu.0.insert(name.to_owned(), process_cpu_seconds(pid)?);
+    }
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    // "cpu  user nice system idle iowait irq softirq steal ...", in ticks of 1/100 s.
+    let totals: Vec<f64> = stat
+        .lines()
+        .next()
+        .and_then(|line| line.strip_prefix("cpu "))
+        .ok_or("odd /proc/stat")?
+        .split_whitespace()
+        .map(str::parse::<f64>)
+        .collect::<Result<_, _>>()?;
+    for (name, index) in [("(machine idle)", 3), ("(machine steal)", 7)] {
+        let ticks = totals.get(index).ok_or("short /proc/stat")?;
+        cpu.0.insert(name.to_owned(), ticks / 100.0);
     }
     Ok(cpu)
 }
