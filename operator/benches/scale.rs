@@ -18,13 +18,14 @@
 //! HEPBATCH_BENCH_ROUNDS=2 cargo bench -p hepbatch-operator --bench scale
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt, stream};
 use hepbatch_crds::{AnalysisJob, Phase};
 use hepbatch_operator::config::OperatorConfig;
+use hepbatch_tests::http::{free_address, metric};
 use hepbatch_tests::testbed::{Testbed, TestbedOptions, annotations};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Namespace;
@@ -148,7 +149,7 @@ struct OperatorHalf {
     /// The operator's user + system CPU seconds.
     cpu_seconds: f64,
     /// The operator's status writes by how the status changed, from its metrics.
-    status_writes: Vec<(String, f64)>,
+    status_writes: BTreeMap<String, f64>,
 }
 
 /// Runs `jobs` Indexed Jobs of `shards` shards directly on a fresh testbed.
@@ -209,13 +210,13 @@ async fn operator_half(jobs: usize, shards: usize) -> Result<OperatorHalf, BoxEr
     let cpu_before = component_cpu(&testbed)?;
 
     namespace(&client, "bench-operator").await?;
-    let metrics_address = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let metrics_address = free_address()?;
     let mut operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_hepbatch-operator"))
         .arg("--kubeconfig")
         .arg(testbed.kubeconfig())
         .args(["--namespaces", "bench-operator", "--no-leader-election"])
         .arg("--metrics-address")
-        .arg(metrics_address.to_string())
+        .arg(&metrics_address)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -250,7 +251,7 @@ async fn operator_half(jobs: usize, shards: usize) -> Result<OperatorHalf, BoxEr
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .unwrap_or(0);
     let cpu_seconds = process_cpu_seconds(pid)?;
-    let status_writes = status_writes(metrics_address).await?;
+    let status_writes = status_writes(&metrics_address).await?;
     operator.kill().await?;
     eprintln!("operator: {jobs} AnalysisJobs × {shards} shards succeeded in {elapsed:.1?}");
 
@@ -326,12 +327,9 @@ fn report(jobs: usize, shards: usize, baselines: &[Half], operators: &[OperatorH
         cpu / rounds,
         100.0 * cpu / operator_seconds
     );
-    let mut writes: Vec<(String, f64)> = Vec::new();
+    let mut writes: BTreeMap<&str, f64> = BTreeMap::new();
     for (change, count) in operators.iter().flat_map(|o| &o.status_writes) {
-        match writes.iter_mut().find(|(c, _)| c == change) {
-            Some((_, sum)) => *sum += count,
-            None => writes.push((change.clone(), *count)),
-        }
+        *writes.entry(change).or_default() += count;
     }
     let writes: Vec<String> = writes
         .iter()
@@ -415,7 +413,7 @@ fn excess(
 
 /// CPU seconds used so far by each testbed component, by name.
 #[derive(Clone, Debug, Default)]
-struct ComponentCpu(std::collections::BTreeMap<String, f64>);
+struct ComponentCpu(BTreeMap<String, f64>);
 
 impl ComponentCpu {
     fn plus(&self, other: &ComponentCpu) -> ComponentCpu {
@@ -481,21 +479,14 @@ fn process_cpu_seconds(pid: u32) -> Result<f64, BoxError> {
 }
 
 /// The operator's `status_writes_total` counters, by change, read from its metrics
-/// endpoint with a bare HTTP/1.0 request.
-async fn status_writes(address: std::net::SocketAddr) -> Result<Vec<(String, f64)>, BoxError> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(address).await?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .await?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await?;
-    Ok(text
-        .lines()
-        .filter_map(|line| {
-            let rest = line.strip_prefix("hepbatch_operator_status_writes_total{change=\"")?;
-            let (change, value) = rest.split_once("\"} ")?;
-            Some((change.to_owned(), value.trim().parse().ok()?))
+/// endpoint.
+async fn status_writes(address: &str) -> Result<BTreeMap<String, f64>, BoxError> {
+    let (_, exposition) = hepbatch_tests::http::get(address, "/metrics").await?;
+    Ok(["First", "News", "EndAnnounced", "Progress"]
+        .into_iter()
+        .filter_map(|change| {
+            let sample = format!("hepbatch_operator_status_writes_total{{change=\"{change}\"}}");
+            Some((change.to_owned(), metric(&exposition, &sample)?))
         })
         .collect())
 }

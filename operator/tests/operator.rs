@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use hepbatch_crds::{AnalysisJob, Phase};
 use hepbatch_tests::harness::{self, TestContext, TestResult, test};
+use hepbatch_tests::http::{self, free_address, metric};
 use hepbatch_tests::testbed::{TestbedOptions, annotations};
 use hepbatch_tests::wait;
 use k8s_openapi::api::batch::v1::Job;
@@ -17,7 +18,6 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use common::{
     BoxError, Operator, event_reasons, eventually, scripted, setup, wait_gone, wait_phase,
@@ -506,7 +506,7 @@ async fn leader_handover(ctx: TestContext) -> TestResult {
     wait_phase(&api, "one", Phase::Succeeded, Duration::from_secs(60)).await?;
     // Only the leader reconciled: the standby's own counters say it never ran a reconcile.
     assert_eq!(lease_holder(&ctx).await?.as_deref(), Some("replica-a"));
-    let (_, standby) = http_get(&standby_metrics, "/metrics").await?;
+    let (_, standby) = http::get(&standby_metrics, "/metrics").await?;
     assert_eq!(
         metric(&standby, "hepbatch_operator_reconciles_total"),
         Some(0.0),
@@ -532,48 +532,12 @@ async fn leader_handover(ctx: TestContext) -> TestResult {
     second.kill().await
 }
 
-/// A loopback address with a port that is free now.
-fn free_address() -> Result<String, BoxError> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    Ok(format!("127.0.0.1:{port}"))
-}
-
-/// The value of an unlabelled sample in a Prometheus text exposition.
-fn metric(exposition: &str, name: &str) -> Option<f64> {
-    exposition.lines().find_map(|line| {
-        let (sample, value) = line.rsplit_once(' ')?;
-        (sample == name).then(|| value.parse().ok())?
-    })
-}
-
-/// A minimal HTTP/1.0 GET: status code and body.
-async fn http_get(address: &str, path: &str) -> Result<(u16, String), BoxError> {
-    let mut stream = tokio::net::TcpStream::connect(address).await?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())
-        .await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    let code = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or("no status line")?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((code, body))
-}
-
 async fn probes_and_metrics(ctx: TestContext) -> TestResult {
     common::install_crd(&ctx.client).await?;
     let address = free_address()?;
     let operator = Operator::start(&ctx, "metrics", &address).await?;
     eventually("/livez answers", Duration::from_secs(20), || async {
-        Ok(http_get(&address, "/livez")
+        Ok(http::get(&address, "/livez")
             .await
             .is_ok_and(|(code, _)| code == 200))
     })
@@ -589,13 +553,13 @@ async fn probes_and_metrics(ctx: TestContext) -> TestResult {
     )
     .await?;
     wait_phase(&api, "measured", Phase::Succeeded, Duration::from_secs(60)).await?;
-    let (code, _) = http_get(&address, "/readyz").await?;
+    let (code, _) = http::get(&address, "/readyz").await?;
     assert_eq!(code, 200, "ready after the watches synced");
     eventually(
         "metrics report the phase",
         Duration::from_secs(15),
         || async {
-            let (code, body) = http_get(&address, "/metrics").await?;
+            let (code, body) = http::get(&address, "/metrics").await?;
             Ok(code == 200
                 && body.contains("hepbatch_operator_reconciles_total")
                 && body.contains("hepbatch_operator_reconcile_duration_seconds_bucket")

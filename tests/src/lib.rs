@@ -5,9 +5,11 @@
 //! - [`harness`]: runs a suite of async tests against one shared testbed, each in a fresh
 //!   namespace, with libtest-compatible output; prints component logs when a test fails.
 //! - [`wait`]: `await_condition` with a timeout and a readable error.
+//! - [`http`]: a bare GET of an admin endpoint and a metric sample out of its answer.
 //! - [`fixtures`]: file trees standing in for CVMFS content (a stub CMS repository).
 
 pub mod fixtures;
 pub mod harness;
+pub mod http;
 pub mod testbed;
 pub mod wait;
