@@ -126,7 +126,7 @@ pub struct Context {
     pub jobs: Store<Job>,
     /// The cluster configuration in force.
     pub config: ConfigWatch,
-    /// When each AnalysisJob's status was last written.
+    /// Which AnalysisJobs' status writes are held back, and until when.
     pub pacer: StatusPacer,
     /// When each AnalysisJob's waiting shards may be looked at again.
     pub unschedulable_checks: NotBefore,

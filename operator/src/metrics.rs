@@ -5,14 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hepbatch_crds::Phase;
-
-use crate::pacing::StatusChange;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+use crate::pacing::StatusChange;
 
 /// Why a reconcile failed, as a metric label.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]

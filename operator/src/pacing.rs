@@ -3,11 +3,12 @@
 //! A Job's status changes with every shard that starts or finishes; mirroring each change
 //! would double the apiserver's write load of a large fleet for counts nobody reads at
 //! that rate. So a status that differs from the stored one only in *progress* (counts and
-//! the completed-shard ranges; see [`status::is_progress_only`]) is written at most once
-//! one *progress interval* after it first differed (so at most once per interval), and the
-//! controller looks again when it is due so the last count always lands. Everything else — a phase change,
-//! a condition, a failed shard, the first status — is news and is written at once, which
-//! keeps the lag from the Job's completion to the AnalysisJob's `Succeeded` short.
+//! the completed-shard ranges; see [`status::is_progress_only`]) is written one *progress
+//! interval* after it first differed (so at most once per interval), and the controller
+//! looks again when it is due so the last count always lands. Everything else — a phase
+//! change, a condition, a failed shard, the first status — is news and is written at once
+//! (but for the two kinds below), which keeps the lag from the Job's completion to the
+//! AnalysisJob's `Succeeded` short.
 //!
 //! The progress interval is [`MIN_PROGRESS_INTERVAL`] for a small fleet and stretches with
 //! the number of unfinished AnalysisJobs being paced, so that progress writes of the whole
@@ -187,14 +188,10 @@ impl StatusPacer {
         }
     }
 
-    /// How many AnalysisJobs are paced.
-    pub fn len(&self) -> usize {
-        self.paced.lock().map_or(0, |paced| paced.len())
-    }
-
     /// Whether no AnalysisJob is paced.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.paced.lock().map_or(true, |paced| paced.is_empty())
     }
 }
 
@@ -242,6 +239,13 @@ mod tests {
         }
     }
 
+    fn succeeded() -> AnalysisJobStatus {
+        AnalysisJobStatus {
+            phase: Some(Phase::Succeeded),
+            ..running(10)
+        }
+    }
+
     #[test]
     fn news_is_written_at_once_and_progress_one_interval_after_it_changed() {
         let pacer = StatusPacer::default();
@@ -277,10 +281,8 @@ mod tests {
             pacer.decide("a", Some(&running(5)), &running(6), due),
             Decision::Later(MIN_PROGRESS_INTERVAL)
         );
-        let mut done = running(10);
-        done.phase = Some(Phase::Succeeded);
         assert_eq!(
-            pacer.decide("a", Some(&running(6)), &done, due),
+            pacer.decide("a", Some(&running(6)), &succeeded(), due),
             Decision::Write(StatusChange::News),
             "a phase change is news"
         );
@@ -330,10 +332,8 @@ mod tests {
             pacer.decide("aj-0", Some(&running(0)), &running(3), start),
             Decision::Later(Duration::from_secs(50))
         );
-        let mut done = running(10);
-        done.phase = Some(Phase::Succeeded);
         assert_eq!(
-            pacer.decide("aj-0", Some(&running(9)), &done, start),
+            pacer.decide("aj-0", Some(&running(9)), &succeeded(), start),
             Decision::Write(StatusChange::News),
             "news is never paced"
         );
@@ -368,8 +368,10 @@ mod tests {
             Decision::Write(StatusChange::EndAnnounced),
             "without the end, the announcement is written after the hold"
         );
-        let mut done = met.clone();
-        done.phase = Some(Phase::Succeeded);
+        let done = AnalysisJobStatus {
+            phase: Some(Phase::Succeeded),
+            ..met
+        };
         assert_eq!(
             pacer.decide("a", Some(&running(0)), &done, soon),
             Decision::Write(StatusChange::News),
