@@ -272,7 +272,9 @@ impl Testbed {
                 arg("service-cluster-ip-range", &SERVICE_CIDR),
                 arg("authorization-mode", &"Node,RBAC"),
                 arg("allow-privileged", &true),
-                arg("profiling", &false),
+                // Off unless asked for: `/debug/pprof` then answers to the admin
+                // kubeconfig (`kubectl get --raw /debug/pprof/profile?seconds=60`).
+                arg("profiling", &profiling_requested()),
             ],
         )?;
         testbed.wait_for_apiserver().await?;
@@ -537,6 +539,14 @@ async fn client_from(kubeconfig: &Path) -> Result<kube::Client, TestbedError> {
         .await
         .map_err(|e| TestbedError::ClientConfig(e.to_string()))?;
     kube::Client::try_from(config).map_err(|e| TestbedError::ClientConfig(e.to_string()))
+}
+
+/// Whether `HEPBATCH_TESTBED_PROFILING` asks for the apiserver's `/debug/pprof` endpoints
+/// (`1` or `true`), to see where its CPU goes during a benchmark.
+pub const PROFILING_ENV: &str = "HEPBATCH_TESTBED_PROFILING";
+
+fn profiling_requested() -> bool {
+    std::env::var(PROFILING_ENV).is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
 }
 
 fn scheduler_config_yaml(kubeconfig: &Path) -> String {
