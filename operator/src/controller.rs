@@ -57,8 +57,10 @@ const DEBOUNCE: Duration = Duration::from_millis(100);
 /// input ConfigMap may appear; configuration reloads trigger at once anyway).
 const REJECTED_RETRY: Duration = Duration::from_secs(10);
 
-/// How long shards may wait for a node before the AnalysisJob says why.
-const UNSCHEDULABLE_AFTER: Duration = Duration::from_secs(20);
+/// How long shards may wait for a node before the AnalysisJob says why: batch shards
+/// often wait for room a while, and in a full cluster every AnalysisJob would otherwise
+/// cost a pod LIST soon after its start.
+const UNSCHEDULABLE_AFTER: Duration = Duration::from_secs(60);
 
 /// How soon waiting shards are looked at again when the last look found none the
 /// scheduler had given up on (yet): a scheduler that has not tried a pod for this long is

@@ -99,11 +99,16 @@ fn expected_shards(analysis_job: &AnalysisJob) -> i32 {
     }
 }
 
-/// Whether `new` differs from `old` only in progress: counts and the completed-shard
-/// ranges, with the same phase, conditions, failed shards and Job. Such a change is not
-/// news (see the pacing of status writes).
+/// Whether `new` differs from `old` only in progress: counts, the completed-shard ranges
+/// and the Job's start (`Pending` → `Running`), with the same conditions, failed shards
+/// and Job. Such a change is not news (see the pacing of status writes): the Job
+/// controller starting a Job says only that its pods are being created, which the
+/// counts show anyway, while a resumed Job (`Suspended` → `Running`), a failure and the
+/// end are news.
 pub fn is_progress_only(old: &AnalysisJobStatus, new: &AnalysisJobStatus) -> bool {
+    let started = old.phase == Some(Phase::Pending) && new.phase == Some(Phase::Running);
     let without_progress = |status: &AnalysisJobStatus| AnalysisJobStatus {
+        phase: if started { None } else { status.phase },
         active: 0,
         ready: 0,
         succeeded: 0,
@@ -492,6 +497,37 @@ mod tests {
         assert_eq!(events(&running, &suspended), vec![Happening::Suspended]);
         assert_eq!(events(&suspended, &running), vec![Happening::Resumed]);
         assert_eq!(events(&running, &running), vec![]);
+    }
+
+    #[test]
+    fn the_job_starting_is_progress_and_resuming_is_news() {
+        let aj = analysis_job(json!({"image": "i", "shards": 4}));
+        let status = |suspend: bool, job_status: Value| {
+            derive(
+                &aj,
+                Some(&job(
+                    json!({"suspend": suspend, "template": {}}),
+                    job_status,
+                )),
+                &[],
+            )
+        };
+        let pending = status(false, json!({}));
+        let started = status(
+            false,
+            json!({"active": 4, "startTime": "2026-01-01T00:00:01Z"}),
+        );
+        let suspended = status(true, json!({}));
+        assert_eq!(pending.phase, Some(Phase::Pending));
+        assert_eq!(started.phase, Some(Phase::Running));
+        assert!(is_progress_only(&pending, &started));
+        assert!(
+            !is_progress_only(&started, &pending),
+            "going back to Pending is not progress"
+        );
+        assert!(!is_progress_only(&suspended, &started), "resuming is news");
+        let failing = status(false, json!({"active": 3, "failed": 1}));
+        assert!(!is_progress_only(&pending, &failing), "a failure is news");
     }
 
     #[test]

@@ -122,7 +122,7 @@ async fn too_many_gpus(ctx: TestContext) -> TestResult {
     operator.explain(
         eventually(
             "the ShardsUnschedulable Event",
-            Duration::from_secs(60),
+            Duration::from_secs(120),
             || async {
                 Ok(event_reasons(&ctx, "sixteen")
                     .await?

@@ -700,7 +700,7 @@ async fn unschedulable_explained(ctx: TestContext) -> TestResult {
     let reasons = bed.operator.explain(
         eventually(
             "a ShardsUnschedulable Event",
-            Duration::from_secs(60),
+            Duration::from_secs(120),
             || async {
                 Ok(event_reasons(&ctx, "too-big")
                     .await?
