@@ -12,10 +12,17 @@
 //! ratio is then that of the total times, with each round's ratio beside it, since two
 //! runs of the same half on a two-core machine can differ by a fifth.
 //!
+//! `HEPBATCH_BENCH_HALVES=operator` runs the operator's half alone, for fleets too big to
+//! run twice (it then reports no ratio), and `HEPBATCH_BENCH_PARALLELISM` sets each
+//! AnalysisJob's `parallelism`, so a fleet of more shards than the testbed has pod places
+//! can keep its pending pods few.
+//!
 //! ```sh
 //! cargo bench -p hepbatch-operator --bench scale
 //! HEPBATCH_BENCH_JOBS=100 HEPBATCH_BENCH_SHARDS=20 cargo bench -p hepbatch-operator --bench scale
 //! HEPBATCH_BENCH_ROUNDS=2 cargo bench -p hepbatch-operator --bench scale
+//! HEPBATCH_BENCH_HALVES=operator HEPBATCH_BENCH_JOBS=1000 HEPBATCH_BENCH_SHARDS=100 \
+//!   HEPBATCH_BENCH_PARALLELISM=1 cargo bench -p hepbatch-operator --bench scale
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
@@ -68,16 +75,66 @@ fn main() -> ExitCode {
     }
 }
 
-fn analysis_job(name: &str, shards: usize) -> Result<AnalysisJob, BoxError> {
-    Ok(serde_json::from_value(json!({
-        "apiVersion": "hepbatch.io/v1alpha1",
-        "kind": "AnalysisJob",
-        "metadata": {"name": name},
-        "spec": {
-            "image": "busybox", "command": ["true"], "shards": shards,
+/// The fleet each half runs.
+#[derive(Clone, Copy, Debug)]
+struct Fleet {
+    /// AnalysisJobs (or Jobs).
+    jobs: usize,
+    /// Shards of each.
+    shards: usize,
+    /// Each one's `parallelism`; the API's default when `None`.
+    parallelism: Option<usize>,
+}
+
+impl Fleet {
+    fn from_env() -> Fleet {
+        Fleet {
+            jobs: env_number("HEPBATCH_BENCH_JOBS", 500),
+            shards: env_number("HEPBATCH_BENCH_SHARDS", 20),
+            parallelism: std::env::var("HEPBATCH_BENCH_PARALLELISM")
+                .ok()
+                .and_then(|v| v.parse().ok()),
+        }
+    }
+
+    /// The fleet's AnalysisJob called `name`.
+    fn analysis_job(&self, name: &str) -> Result<AnalysisJob, BoxError> {
+        let mut spec = json!({
+            "image": "busybox", "command": ["true"], "shards": self.shards,
             "podMetadata": {"annotations": {annotations::RUN_DURATION: "1s"}},
-        },
-    }))?)
+        });
+        if let Some(parallelism) = self.parallelism {
+            spec["parallelism"] = json!(parallelism);
+        }
+        Ok(serde_json::from_value(json!({
+            "apiVersion": "hepbatch.io/v1alpha1",
+            "kind": "AnalysisJob",
+            "metadata": {"name": name},
+            "spec": spec,
+        }))?)
+    }
+}
+
+/// Which halves each round runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Halves {
+    /// The baseline and the operator, for the ratio.
+    Both,
+    /// The operator alone.
+    OperatorOnly,
+}
+
+impl Halves {
+    fn from_env() -> Result<Halves, BoxError> {
+        match std::env::var("HEPBATCH_BENCH_HALVES").as_deref() {
+            Err(_) | Ok("both") => Ok(Halves::Both),
+            Ok("operator") => Ok(Halves::OperatorOnly),
+            Ok(other) => Err(format!(
+                "HEPBATCH_BENCH_HALVES is \"{other}\"; use \"both\" (the default) or \"operator\""
+            )
+            .into()),
+        }
+    }
 }
 
 async fn namespace(client: &Client, name: &str) -> Result<(), BoxError> {
@@ -102,19 +159,26 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 async fn run() -> Result<(), BoxError> {
-    let jobs = env_number("HEPBATCH_BENCH_JOBS", 500);
-    let shards = env_number("HEPBATCH_BENCH_SHARDS", 20);
+    let fleet = Fleet::from_env();
+    let halves = Halves::from_env()?;
     let rounds = env_number("HEPBATCH_BENCH_ROUNDS", 1).max(1);
     let mut baselines = Vec::new();
     let mut operators = Vec::new();
+    if halves == Halves::OperatorOnly {
+        for _ in 1..=rounds {
+            operators.push(operator_half(fleet).await?);
+        }
+        report_operator(fleet, &operators);
+        return Ok(());
+    }
     for round in 1..=rounds {
         // Alternate the order, so slow drift of the machine favours neither side.
         let (baseline, operator) = if round % 2 == 1 {
-            let baseline = baseline_half(jobs, shards).await?;
-            (baseline, operator_half(jobs, shards).await?)
+            let baseline = baseline_half(fleet).await?;
+            (baseline, operator_half(fleet).await?)
         } else {
-            let operator = operator_half(jobs, shards).await?;
-            (baseline_half(jobs, shards).await?, operator)
+            let operator = operator_half(fleet).await?;
+            (baseline_half(fleet).await?, operator)
         };
         println!(
             "round {round}: baseline {:.1?}, through the operator {:.1?}, ratio {:.3}",
@@ -125,7 +189,7 @@ async fn run() -> Result<(), BoxError> {
         baselines.push(baseline);
         operators.push(operator);
     }
-    report(jobs, shards, &baselines, &operators);
+    report(fleet, &baselines, &operators);
     Ok(())
 }
 
@@ -152,8 +216,9 @@ struct OperatorHalf {
     status_writes: BTreeMap<String, f64>,
 }
 
-/// Runs `jobs` Indexed Jobs of `shards` shards directly on a fresh testbed.
-async fn baseline_half(jobs: usize, shards: usize) -> Result<Half, BoxError> {
+/// Runs the fleet's Indexed Jobs directly on a fresh testbed.
+async fn baseline_half(fleet: Fleet) -> Result<Half, BoxError> {
+    let Fleet { jobs, shards, .. } = fleet;
     eprintln!("starting the baseline's testbed ...");
     let testbed = Testbed::start(TestbedOptions::default()).await?;
     let client = testbed.client();
@@ -162,7 +227,7 @@ async fn baseline_half(jobs: usize, shards: usize) -> Result<Half, BoxError> {
     let job_api: Api<Job> = Api::namespaced(client.clone(), "bench-baseline");
     let mut templates = Vec::new();
     for i in 0..jobs {
-        let mut aj = analysis_job(&format!("job-{i}"), shards)?;
+        let mut aj = fleet.analysis_job(&format!("job-{i}"))?;
         aj.metadata.namespace = Some("bench-baseline".to_owned());
         aj.metadata.uid = Some(format!("bench-{i}"));
         let mut job = hepbatch_operator::build::job(&aj, &OperatorConfig::default(), None)?;
@@ -192,9 +257,9 @@ async fn baseline_half(jobs: usize, shards: usize) -> Result<Half, BoxError> {
     Ok(half)
 }
 
-/// Runs `jobs` AnalysisJobs of `shards` shards through the release operator on a fresh
-/// testbed.
-async fn operator_half(jobs: usize, shards: usize) -> Result<OperatorHalf, BoxError> {
+/// Runs the fleet's AnalysisJobs through the release operator on a fresh testbed.
+async fn operator_half(fleet: Fleet) -> Result<OperatorHalf, BoxError> {
+    let Fleet { jobs, shards, .. } = fleet;
     eprintln!("starting the operator's testbed ...");
     let testbed = Testbed::start(TestbedOptions::default()).await?;
     let client = testbed.client();
@@ -230,7 +295,7 @@ async fn operator_half(jobs: usize, shards: usize) -> Result<OperatorHalf, BoxEr
     let aj_done = tokio::spawn(watch_analysis_jobs_succeeded(aj_api.clone(), jobs));
     let started = Instant::now();
     let objects: Vec<AnalysisJob> = (0..jobs)
-        .map(|i| analysis_job(&format!("aj-{i}"), shards))
+        .map(|i| fleet.analysis_job(&format!("aj-{i}")))
         .collect::<Result<_, _>>()?;
     stream::iter(objects)
         .map(|aj| {
@@ -276,8 +341,8 @@ async fn operator_half(jobs: usize, shards: usize) -> Result<OperatorHalf, BoxEr
     })
 }
 
-/// Prints the figures of all rounds.
-fn report(jobs: usize, shards: usize, baselines: &[Half], operators: &[OperatorHalf]) {
+/// Prints the figures of all rounds of both halves.
+fn report(fleet: Fleet, baselines: &[Half], operators: &[OperatorHalf]) {
     let operator_halves: Vec<&Half> = operators.iter().map(|o| &o.half).collect();
     let baseline_seconds = total_seconds(baselines.iter());
     let operator_seconds = total_seconds(operator_halves.iter().copied());
@@ -287,16 +352,9 @@ fn report(jobs: usize, shards: usize, baselines: &[Half], operators: &[OperatorH
         .map(|(b, o)| o.half.elapsed.as_secs_f64() / b.elapsed.as_secs_f64())
         .collect();
     ratios.sort_by(f64::total_cmp);
-    let mut lags: Vec<Duration> = operators.iter().flat_map(|o| o.lags.clone()).collect();
-    lags.sort();
     let rounds = operators.len() as f64;
-    let peak_rss_kib = operators.iter().map(|o| o.peak_rss_kib).max().unwrap_or(0);
-    let cpu: f64 = operators.iter().map(|o| o.cpu_seconds).sum();
 
-    println!(
-        "jobs: {jobs}, shards each: {shards}, rounds: {}",
-        operators.len()
-    );
+    print_fleet(fleet, operators.len());
     println!(
         "baseline (Indexed Jobs directly): {:.1} s (mean of rounds)",
         baseline_seconds / rounds
@@ -314,31 +372,7 @@ fn report(jobs: usize, shards: usize, baselines: &[Half], operators: &[OperatorH
             .collect::<Vec<_>>()
             .join(", ")
     );
-    println!(
-        "status lag (Job Complete seen → AnalysisJob Succeeded seen), {} AnalysisJobs: p50 {} ms, p99 {} ms, max {} ms",
-        lags.len(),
-        percentile(&lags, 50.0).as_millis(),
-        percentile(&lags, 99.0).as_millis(),
-        lags.last().copied().unwrap_or_default().as_millis()
-    );
-    println!("operator peak RSS: {:.1} MiB", peak_rss_kib as f64 / 1024.0);
-    println!(
-        "operator CPU time: {:.1} s per round ({:.0} % of one core over the run)",
-        cpu / rounds,
-        100.0 * cpu / operator_seconds
-    );
-    let mut writes: BTreeMap<&str, f64> = BTreeMap::new();
-    for (change, count) in operators.iter().flat_map(|o| &o.status_writes) {
-        *writes.entry(change).or_default() += count;
-    }
-    let writes: Vec<String> = writes
-        .iter()
-        .map(|(change, sum)| format!("{change} {:.0}", sum / rounds))
-        .collect();
-    println!(
-        "operator status writes per round, by change: {}",
-        writes.join(", ")
-    );
+    print_operator_figures(operators);
 
     let (baseline_requests, baseline_cpu) = summed(baselines.iter());
     let (operator_requests, operator_cpu) = summed(operator_halves.iter().copied());
@@ -373,11 +407,79 @@ fn report(jobs: usize, shards: usize, baselines: &[Half], operators: &[OperatorH
             op / rounds
         );
     }
+    let cpu: f64 = operators.iter().map(|o| o.cpu_seconds).sum();
     println!(
         "  {:<24} {:>7} / {:>7.1} s",
         "hepbatch-operator",
         "-",
         cpu / rounds
+    );
+}
+
+/// Prints the figures of the operator's half run alone.
+fn report_operator(fleet: Fleet, operators: &[OperatorHalf]) {
+    let operator_halves: Vec<&Half> = operators.iter().map(|o| &o.half).collect();
+    let rounds = operators.len() as f64;
+    print_fleet(fleet, operators.len());
+    println!(
+        "through the operator: {:.1} s (mean of rounds; no baseline run)",
+        total_seconds(operator_halves.iter().copied()) / rounds
+    );
+    print_operator_figures(operators);
+    let (requests, cpu) = summed(operator_halves.iter().copied());
+    println!(
+        "apiserver requests per round: {:.0}",
+        requests.total() / rounds
+    );
+    println!("CPU time by component per round:");
+    for (name, seconds) in &cpu.0 {
+        println!("  {name:<24} {:>7.1} s", seconds / rounds);
+    }
+}
+
+/// Prints the fleet's shape.
+fn print_fleet(fleet: Fleet, rounds: usize) {
+    let parallelism = fleet
+        .parallelism
+        .map_or_else(|| "default".to_owned(), |p| p.to_string());
+    println!(
+        "jobs: {}, shards each: {}, parallelism: {parallelism}, rounds: {rounds}",
+        fleet.jobs, fleet.shards
+    );
+}
+
+/// Prints what only the operator's halves measure: status lag, RSS, CPU, status writes.
+fn print_operator_figures(operators: &[OperatorHalf]) {
+    let mut lags: Vec<Duration> = operators.iter().flat_map(|o| o.lags.clone()).collect();
+    lags.sort();
+    let rounds = operators.len() as f64;
+    let operator_seconds: f64 = operators.iter().map(|o| o.half.elapsed.as_secs_f64()).sum();
+    let peak_rss_kib = operators.iter().map(|o| o.peak_rss_kib).max().unwrap_or(0);
+    let cpu: f64 = operators.iter().map(|o| o.cpu_seconds).sum();
+    println!(
+        "status lag (Job Complete seen → AnalysisJob Succeeded seen), {} AnalysisJobs: p50 {} ms, p99 {} ms, max {} ms",
+        lags.len(),
+        percentile(&lags, 50.0).as_millis(),
+        percentile(&lags, 99.0).as_millis(),
+        lags.last().copied().unwrap_or_default().as_millis()
+    );
+    println!("operator peak RSS: {:.1} MiB", peak_rss_kib as f64 / 1024.0);
+    println!(
+        "operator CPU time: {:.1} s per round ({:.0} % of one core over the run)",
+        cpu / rounds,
+        100.0 * cpu / operator_seconds
+    );
+    let mut writes: BTreeMap<&str, f64> = BTreeMap::new();
+    for (change, count) in operators.iter().flat_map(|o| &o.status_writes) {
+        *writes.entry(change).or_default() += count;
+    }
+    let writes: Vec<String> = writes
+        .iter()
+        .map(|(change, sum)| format!("{change} {:.0}", sum / rounds))
+        .collect();
+    println!(
+        "operator status writes per round, by change: {}",
+        writes.join(", ")
     );
 }
 

@@ -49,6 +49,9 @@ pub mod annotations {
 const SERVICE_CIDR: &str = "10.96.0.0/16";
 const SERVICE_IP: &str = "10.96.0.1";
 
+/// etcd's backend quota: 8 GiB, the most etcd recommends.
+const ETCD_QUOTA_BYTES: u64 = 8 * 1024 * 1024 * 1024;
+
 /// Controllers the controller-manager runs: what Jobs, namespaces, garbage collection,
 /// service accounts and the workloads of a Helm chart need, and nothing that expects real
 /// nodes or a cloud.
@@ -246,6 +249,9 @@ impl Testbed {
                 arg("initial-advertise-peer-urls", &peer_url),
                 arg("initial-cluster", &format!("testbed={peer_url}")),
                 "--unsafe-no-fsync".into(),
+                // Room for a benchmark's 100,000 finished pods and their history between
+                // the apiserver's compactions; etcd's default quota is 2 GiB.
+                arg("quota-backend-bytes", &ETCD_QUOTA_BYTES),
                 arg("log-level", &"warn"),
             ],
         )?;
