@@ -4,6 +4,7 @@
 //! supervisor restarts it as a standby.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU16;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use tracing::{error, info};
 
 use crate::admin::{self, AdminState};
 use crate::config::{ConfigWatch, OperatorConfig};
-use crate::controller::{self, Namespaces};
+use crate::controller::{self, DEFAULT_MAX_CONCURRENT_RECONCILES, Namespaces, Scope};
 use crate::leader::Elector;
 use crate::metrics::Metrics;
 
@@ -46,6 +47,14 @@ pub struct Args {
     /// Namespaces to watch, comma-separated; absent: all namespaces.
     #[arg(long, env = "HEPBATCH_NAMESPACES", value_delimiter = ',')]
     pub namespaces: Vec<String>,
+    /// AnalysisJobs reconciled at once (in each watched namespace); bounds the operator's
+    /// connections and memory when many AnalysisJobs change together.
+    #[arg(
+        long,
+        env = "HEPBATCH_MAX_CONCURRENT_RECONCILES",
+        default_value_t = DEFAULT_MAX_CONCURRENT_RECONCILES
+    )]
+    pub max_concurrent_reconciles: NonZeroU16,
     /// Log format.
     #[arg(long, env = "HEPBATCH_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -225,13 +234,14 @@ async fn run(args: Args) -> Result<(), RunError> {
     } else {
         Namespaces::Only(args.namespaces.clone())
     };
+    let scope = Scope {
+        namespaces,
+        max_concurrent_reconciles: args.max_concurrent_reconciles,
+    };
     let identity = args.identity.clone().unwrap_or_else(default_identity);
 
     if args.no_leader_election {
-        controller::run(
-            client, namespaces, config, metrics, ready, identity, stopped,
-        )
-        .await;
+        controller::run(client, scope, config, metrics, ready, identity, stopped).await;
         return Ok(());
     }
 
@@ -277,7 +287,7 @@ async fn run(args: Args) -> Result<(), RunError> {
     };
     controller::run(
         client,
-        namespaces,
+        scope,
         config,
         metrics.clone(),
         ready,

@@ -17,6 +17,7 @@
 //!    Event for each thing that happened in between ([`status::events`]);
 //! 5. deletes a finished AnalysisJob once its `ttlSecondsAfterFinished` has passed.
 
+use std::num::NonZeroU16;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -142,6 +143,25 @@ impl Context {
     }
 }
 
+/// Reconciles in flight at once, by default. Without a limit a burst of new AnalysisJobs
+/// starts a reconcile for each, and each holds a connection (the client speaks HTTP/1.1)
+/// and its buffers: 1,000 AnalysisJobs created within half a minute took the operator to
+/// 97 MiB, with 64 at once 45 MiB and the same status lag; 32 or 16 at once queued
+/// reconciles behind the slow apiserver of such a burst (lag up to 1.3 s and 5.9 s).
+pub const DEFAULT_MAX_CONCURRENT_RECONCILES: NonZeroU16 = match NonZeroU16::new(64) {
+    Some(limit) => limit,
+    None => NonZeroU16::MIN,
+};
+
+/// What the controller watches and how much of it it reconciles at once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scope {
+    /// The namespaces watched.
+    pub namespaces: Namespaces,
+    /// Reconciles in flight at once, in each watched namespace's controller.
+    pub max_concurrent_reconciles: NonZeroU16,
+}
+
 /// Which namespaces the operator watches.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Namespaces {
@@ -156,22 +176,25 @@ pub enum Namespaces {
 /// configuration changes.
 pub async fn run(
     client: Client,
-    namespaces: Namespaces,
+    scope: Scope,
     config: ConfigWatch,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
     reporter_instance: String,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let scopes: Vec<Option<String>> = match namespaces {
+    let namespaces: Vec<Option<String>> = match scope.namespaces {
         Namespaces::All => vec![None],
         Namespaces::Only(list) => list.into_iter().map(Some).collect(),
     };
+    let controller_config = controller::Config::default()
+        .debounce(DEBOUNCE)
+        .concurrency(scope.max_concurrent_reconciles.get());
     let shutdown = Box::pin(shutdown).shared();
     let mut runs = Vec::new();
     let mut readiness = Vec::new();
-    for scope in scopes {
-        let (guards, jobs): (Api<DeserializeGuard<AnalysisJob>>, Api<Job>) = match &scope {
+    for namespace in namespaces {
+        let (guards, jobs): (Api<DeserializeGuard<AnalysisJob>>, Api<Job>) = match &namespace {
             None => (Api::all(client.clone()), Api::all(client.clone())),
             Some(ns) => (
                 Api::namespaced(client.clone(), ns),
@@ -195,7 +218,7 @@ pub async fn run(
         let controller = Controller::new(guards, watcher::Config::default().any_semantic())
             .owns_stream(job_events)
             .reconcile_all_on(reloads)
-            .with_config(controller::Config::default().debounce(DEBOUNCE))
+            .with_config(controller_config.clone())
             .graceful_shutdown_on(shutdown.clone());
         let analysis_jobs = controller.store();
         readiness.push((analysis_jobs.clone(), job_store.clone()));

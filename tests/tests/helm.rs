@@ -288,7 +288,7 @@ async fn bad_values_refused(ctx: TestContext) -> TestResult {
     let file = ctx.testbed.work_dir().join("bad-values.yaml");
     std::fs::write(
         &file,
-        "operator:\n  logFormat: xml\n  watchNamespaces: [Not_A_Namespace]\n\
+        "operator:\n  logFormat: xml\n  maxConcurrentReconciles: 0\n  watchNamespaces: [Not_A_Namespace]\n\
          csi:\n  kubeletDir: var/lib/kubelet\n  registration:\n    mode: both\n",
     )?;
     let ran = run(helm(&ctx)
@@ -302,6 +302,7 @@ async fn bad_values_refused(ctx: TestContext) -> TestResult {
         "values don't meet the specifications of the schema",
         "/operator/logFormat",
         "'text', 'json'",
+        "/operator/maxConcurrentReconciles",
         "/operator/watchNamespaces/0",
         "/csi/kubeletDir",
         "/csi/registration/mode",
@@ -436,6 +437,10 @@ async fn install_upgrade_uninstall(ctx: TestContext) -> TestResult {
         "{args:?}"
     );
     assert!(args.contains(&"--log-format=json".to_owned()), "{args:?}");
+    assert!(
+        args.contains(&"--max-concurrent-reconciles=64".to_owned()),
+        "{args:?}"
+    );
 
     let node_pod = daemon_set
         .spec
