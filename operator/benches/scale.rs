@@ -33,7 +33,9 @@ use futures::{StreamExt, TryStreamExt, stream};
 use hepbatch_crds::{AnalysisJob, Phase};
 use hepbatch_operator::config::OperatorConfig;
 use hepbatch_tests::http::{free_address, metric};
-use hepbatch_tests::testbed::{Testbed, TestbedOptions, annotations};
+use hepbatch_tests::testbed::{
+    Registered, Testbed, TestbedOptions, annotations, register, unregister,
+};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -287,8 +289,11 @@ async fn operator_half(fleet: Fleet) -> Result<OperatorHalf, BoxError> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
+        // Its own group, registered: a bench stopped by a signal stops it too.
+        .process_group(0)
         .spawn()?;
     let pid = operator.id().ok_or("the operator exited at once")?;
+    let registration = register(Registered::Process(pid));
     let aj_api: Api<AnalysisJob> = Api::namespaced(client.clone(), "bench-operator");
     let job_api: Api<Job> = Api::namespaced(client.clone(), "bench-operator");
     let job_done = tokio::spawn(watch_jobs_complete(job_api, jobs));
@@ -318,6 +323,7 @@ async fn operator_half(fleet: Fleet) -> Result<OperatorHalf, BoxError> {
     let cpu_seconds = process_cpu_seconds(pid)?;
     let status_writes = status_writes(&metrics_address).await?;
     operator.kill().await?;
+    unregister(registration);
     eprintln!("operator: {jobs} AnalysisJobs × {shards} shards succeeded in {elapsed:.1?}");
 
     let lags = succeeded

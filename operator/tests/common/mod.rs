@@ -96,10 +96,19 @@ pub async fn pods_of(ctx: &TestContext, name: &str) -> Result<Vec<Pod>, BoxError
         .items)
 }
 
-/// One running operator process.
+/// One running operator process, killed when dropped, and in its own process group
+/// registered with the testbed's signal cleanup, so that a test run stopped by a signal
+/// stops it too.
 pub struct Operator {
     child: Child,
     log: PathBuf,
+    registration: u64,
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        testbed::unregister(self.registration);
+    }
 }
 
 impl Operator {
@@ -137,8 +146,15 @@ impl Operator {
             .stdout(Stdio::null())
             .stderr(file)
             .kill_on_drop(true)
+            .process_group(0)
             .spawn()?;
-        Ok(Operator { child, log })
+        let pid = child.id().ok_or("the operator exited at once")?;
+        let registration = testbed::register(testbed::Registered::Process(pid));
+        Ok(Operator {
+            child,
+            log,
+            registration,
+        })
     }
 
     /// SIGKILL and reap.
