@@ -33,9 +33,7 @@ use futures::{StreamExt, TryStreamExt, stream};
 use hepbatch_crds::{AnalysisJob, Phase};
 use hepbatch_operator::config::OperatorConfig;
 use hepbatch_tests::http::{free_address, metric};
-use hepbatch_tests::testbed::{
-    Registered, Testbed, TestbedOptions, annotations, register, unregister,
-};
+use hepbatch_tests::testbed::{Testbed, TestbedOptions, annotations, spawn_registered};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -278,7 +276,8 @@ async fn operator_half(fleet: Fleet) -> Result<OperatorHalf, BoxError> {
 
     namespace(&client, "bench-operator").await?;
     let metrics_address = free_address()?;
-    let mut operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_hepbatch-operator"))
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_hepbatch-operator"));
+    command
         .arg("--kubeconfig")
         .arg(testbed.kubeconfig())
         .args(["--namespaces", "bench-operator", "--no-leader-election"])
@@ -288,12 +287,9 @@ async fn operator_half(fleet: Fleet) -> Result<OperatorHalf, BoxError> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .kill_on_drop(true)
-        // Its own group, registered: a bench stopped by a signal stops it too.
-        .process_group(0)
-        .spawn()?;
+        .kill_on_drop(true);
+    let (mut operator, _registration) = spawn_registered(&mut command)?;
     let pid = operator.id().ok_or("the operator exited at once")?;
-    let registration = register(Registered::Process(pid));
     let aj_api: Api<AnalysisJob> = Api::namespaced(client.clone(), "bench-operator");
     let job_api: Api<Job> = Api::namespaced(client.clone(), "bench-operator");
     let job_done = tokio::spawn(watch_jobs_complete(job_api, jobs));
@@ -323,7 +319,6 @@ async fn operator_half(fleet: Fleet) -> Result<OperatorHalf, BoxError> {
     let cpu_seconds = process_cpu_seconds(pid)?;
     let status_writes = status_writes(&metrics_address).await?;
     operator.kill().await?;
-    unregister(registration);
     eprintln!("operator: {jobs} AnalysisJobs × {shards} shards succeeded in {elapsed:.1?}");
 
     let lags = succeeded

@@ -150,7 +150,7 @@ impl Context {
 /// reconciles behind the slow apiserver of such a burst (lag up to 1.3 s and 5.9 s).
 pub const DEFAULT_MAX_CONCURRENT_RECONCILES: NonZeroU16 = match NonZeroU16::new(64) {
     Some(limit) => limit,
-    None => NonZeroU16::MIN,
+    None => panic!("the default limit of reconciles must not be zero"),
 };
 
 /// What the controller watches and how much of it it reconciles at once.

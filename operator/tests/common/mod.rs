@@ -96,19 +96,12 @@ pub async fn pods_of(ctx: &TestContext, name: &str) -> Result<Vec<Pod>, BoxError
         .items)
 }
 
-/// One running operator process, killed when dropped, and in its own process group
-/// registered with the testbed's signal cleanup, so that a test run stopped by a signal
-/// stops it too.
+/// One running operator process, killed when dropped, and stopped by the testbed's
+/// signal cleanup if a signal ends the test run.
 pub struct Operator {
     child: Child,
     log: PathBuf,
-    registration: u64,
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        testbed::unregister(self.registration);
-    }
+    _registration: testbed::RegistrationGuard,
 }
 
 impl Operator {
@@ -132,7 +125,8 @@ impl Operator {
             .create(true)
             .append(true)
             .open(&log)?;
-        let child = Command::new(env!("CARGO_BIN_EXE_hepbatch-operator"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hepbatch-operator"));
+        command
             .arg("--kubeconfig")
             .arg(ctx.testbed.kubeconfig())
             .args(["--namespaces", &ctx.namespace])
@@ -145,15 +139,12 @@ impl Operator {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(file)
-            .kill_on_drop(true)
-            .process_group(0)
-            .spawn()?;
-        let pid = child.id().ok_or("the operator exited at once")?;
-        let registration = testbed::register(testbed::Registered::Process(pid));
+            .kill_on_drop(true);
+        let (child, registration) = testbed::spawn_registered(&mut command)?;
         Ok(Operator {
             child,
             log,
-            registration,
+            _registration: registration,
         })
     }
 

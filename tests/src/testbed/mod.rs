@@ -33,7 +33,7 @@ use tempfile::TempDir;
 pub use binaries::{BIN_DIR_ENV, Binaries, COMPONENTS};
 pub use nodes::{FakeNode, GpuModel, MANAGED_LABEL, NVIDIA_GPU};
 use process::Component;
-pub use process::{Registered, register, tail, unregister};
+pub use process::{Registered, RegistrationGuard, register, spawn_registered, tail, unregister};
 
 /// Pod annotations understood by the testbed's kwok stages (`kwok-stages.yaml`).
 pub mod annotations {

@@ -196,6 +196,30 @@ pub fn unregister(id: u64) {
     map.remove(&id);
 }
 
+/// A registration for the signal cleanup that ends when the guard is dropped.
+#[derive(Debug)]
+pub struct RegistrationGuard(u64);
+
+impl Drop for RegistrationGuard {
+    fn drop(&mut self) {
+        unregister(self.0);
+    }
+}
+
+/// Starts a process that a test or benchmark runs beside the testbed (the operator under
+/// test): in its own process group, which the signal cleanup stops while the guard lives,
+/// so that a run stopped by a signal does not leave it behind. Set `kill_on_drop` on
+/// `command` to stop it with its `Child` too.
+pub fn spawn_registered(
+    command: &mut tokio::process::Command,
+) -> io::Result<(tokio::process::Child, RegistrationGuard)> {
+    let child = command.process_group(0).spawn()?;
+    let pid = child
+        .id()
+        .ok_or_else(|| io::Error::other("the process exited at once"))?;
+    Ok((child, RegistrationGuard(register(Registered::Process(pid)))))
+}
+
 fn install_signal_cleanup() {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
