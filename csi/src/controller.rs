@@ -16,10 +16,9 @@
 //! Every error maps onto a gRPC code here and nowhere else.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use tonic::{Request, Response, Status};
-use tracing::{Instrument, info, info_span};
+use tracing::{Instrument, info_span};
 
 use crate::metrics::{ErrorCategory, Metrics, Operation};
 use crate::proto::csi::controller_server::Controller;
@@ -32,8 +31,9 @@ use crate::proto::csi::{
     Volume,
 };
 use crate::provision::{Provision, ProvisionError, check_capability};
+use crate::rpc::{RpcError, observe};
 use crate::store::{StoreError, VolumeRecord, VolumeStore};
-use crate::volume::VolumeSpec;
+use crate::volume::{Bounded, VolumeSpec};
 
 /// A rejected or failed Controller request.
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +59,7 @@ pub enum ControllerError {
     Internal(String),
 }
 
-impl ControllerError {
+impl RpcError for ControllerError {
     fn category(&self) -> ErrorCategory {
         match self {
             Self::Provision(_) | Self::NotFound(_) | Self::Disabled => {
@@ -118,16 +118,6 @@ impl ControllerService {
             .await
             .map_err(|e| ControllerError::Internal(e.to_string()))?
             .map_err(ControllerError::from)
-    }
-
-    fn record<T>(
-        &self,
-        operation: Operation,
-        started: Instant,
-        result: &Result<T, ControllerError>,
-    ) {
-        let error = result.as_ref().err().map(|e| e.category());
-        self.metrics.record(operation, started, error);
     }
 
     async fn create(&self, request: CreateVolumeRequest) -> Result<Volume, ControllerError> {
@@ -258,16 +248,16 @@ impl Controller for ControllerService {
         request: Request<CreateVolumeRequest>,
     ) -> Result<Response<CreateVolumeResponse>, Status> {
         let request = request.into_inner();
-        let span = info_span!("create_volume", name = %request.name);
-        let started = Instant::now();
-        let result = self.create(request).instrument(span.clone()).await;
-        self.record(Operation::CreateVolume, started, &result);
-        span.in_scope(|| match &result {
-            Ok(volume) => info!(volume = %volume.volume_id, "volume created"),
-            Err(e) => info!(error = %e, "create refused or failed"),
-        });
+        let span = info_span!("create_volume", name = %Bounded(&request.name));
+        let volume = observe(
+            &self.metrics,
+            Operation::CreateVolume,
+            span,
+            self.create(request),
+        )
+        .await?;
         Ok(Response::new(CreateVolumeResponse {
-            volume: Some(result?),
+            volume: Some(volume),
         }))
     }
 
@@ -276,16 +266,14 @@ impl Controller for ControllerService {
         request: Request<DeleteVolumeRequest>,
     ) -> Result<Response<DeleteVolumeResponse>, Status> {
         let request = request.into_inner();
-        let span = info_span!("delete_volume", volume = %request.volume_id);
-        let started = Instant::now();
-        let result = self.delete(request).instrument(span.clone()).await;
-        self.record(Operation::DeleteVolume, started, &result);
-        span.in_scope(|| match &result {
-            Ok(true) => info!("volume deleted"),
-            Ok(false) => info!("no such volume: nothing to delete"),
-            Err(e) => info!(error = %e, "delete refused or failed"),
-        });
-        result?;
+        let span = info_span!("delete_volume", volume = %Bounded(&request.volume_id));
+        observe(
+            &self.metrics,
+            Operation::DeleteVolume,
+            span,
+            self.delete(request),
+        )
+        .await?;
         Ok(Response::new(DeleteVolumeResponse {}))
     }
 
@@ -294,7 +282,8 @@ impl Controller for ControllerService {
         request: Request<ValidateVolumeCapabilitiesRequest>,
     ) -> Result<Response<ValidateVolumeCapabilitiesResponse>, Status> {
         let request = request.into_inner();
-        let span = info_span!("validate_volume_capabilities", volume = %request.volume_id);
+        let span =
+            info_span!("validate_volume_capabilities", volume = %Bounded(&request.volume_id));
         let result = self.validate(request).instrument(span).await;
         Ok(Response::new(result?))
     }

@@ -36,11 +36,7 @@ impl Readiness {
     /// Why the plugin is not ready, if it is not (blocking: reads the mount table).
     pub fn check(&self) -> Result<(), String> {
         if let Some(topology) = &self.topology {
-            topology.check_root()?;
-            topology
-                .backend()
-                .check_client()
-                .map_err(|e| e.to_string())?;
+            topology.readiness().map_err(|e| e.to_string())?;
         }
         if let Some(store) = &self.store {
             store.check()?;

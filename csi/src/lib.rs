@@ -13,11 +13,15 @@
 //! parameters ([`provision`]) captured into the volume context, recorded in a small
 //! [`store`].
 //!
+//! On-demand volumes (every repository, mounted on first access) are autofs mounts that
+//! the plugin serves itself ([`autofs`]).
+//!
 //! Modules: [`volume`] (typed volume attributes), [`node`], [`identity`] and
 //! [`controller`] (CSI services), [`provision`] and [`store`] (provisioning),
 //! [`registration`] (kubelet plugin registration), [`server`] (sockets and wiring),
 //! [`metrics`], [`config`].
 
+pub mod autofs;
 pub mod backend;
 pub mod config;
 pub mod controller;
@@ -26,10 +30,10 @@ pub mod locks;
 pub mod metrics;
 pub mod mount;
 pub mod node;
-pub mod ondemand;
 pub mod proto;
 pub mod provision;
 pub mod registration;
+pub mod rpc;
 pub mod server;
 pub mod store;
 pub mod topology;

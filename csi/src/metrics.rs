@@ -40,11 +40,59 @@ pub enum ErrorCategory {
     Store,
 }
 
+/// How an operation ended: `Ok` or the category of its error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// It succeeded.
+    Ok,
+    /// It failed (or was refused).
+    Failed(ErrorCategory),
+}
+
+impl EncodeLabelValue for Outcome {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        match self {
+            Self::Ok => EncodeLabelValue::encode(&"Ok", encoder),
+            Self::Failed(category) => category.encode(encoder),
+        }
+    }
+}
+
+/// Label set `{operation, outcome}` of every call.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct CallLabels {
+    /// The operation.
+    pub operation: Operation,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
 /// Label set `{operation}`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct OperationLabels {
     /// The operation.
     pub operation: Operation,
+}
+
+/// What became of a first access in an on-demand volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+pub enum LookupResult {
+    /// The repository was bound beneath the target.
+    Mounted,
+    /// Not a repository name.
+    NotARepository,
+    /// The repository could not be mounted.
+    Failed,
+}
+
+/// Label set `{result}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct LookupLabels {
+    /// What became of the lookup.
+    pub result: LookupResult,
 }
 
 /// Label set `{category}`.
@@ -65,10 +113,12 @@ pub struct RepositoryLabels {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    /// Successful operations by kind.
-    pub operations: Family<OperationLabels, Counter>,
-    /// Duration of successful operations in seconds.
+    /// Every call by operation and outcome.
+    pub operations: Family<CallLabels, Counter>,
+    /// Duration of every call in seconds, by operation.
     pub latency: Family<OperationLabels, Histogram>,
+    /// First accesses in on-demand volumes, by result.
+    pub lookups: Family<LookupLabels, Counter>,
     /// Errors by category.
     pub errors: Family<ErrorLabels, Counter>,
     /// Repositories re-mounted or re-bound by the watchdog.
@@ -81,7 +131,8 @@ impl Metrics {
     /// Creates and registers the metrics.
     pub fn new() -> Arc<Self> {
         let mut registry = Registry::with_prefix("hepbatch_csi");
-        let operations = Family::<OperationLabels, Counter>::default();
+        let operations = Family::<CallLabels, Counter>::default();
+        let lookups = Family::<LookupLabels, Counter>::default();
         let latency = Family::<OperationLabels, Histogram>::new_with_constructor(|| {
             Histogram::new([
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0,
@@ -92,13 +143,18 @@ impl Metrics {
         let mounts = Family::<RepositoryLabels, Gauge>::default();
         registry.register(
             "operations",
-            "Successful operations (publish, unpublish, create and delete volume)",
+            "Calls (publish, unpublish, create and delete volume) by outcome: Ok or the error category",
             operations.clone(),
         );
         registry.register(
             "operation_duration_seconds",
-            "Duration of successful operations",
+            "Duration of calls, successful or not",
             latency.clone(),
+        );
+        registry.register(
+            "lookups",
+            "First accesses of a name in an on-demand volume, by result",
+            lookups.clone(),
         );
         registry.register("errors", "Errors by category", errors.clone());
         registry.register(
@@ -115,29 +171,24 @@ impl Metrics {
             registry,
             operations,
             latency,
+            lookups,
             errors,
             heals,
             mounts,
         })
     }
 
-    /// Records the outcome of one `operation` begun at `started`: counted with its latency
-    /// when it succeeded (`error` is `None`), counted by error category when it failed.
-    pub fn record(
-        &self,
-        operation: Operation,
-        started: std::time::Instant,
-        error: Option<ErrorCategory>,
-    ) {
-        let labels = OperationLabels { operation };
-        match error {
-            None => {
-                self.operations.get_or_create(&labels).inc();
-                self.latency
-                    .get_or_create(&labels)
-                    .observe(started.elapsed().as_secs_f64());
-            }
-            Some(category) => self.error(category),
+    /// Records one call of `operation` begun at `started`: counted by outcome, timed, and
+    /// a failure also counted under its error category.
+    pub fn record(&self, operation: Operation, started: std::time::Instant, outcome: Outcome) {
+        self.operations
+            .get_or_create(&CallLabels { operation, outcome })
+            .inc();
+        self.latency
+            .get_or_create(&OperationLabels { operation })
+            .observe(started.elapsed().as_secs_f64());
+        if let Outcome::Failed(category) = outcome {
+            self.error(category);
         }
     }
 

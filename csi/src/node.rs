@@ -3,10 +3,9 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 use tonic::{Request, Response, Status};
-use tracing::{Instrument, info, info_span};
+use tracing::info_span;
 
 use crate::metrics::{ErrorCategory, Metrics, Operation};
 use crate::proto::csi::node_server::Node;
@@ -21,8 +20,13 @@ use crate::proto::csi::{
     NodeUnstageVolumeRequest, NodeUnstageVolumeResponse, VolumeCapability, VolumeCondition,
     VolumeUsage, volume_usage,
 };
+use crate::rpc::{RpcError, observe};
 use crate::topology::{Topology, TopologyError};
-use crate::volume::{AttributeError, VolumeSpec};
+use crate::volume::{AttributeError, Bounded, VolumeSpec, quote};
+
+/// Characters of a volume id or target path that are accepted (a path is at most
+/// PATH_MAX; the kubelet's ids are far shorter).
+pub const MAX_ID_LENGTH: usize = 4096;
 
 /// A rejected or failed Node request.
 #[derive(Debug, thiserror::Error)]
@@ -31,9 +35,9 @@ pub enum NodeError {
     #[error("{0} is required")]
     Missing(&'static str),
     /// The target path is not acceptable.
-    #[error("target path {path:?} {reason}")]
+    #[error("target path {path} {reason}")]
     BadTarget {
-        /// The path.
+        /// The path (quoted).
         path: String,
         /// Why.
         reason: String,
@@ -47,10 +51,18 @@ pub enum NodeError {
     /// Nothing of this volume is published at the path.
     #[error("volume {volume} is not published at {path}")]
     NotPublished {
-        /// The volume id.
+        /// The volume id (quoted).
         volume: String,
-        /// The path.
+        /// The path (quoted).
         path: String,
+    },
+    /// A volume id longer than [`MAX_ID_LENGTH`].
+    #[error("{field} has {length} characters; at most {MAX_ID_LENGTH} are allowed")]
+    TooLong {
+        /// The field.
+        field: &'static str,
+        /// Its length.
+        length: usize,
     },
     /// The topology operation failed.
     #[error(transparent)]
@@ -60,12 +72,15 @@ pub enum NodeError {
     Internal(String),
 }
 
-impl NodeError {
+impl RpcError for NodeError {
     fn category(&self) -> ErrorCategory {
         match self {
-            Self::Missing(_) | Self::BadTarget { .. } | Self::BlockAccess | Self::Attributes(_) => {
-                ErrorCategory::InvalidArgument
-            }
+            Self::Missing(_)
+            | Self::BadTarget { .. }
+            | Self::BlockAccess
+            | Self::Attributes(_)
+            | Self::TooLong { .. }
+            | Self::Topology(TopologyError::OnDemandUnavailable) => ErrorCategory::InvalidArgument,
             Self::NotPublished { .. } => ErrorCategory::InvalidArgument,
             Self::Topology(TopologyError::Backend(_)) => ErrorCategory::Backend,
             Self::Topology(TopologyError::Conflict { .. }) => ErrorCategory::Conflict,
@@ -82,6 +97,7 @@ impl From<NodeError> for Status {
             | NodeError::BadTarget { .. }
             | NodeError::BlockAccess
             | NodeError::Attributes(_)
+            | NodeError::TooLong { .. }
             | NodeError::Topology(TopologyError::OnDemandUnavailable) => {
                 Status::invalid_argument(message)
             }
@@ -101,12 +117,13 @@ impl From<NodeError> for Status {
 /// Checks that `target` is an absolute, normalised path strictly beneath `kubelet_dir`.
 pub fn validate_target(target: &str, kubelet_dir: &Path) -> Result<PathBuf, NodeError> {
     let bad = |reason: &str| NodeError::BadTarget {
-        path: target.to_owned(),
+        path: quote(target),
         reason: reason.to_owned(),
     };
     if target.is_empty() {
         return Err(NodeError::Missing("target_path"));
     }
+    check_length("target_path", target)?;
     let path = Path::new(target);
     if !path.is_absolute() {
         return Err(bad("is not absolute"));
@@ -127,6 +144,21 @@ pub fn validate_target(target: &str, kubelet_dir: &Path) -> Result<PathBuf, Node
         )));
     }
     Ok(path.to_owned())
+}
+
+fn check_length(field: &'static str, value: &str) -> Result<(), NodeError> {
+    let length = value.chars().count();
+    if length > MAX_ID_LENGTH {
+        return Err(NodeError::TooLong { field, length });
+    }
+    Ok(())
+}
+
+fn check_volume_id(volume_id: &str) -> Result<(), NodeError> {
+    if volume_id.is_empty() {
+        return Err(NodeError::Missing("volume_id"));
+    }
+    check_length("volume_id", volume_id)
 }
 
 fn check_capability(capability: Option<&VolumeCapability>) -> Result<(), NodeError> {
@@ -173,15 +205,8 @@ impl NodeService {
             .map_err(NodeError::from)
     }
 
-    fn record<T>(&self, operation: Operation, started: Instant, result: &Result<T, NodeError>) {
-        let error = result.as_ref().err().map(|e| e.category());
-        self.metrics.record(operation, started, error);
-    }
-
     async fn publish(&self, request: NodePublishVolumeRequest) -> Result<(), NodeError> {
-        if request.volume_id.is_empty() {
-            return Err(NodeError::Missing("volume_id"));
-        }
+        check_volume_id(&request.volume_id)?;
         let target = validate_target(&request.target_path, &self.kubelet_dir)?;
         check_capability(request.volume_capability.as_ref())?;
         let spec = VolumeSpec::from_context(&request.volume_context)?;
@@ -191,9 +216,7 @@ impl NodeService {
     }
 
     async fn unpublish(&self, request: NodeUnpublishVolumeRequest) -> Result<(), NodeError> {
-        if request.volume_id.is_empty() {
-            return Err(NodeError::Missing("volume_id"));
-        }
+        check_volume_id(&request.volume_id)?;
         let target = validate_target(&request.target_path, &self.kubelet_dir)?;
         self.blocking(move |t| t.unpublish(&target)).await
     }
@@ -202,27 +225,26 @@ impl NodeService {
         &self,
         request: NodeGetVolumeStatsRequest,
     ) -> Result<NodeGetVolumeStatsResponse, NodeError> {
-        if request.volume_id.is_empty() {
-            return Err(NodeError::Missing("volume_id"));
-        }
+        check_volume_id(&request.volume_id)?;
         if request.volume_path.is_empty() {
             return Err(NodeError::Missing("volume_path"));
         }
+        check_length("volume_path", &request.volume_path)?;
         let not_published = || NodeError::NotPublished {
-            volume: request.volume_id.clone(),
-            path: request.volume_path.clone(),
+            volume: quote(&request.volume_id),
+            path: quote(&request.volume_path),
         };
         let path = PathBuf::from(&request.volume_path);
         let volume = request.volume_id.clone();
         let answer = self
             .blocking(move |t| {
-                let Some(holder) = t.published(&path)? else {
+                let Some(published) = t.published(&path)? else {
                     return Ok(None);
                 };
-                if holder.volume != Topology::volume_label(&volume) {
+                if published.label != Topology::volume_label(&volume) {
                     return Ok(None);
                 }
-                t.volume_problems(&holder).map(Some)
+                t.volume_problems(&published).map(Some)
             })
             .await?;
         let problems = answer.ok_or_else(not_published)?;
@@ -263,19 +285,15 @@ impl Node for NodeService {
         request: Request<NodePublishVolumeRequest>,
     ) -> Result<Response<NodePublishVolumeResponse>, Status> {
         let request = request.into_inner();
-        let span =
-            info_span!("publish", volume = %request.volume_id, target = %request.target_path);
-        let started = Instant::now();
-        let result = self.publish(request).instrument(span.clone()).await;
-        self.record(Operation::Publish, started, &result);
-        span.in_scope(|| match &result {
-            Ok(()) => info!(
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "published"
-            ),
-            Err(e) => info!(error = %e, "publish refused or failed"),
-        });
-        result?;
+        let span = info_span!("publish", volume = %Bounded(&request.volume_id),
+            target = %Bounded(&request.target_path));
+        observe(
+            &self.metrics,
+            Operation::Publish,
+            span,
+            self.publish(request),
+        )
+        .await?;
         Ok(Response::new(NodePublishVolumeResponse {}))
     }
 
@@ -284,16 +302,15 @@ impl Node for NodeService {
         request: Request<NodeUnpublishVolumeRequest>,
     ) -> Result<Response<NodeUnpublishVolumeResponse>, Status> {
         let request = request.into_inner();
-        let span =
-            info_span!("unpublish", volume = %request.volume_id, target = %request.target_path);
-        let started = Instant::now();
-        let result = self.unpublish(request).instrument(span.clone()).await;
-        self.record(Operation::Unpublish, started, &result);
-        span.in_scope(|| match &result {
-            Ok(()) => info!("unpublished"),
-            Err(e) => info!(error = %e, "unpublish refused or failed"),
-        });
-        result?;
+        let span = info_span!("unpublish", volume = %Bounded(&request.volume_id),
+            target = %Bounded(&request.target_path));
+        observe(
+            &self.metrics,
+            Operation::Unpublish,
+            span,
+            self.unpublish(request),
+        )
+        .await?;
         Ok(Response::new(NodeUnpublishVolumeResponse {}))
     }
 
@@ -372,6 +389,20 @@ mod tests {
         ] {
             assert!(validate_target(bad, kubelet).is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn huge_paths_and_ids_are_refused_with_short_messages() {
+        let huge = format!("/var/lib/kubelet/{}", "a".repeat(1_000_000));
+        let err = validate_target(&huge, Path::new("/var/lib/kubelet")).unwrap_err();
+        assert!(err.to_string().len() < 200, "{err}");
+        let err = check_volume_id(&"v".repeat(5000)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "volume_id has 5000 characters; at most 4096 are allowed"
+        );
+        let status = Status::from(err);
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
     }
 
     #[test]

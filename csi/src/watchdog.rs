@@ -35,12 +35,13 @@ pub async fn pass(topology: &Arc<Topology>, metrics: &Metrics) {
             return;
         }
     };
-    let repaired = report.instances_remounted.len() + report.binds_replaced.len();
+    let repaired = report.repairs();
     if repaired > 0 {
         metrics.heals.inc_by(repaired as u64);
         info!(
-            remounted = ?report.instances_remounted,
-            rebound = report.binds_replaced.len(),
+            remounted = ?report.remounted,
+            rebound = report.rebound.len(),
+            taken_over = report.taken_over.len(),
             "healed"
         );
     }

@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 use common::Node;
 
 /// What a mountinfo line says about the topology: mount point, file system type and
-/// source. Mount ids and daemon-specific options are left out: when the watchdog restarts
-/// the automount daemon, it mounts the node's autofs root again with a new id, pipe and
-/// process group, which is a heal, not a leaked mount.
+/// source. Mount ids are left out: a repository remounted by the watchdog gets a new id,
+/// which is a heal, not a leaked mount.
 fn normalized(line: &str) -> String {
     let fields: Vec<&str> = line.split(' ').collect();
     let separator = fields

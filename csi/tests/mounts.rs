@@ -467,7 +467,7 @@ async fn on_demand_volume_mounts_repositories_on_first_access_and_heals() {
         !node
             .mountinfo()
             .iter()
-            .any(|l| l.contains("/auto/sft.cern.ch ")),
+            .any(|l| l.contains("/repos/sft.cern.ch ")),
         "sft mounted before access"
     );
     assert_eq!(
@@ -493,7 +493,7 @@ async fn on_demand_volume_mounts_repositories_on_first_access_and_heals() {
     let sft_clients = node
         .mountinfo()
         .iter()
-        .filter(|l| l.contains("fuse.squashfuse") && l.contains("/auto/sft.cern.ch "))
+        .filter(|l| l.contains("fuse.squashfuse") && l.contains("/repos/sft.cern.ch "))
         .count();
     assert_eq!(sft_clients, 1);
 

@@ -93,9 +93,11 @@ async fn healthz_and_metrics() {
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     let metrics = http_get(port, "/metrics").await;
     for expected in [
-        "hepbatch_csi_operations_total{operation=\"Publish\"} 1",
+        // Every call is counted with its outcome, and timed.
+        "hepbatch_csi_operations_total{operation=\"Publish\",outcome=\"Ok\"} 1",
+        "hepbatch_csi_operations_total{operation=\"Publish\",outcome=\"InvalidArgument\"} 1",
         "hepbatch_csi_errors_total{category=\"InvalidArgument\"} 1",
-        "hepbatch_csi_operation_duration_seconds_count{operation=\"Publish\"} 1",
+        "hepbatch_csi_operation_duration_seconds_count{operation=\"Publish\"} 2",
         "hepbatch_csi_heals_total",
         "hepbatch_csi_mounts{repository=\"cms.cern.ch\"} 1",
     ] {

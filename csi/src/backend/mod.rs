@@ -64,15 +64,7 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Mounts `instance` at the existing, empty directory `dir`.
     fn mount(&self, instance: &Instance, dir: &Path) -> Result<(), BackendError>;
-
-    /// The autofs program map (a shell script) that mounts the latest revision of the
-    /// repository named by its first argument, for the on-demand mode.
-    fn autofs_map(&self) -> String;
 }
-
-/// Shell lines rejecting an autofs key that is not a plausible repository name.
-pub const AUTOFS_KEY_CHECK: &str =
-    "key=\"$1\"\ncase \"$key\" in\n  *[!a-z0-9.-]*|.*|*..*|-*|'') exit 1 ;;\nesac\n";
 
 /// Finds `program` in `PATH` (or takes it as a path if it contains `/`).
 pub fn find_program(program: &str) -> Option<std::path::PathBuf> {

@@ -6,9 +6,6 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
-/// Mount source recorded for every holder tmpfs; holders are recognised by it.
-pub const HOLDER_SOURCE_PREFIX: &str = "hepbatch-cvmfs";
-
 /// A failed mount operation.
 #[derive(Debug, thiserror::Error)]
 #[error("{operation} {path}: {errno}")]

@@ -295,16 +295,13 @@ impl Node {
         }
     }
 
-    /// The plugin's log and the automount daemon's log, for failure messages.
+    /// The end of the plugin's log, for failure messages.
     pub fn diagnostics(&self) -> String {
-        let read = |path: PathBuf| {
-            let text = std::fs::read_to_string(&path).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            let tail = lines[lines.len().saturating_sub(40)..].join("\n");
-            format!("--- {} ---\n{tail}\n", path.display())
-        };
-        read(self.dir.path().join("plugin.log"))
-            + &read(self.dir.path().join("state/autofs/automount.log"))
+        let path = self.dir.path().join("plugin.log");
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+        format!("--- {} ---\n{tail}\n", path.display())
     }
 
     /// The node namespace's mountinfo lines.

@@ -8,12 +8,35 @@
 //! Syntax:
 //! - `repositories`: `cms.cern.ch,sft.cern.ch` (absent: every repository on demand);
 //! - `pins`: `cms.cern.ch@tag=v2;sft.cern.ch@date=2025-06-01T00:00:00Z;x.cern.ch@rootHash=<hex>`.
+//!
+//! Inputs are bounded before they are parsed ([`limits`]): a value longer than
+//! [`limits::MAX_ATTRIBUTE_LENGTH`], more than [`limits::MAX_REPOSITORIES`] repositories or
+//! [`limits::MAX_PINS`] pins are refused with the limit in words, and every message quotes
+//! user input through [`quote`] (at most a short prefix).
+
+pub mod quote;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
 use hepbatch_crds::{CSI_ATTRIBUTE_PINS, CSI_ATTRIBUTE_REPOSITORIES};
 use serde::Deserialize;
+
+pub use quote::{Bounded, quote};
+
+/// The documented maximum sizes of a volume context (docs/csi.md, "Volume attributes").
+pub mod limits {
+    /// Characters of one attribute value (`repositories` or `pins`).
+    pub const MAX_ATTRIBUTE_LENGTH: usize = 32 * 1024;
+    /// Keys of a volume context, Kubernetes' own included.
+    pub const MAX_KEYS: usize = 64;
+    /// Repositories of one explicit list.
+    pub const MAX_REPOSITORIES: usize = 128;
+    /// Pins of one volume.
+    pub const MAX_PINS: usize = 128;
+    /// Characters of a tag (the CVMFS limit for tag names).
+    pub const MAX_TAG_LENGTH: usize = 128;
+}
 
 /// Prefixes of keys that Kubernetes itself adds to a volume context (pod information,
 /// the ephemeral marker, the provisioner identity); they are accepted and ignored.
@@ -24,16 +47,16 @@ const KUBERNETES_KEY_PREFIXES: [&str; 2] = ["csi.storage.k8s.io/", "storage.kube
 pub enum AttributeError {
     /// A key that is neither ours nor Kubernetes'.
     #[error(
-        "unknown volume attribute {key:?}: the attributes are {CSI_ATTRIBUTE_REPOSITORIES:?} and {CSI_ATTRIBUTE_PINS:?}"
+        "unknown volume attribute {key}: the attributes are {CSI_ATTRIBUTE_REPOSITORIES:?} and {CSI_ATTRIBUTE_PINS:?}"
     )]
     UnknownKey {
-        /// The offending key.
+        /// The offending key (quoted).
         key: String,
     },
     /// A repository name that is not a DNS name.
-    #[error("invalid repository name {name:?}: {reason}")]
+    #[error("invalid repository name {name}: {reason}")]
     InvalidRepository {
-        /// The offending name.
+        /// The offending name (quoted).
         name: String,
         /// What is wrong with it.
         reason: &'static str,
@@ -44,9 +67,9 @@ pub enum AttributeError {
     )]
     EmptyRepositoryList,
     /// A pin entry that does not follow `<repository>@<kind>=<value>`.
-    #[error("invalid pin {entry:?}: {reason}")]
+    #[error("invalid pin {entry}: {reason}")]
     InvalidPin {
-        /// The offending entry.
+        /// The offending entry (quoted).
         entry: String,
         /// What is wrong with it.
         reason: String,
@@ -60,6 +83,27 @@ pub enum AttributeError {
     /// The context is not a flat string map (cannot happen over gRPC, kept for serde).
     #[error("malformed volume attributes: {0}")]
     Malformed(String),
+    /// An attribute value longer than [`limits::MAX_ATTRIBUTE_LENGTH`].
+    #[error(
+        "volume attribute {key} has {length} characters; at most {} are allowed",
+        limits::MAX_ATTRIBUTE_LENGTH
+    )]
+    TooLong {
+        /// The attribute (quoted).
+        key: String,
+        /// Its length in characters.
+        length: usize,
+    },
+    /// More keys, repositories or pins than the limits allow.
+    #[error("{what}: {count} given, at most {limit} are allowed")]
+    TooMany {
+        /// What was counted, e.g. "repositories in \"repositories\"".
+        what: &'static str,
+        /// How many there were.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
 }
 
 /// A CVMFS repository's fully qualified name, e.g. `cms.cern.ch`: a DNS name of at least
@@ -71,7 +115,7 @@ impl RepositoryName {
     /// Validates `name` as a repository name.
     pub fn parse(name: &str) -> Result<Self, AttributeError> {
         let invalid = |reason| AttributeError::InvalidRepository {
-            name: name.to_owned(),
+            name: quote(name),
             reason,
         };
         if name.is_empty() {
@@ -140,14 +184,16 @@ impl Pin {
         match kind {
             "tag" => {
                 if value.is_empty()
-                    || value.len() > 128
+                    || value.len() > limits::MAX_TAG_LENGTH
                     || !value
                         .chars()
                         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
                     || value.starts_with('.')
                 {
                     return Err(format!(
-                        "tag {value:?} must be 1 to 128 letters, digits, '.', '_' or '-'"
+                        "tag {} must be 1 to {} letters, digits, '.', '_' or '-'",
+                        quote(value),
+                        limits::MAX_TAG_LENGTH
                     ));
                 }
                 Ok(Self::Tag(value.to_owned()))
@@ -155,7 +201,8 @@ impl Pin {
             "date" => {
                 if !is_utc_timestamp(value) {
                     return Err(format!(
-                        "date {value:?} must be an ISO-8601 UTC timestamp like 2025-06-01T00:00:00Z"
+                        "date {} must be an ISO-8601 UTC timestamp like 2025-06-01T00:00:00Z",
+                        quote(value)
                     ));
                 }
                 Ok(Self::Date(value.to_owned()))
@@ -167,13 +214,15 @@ impl Pin {
                 let suffix_ok = matches!(suffix, "" | "rmd160" | "shake128");
                 if !hex_ok || !suffix_ok {
                     return Err(format!(
-                        "rootHash {value:?} must be 40 lower-case hex digits (optionally -rmd160 or -shake128)"
+                        "rootHash {} must be 40 lower-case hex digits (optionally -rmd160 or -shake128)",
+                        quote(value)
                     ));
                 }
                 Ok(Self::RootHash(value.to_owned()))
             }
             other => Err(format!(
-                "unknown pin kind {other:?}: use tag, date or rootHash"
+                "unknown pin kind {}: use tag, date or rootHash",
+                quote(other)
             )),
         }
     }
@@ -270,7 +319,7 @@ impl Instance {
             Some((repository, key)) => {
                 let spec = key.replacen('-', "=", 1);
                 let pin = Pin::parse(&spec).map_err(|reason| AttributeError::InvalidPin {
-                    entry: name.to_owned(),
+                    entry: quote(name),
                     reason,
                 })?;
                 Ok(Self {
@@ -322,13 +371,20 @@ pub struct VolumeSpec {
 impl VolumeSpec {
     /// Reads and validates a CSI volume context.
     pub fn from_context(context: &HashMap<String, String>) -> Result<Self, AttributeError> {
+        if context.len() > limits::MAX_KEYS {
+            return Err(AttributeError::TooMany {
+                what: "keys in the volume context",
+                count: context.len(),
+                limit: limits::MAX_KEYS,
+            });
+        }
         let mut ours = serde_json::Map::new();
         for (key, value) in context {
             if KUBERNETES_KEY_PREFIXES.iter().any(|p| key.starts_with(p)) {
                 continue;
             }
             if key != CSI_ATTRIBUTE_REPOSITORIES && key != CSI_ATTRIBUTE_PINS {
-                return Err(AttributeError::UnknownKey { key: key.clone() });
+                return Err(AttributeError::UnknownKey { key: quote(key) });
             }
             ours.insert(key.clone(), serde_json::Value::String(value.clone()));
         }
@@ -339,13 +395,35 @@ impl VolumeSpec {
 
     /// Validates raw attributes.
     pub fn validate(attributes: &VolumeAttributes) -> Result<Self, AttributeError> {
+        for (key, value) in [
+            (CSI_ATTRIBUTE_REPOSITORIES, &attributes.repositories),
+            (CSI_ATTRIBUTE_PINS, &attributes.pins),
+        ] {
+            let length = value.as_deref().map_or(0, |v| v.chars().count());
+            if length > limits::MAX_ATTRIBUTE_LENGTH {
+                return Err(AttributeError::TooLong {
+                    key: quote(key),
+                    length,
+                });
+            }
+        }
         let repositories = match &attributes.repositories {
             None => Repositories::OnDemand,
             Some(list) => {
-                let names = list
+                let entries: Vec<&str> = list
                     .split(',')
                     .map(str::trim)
                     .filter(|n| !n.is_empty())
+                    .collect();
+                if entries.len() > limits::MAX_REPOSITORIES {
+                    return Err(AttributeError::TooMany {
+                        what: "repositories in \"repositories\"",
+                        count: entries.len(),
+                        limit: limits::MAX_REPOSITORIES,
+                    });
+                }
+                let names = entries
+                    .into_iter()
                     .map(RepositoryName::parse)
                     .collect::<Result<BTreeSet<_>, _>>()?;
                 if names.is_empty() {
@@ -354,17 +432,25 @@ impl VolumeSpec {
                 Repositories::Listed(names)
             }
         };
-        let mut pins = BTreeMap::new();
-        for entry in attributes
+        let entries: Vec<&str> = attributes
             .pins
             .as_deref()
             .unwrap_or("")
             .split(';')
             .map(str::trim)
             .filter(|e| !e.is_empty())
-        {
+            .collect();
+        if entries.len() > limits::MAX_PINS {
+            return Err(AttributeError::TooMany {
+                what: "pins in \"pins\"",
+                count: entries.len(),
+                limit: limits::MAX_PINS,
+            });
+        }
+        let mut pins = BTreeMap::new();
+        for entry in entries {
             let invalid = |reason: String| AttributeError::InvalidPin {
-                entry: entry.to_owned(),
+                entry: quote(entry),
                 reason,
             };
             let (name, pin) = entry
@@ -614,5 +700,64 @@ mod tests {
     fn empty_list_is_an_error() {
         let err = VolumeSpec::from_context(&context(&[("repositories", " , ")])).unwrap_err();
         assert_eq!(err, AttributeError::EmptyRepositoryList);
+    }
+
+    #[test]
+    fn oversized_input_is_refused_with_a_short_message() {
+        let huge = "a".repeat(1_000_000);
+        for attributes in [
+            vec![("repositories", huge.as_str())],
+            vec![("pins", huge.as_str())],
+            vec![(huge.as_str(), "x")],
+        ] {
+            let err = VolumeSpec::from_context(&context(&attributes)).unwrap_err();
+            let message = err.to_string();
+            assert!(message.len() < 1024, "{} characters", message.len());
+        }
+        let err = VolumeSpec::from_context(&context(&[("repositories", &huge)])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "volume attribute \"repositories\" has 1000000 characters; at most 32768 are allowed"
+        );
+    }
+
+    #[test]
+    fn long_names_and_tags_are_quoted_short() {
+        let name = format!("{}.cern.ch", "a".repeat(300));
+        let err = VolumeSpec::from_context(&context(&[("repositories", &name)])).unwrap_err();
+        assert!(err.to_string().contains("(308 characters)"), "{err}");
+        let pin = format!("cms.cern.ch@tag={}", "v".repeat(5000));
+        let err = VolumeSpec::from_context(&context(&[("pins", &pin)])).unwrap_err();
+        assert!(err.to_string().len() < 400, "{err}");
+    }
+
+    #[test]
+    fn counts_are_bounded_and_the_limit_is_named() {
+        let names: Vec<String> = (0..limits::MAX_REPOSITORIES)
+            .map(|i| format!("r{i}.cern.ch"))
+            .collect();
+        let spec = VolumeSpec::from_context(&context(&[("repositories", &names.join(","))]));
+        assert!(spec.is_ok(), "{spec:?}");
+        let mut too_many = names.clone();
+        too_many.push("extra.cern.ch".to_owned());
+        let err = VolumeSpec::from_context(&context(&[("repositories", &too_many.join(","))]))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "repositories in \"repositories\": 129 given, at most 128 are allowed"
+        );
+        let pins: Vec<String> = (0..=limits::MAX_PINS)
+            .map(|i| format!("r{i}.cern.ch@tag=v1"))
+            .collect();
+        let err = VolumeSpec::from_context(&context(&[("pins", &pins.join(";"))])).unwrap_err();
+        assert!(err.to_string().contains("at most 128"), "{err}");
+        let keys: Vec<(String, String)> = (0..=limits::MAX_KEYS)
+            .map(|i| (format!("csi.storage.k8s.io/k{i}"), String::new()))
+            .collect();
+        let err = VolumeSpec::from_context(&keys.into_iter().collect()).unwrap_err();
+        assert!(
+            err.to_string().contains("keys in the volume context"),
+            "{err}"
+        );
     }
 }

@@ -2,14 +2,23 @@
 //!
 //! `--services` chooses what runs: the node side (the DaemonSet), the controller (a
 //! Deployment next to the external-provisioner) or both. Start-up order of the node side:
-//! make the mount root shared, run one healing pass (after a restart this repairs what died
-//! with the previous process before anyone asks), then serve. On SIGTERM
-//! the sockets close and are removed; mounts stay, so running pods keep their /cvmfs.
+//! make the mount root shared, take over the on-demand volumes and run one healing pass
+//! (after a restart this repairs what died with the previous process before anyone asks),
+//! start serving on-demand lookups, then the sockets. Every accepted connection goes
+//! through [`authority::LocalAuthority`], so clients that send a socket path as HTTP/2
+//! authority (the kubelet's plugin watcher, grpc-core) are served like any other.
+//!
+//! On SIGTERM the sockets close and are removed and the on-demand volumes are released
+//! (waiting lookups fail, new names fail until the next plugin takes over); mounts stay,
+//! so running pods keep their /cvmfs.
+
+pub mod authority;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::http::StatusCode;
+use futures::TryStreamExt;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::Server;
@@ -26,8 +35,9 @@ use crate::proto::csi::node_server::NodeServer;
 use crate::proto::registration::registration_server::RegistrationServer;
 use crate::registration::RegistrationService;
 use crate::store::{StoreError, VolumeStore};
-use crate::topology::{Topology, TopologyError};
+use crate::topology::{Topology, TopologyError, TopologyOptions, lookup};
 use crate::watchdog;
+use authority::LocalAuthority;
 
 /// A failure that stops the plugin.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +64,9 @@ pub enum ServerError {
     Serve(String),
 }
 
+/// How long open connections may take to finish after SIGTERM.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Binds a unix socket at `path`, replacing a stale one. The caller has set a umask of
 /// 0o077, so the socket is created with mode 0600 (no window with wider permissions).
 pub fn bind_socket(path: &Path) -> Result<UnixListener, ServerError> {
@@ -72,15 +85,24 @@ pub fn bind_socket(path: &Path) -> Result<UnixListener, ServerError> {
     UnixListener::bind(path).map_err(socket_error)
 }
 
-/// Prepares the node side: the shared mount root, one healing pass (after a restart this
-/// repairs what died with the previous process before anyone asks).
+/// The connections of `listener`, each with an acceptable HTTP/2 authority.
+fn incoming(
+    listener: UnixListener,
+) -> impl futures::Stream<Item = std::io::Result<LocalAuthority<tokio::net::UnixStream>>> {
+    UnixListenerStream::new(listener).map_ok(LocalAuthority::new)
+}
+
+/// Prepares the node side: the shared mount root, the on-demand volumes of a previous
+/// process taken over, one healing pass (after a restart this repairs what died with the
+/// previous process before anyone asks).
 async fn start_node(config: &Config, metrics: &Arc<Metrics>) -> Result<Arc<Topology>, ServerError> {
-    let topology = Arc::new(Topology::new(
-        config.mount_root.clone(),
-        config.backend(),
-        config.idle_delay(),
-        config.on_demand.then_some(config.state_dir.as_path()),
-    ));
+    let topology = Arc::new(Topology::new(TopologyOptions {
+        root: config.mount_root.clone(),
+        state_dir: config.state_dir.clone(),
+        backend: config.backend(),
+        idle_delay: config.idle_delay(),
+        on_demand: config.on_demand,
+    })?);
     {
         let topology = topology.clone();
         tokio::task::spawn_blocking(move || topology.init())
@@ -122,6 +144,9 @@ pub async fn run(
     } else {
         None
     };
+    if let Some(topology) = &topology {
+        lookup::spawn_server(topology.clone(), tokio::runtime::Handle::current());
+    }
     let watchdog = topology.as_ref().map(|topology| {
         tokio::spawn(watchdog::run(
             topology.clone(),
@@ -155,7 +180,7 @@ pub async fn run(
             .add_service(IdentityServer::new(identity))
             .add_service(ControllerServer::new(controller))
             .add_optional_service(node)
-            .serve_with_incoming_shutdown(UnixListenerStream::new(csi_listener), async move {
+            .serve_with_incoming_shutdown(incoming(csi_listener), async move {
                 let _ = csi_stop.changed().await;
             })
             .await
@@ -181,7 +206,7 @@ pub async fn run(
         servers.spawn(async move {
             Server::builder()
                 .add_service(RegistrationServer::new(RegistrationService::new(endpoint)))
-                .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+                .serve_with_incoming_shutdown(incoming(listener), async move {
                     let _ = reg_stop.changed().await;
                 })
                 .await
@@ -218,10 +243,18 @@ pub async fn run(
         }
     }
     let _ = stop.send(true);
-    while servers.join_next().await.is_some() {}
     if let Some(watchdog) = watchdog {
         watchdog.abort();
     }
+    if let Some(autofs) = topology.as_ref().and_then(|t| t.autofs()) {
+        autofs.release_all();
+    }
+    // Connections in flight get a moment to finish; a server stuck behind a hung client
+    // does not hold the shutdown up.
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while servers.join_next().await.is_some() {}
+    })
+    .await;
     let _ = std::fs::remove_file(&config.endpoint);
     if register {
         let _ = std::fs::remove_file(&registration_socket);
@@ -252,7 +285,7 @@ pub fn admin_router(readiness: Arc<Readiness>, metrics: Arc<Metrics>) -> axum::R
                 async move {
                     (
                         [(
-                            axum::http::header::CONTENT_TYPE,
+                            http::header::CONTENT_TYPE,
                             "application/openmetrics-text; version=1.0.0; charset=utf-8",
                         )],
                         metrics.encode(),

@@ -1,0 +1,157 @@
+//! Health: of a path (does the client answer?), of a published volume (every repository it
+//! shows), and of the node (what Probe and `/healthz` report).
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::published::{PublishedVolume, VolumeKind};
+use super::unpublish::device_number;
+use super::{Topology, TopologyError};
+use crate::mount::table::MountTable;
+
+/// How long reading a repository's root may take before it counts as hung.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Health of one repository as seen through a path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    /// The path answers.
+    Healthy,
+    /// The path fails (ENOTCONN, EIO, ...) or hangs; the message says how.
+    Broken(String),
+}
+
+/// Reads the directory `path` on a helper thread so a hung FUSE client cannot block the
+/// caller. Opening and reading reaches the client, unlike stat, which FUSE may answer
+/// from its attribute cache.
+pub fn probe(path: &Path) -> Health {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let owned = path.to_owned();
+    let spawned = std::thread::Builder::new()
+        .name("probe".into())
+        .spawn(move || {
+            let _ = sender.send(
+                std::fs::read_dir(&owned)
+                    .and_then(|mut entries| entries.next().transpose().map(|_| ())),
+            );
+        });
+    if let Err(e) = spawned {
+        return Health::Broken(format!("cannot start probe: {e}"));
+    }
+    match receiver.recv_timeout(PROBE_TIMEOUT) {
+        Ok(Ok(())) => Health::Healthy,
+        Ok(Err(e)) => Health::Broken(e.to_string()),
+        Err(_) => Health::Broken(format!("no answer within {PROBE_TIMEOUT:?}")),
+    }
+}
+
+/// Why the node is not ready.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotReady {
+    /// The mount root is not a mount point, not shared or not usable.
+    #[error("{0}")]
+    MountRoot(String),
+    /// The client programs are missing.
+    #[error("{0}")]
+    Client(String),
+    /// An on-demand volume is not served: lookups of new names fail until it is taken over.
+    #[error("on-demand volume at {0} is not served (taking it over)")]
+    OnDemandNotServed(String),
+}
+
+impl Topology {
+    /// Checks what the node service needs (Probe and `/healthz`).
+    pub fn readiness(&self) -> Result<(), NotReady> {
+        let table = MountTable::read().map_err(|e| NotReady::MountRoot(e.to_string()))?;
+        match table.at(&self.root) {
+            None => {
+                return Err(NotReady::MountRoot(format!(
+                    "{} is not a mount point",
+                    self.root.display()
+                )));
+            }
+            Some(m) if m.shared.is_none() => {
+                return Err(NotReady::MountRoot(format!(
+                    "{} is not a shared mount",
+                    self.root.display()
+                )));
+            }
+            Some(_) => {}
+        }
+        let repos = self.repos_dir();
+        match std::fs::metadata(&repos) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(NotReady::MountRoot(format!(
+                    "{} is not a directory",
+                    repos.display()
+                )));
+            }
+            Err(e) => return Err(NotReady::MountRoot(format!("{}: {e}", repos.display()))),
+        }
+        self.backend
+            .check_client()
+            .map_err(|e| NotReady::Client(e.to_string()))?;
+        for volume in self.published_volumes(&table) {
+            if !self.is_served(&volume) {
+                return Err(NotReady::OnDemandNotServed(
+                    volume.mount.mount_point.display().to_string(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether lookups of `volume` reach this process (always true for explicit lists).
+    pub fn is_served(&self, volume: &PublishedVolume) -> bool {
+        if volume.kind != VolumeKind::OnDemand {
+            return true;
+        }
+        match (&self.autofs, device_number(&volume.mount.device)) {
+            (Some(autofs), Ok(dev)) => autofs.is_connected(dev),
+            _ => false,
+        }
+    }
+
+    /// Problems of `volume`: one message per repository that is broken or missing, and
+    /// one when on-demand lookups are not served. Empty means healthy.
+    pub fn volume_problems(&self, volume: &PublishedVolume) -> Result<Vec<String>, TopologyError> {
+        let table = MountTable::read()?;
+        let mut problems = Vec::new();
+        let Some(spec) = &volume.spec else {
+            problems.push(format!(
+                "the record of this volume's attributes ({}) is missing from the state directory",
+                volume.spec_key
+            ));
+            return Ok(problems);
+        };
+        if !self.is_served(volume) {
+            problems.push(
+                "repositories not accessed yet cannot be mounted: the on-demand volume is not served (the plugin is taking it over)"
+                    .to_owned(),
+            );
+        }
+        for repository in volume.expected_children(&table) {
+            let child = volume.mount.mount_point.join(repository.as_str());
+            match table.at(&child) {
+                Some(m) if m.parent == volume.mount.id => {
+                    if let Health::Broken(why) = probe(&child) {
+                        problems.push(format!("repository {repository} is broken: {why}"));
+                    }
+                }
+                _ => problems.push(format!("repository {repository} is not mounted")),
+            }
+        }
+        if volume.kind == VolumeKind::OnDemand {
+            for repository in spec.pins.keys() {
+                let dir = self.instance_dir(&spec.instance(repository));
+                if table.at(&dir).is_none() {
+                    problems.push(format!("pinned repository {repository} is not mounted"));
+                } else if let Health::Broken(why) = probe(&dir) {
+                    problems.push(format!("pinned repository {repository} is broken: {why}"));
+                }
+            }
+        }
+        Ok(problems)
+    }
+}
