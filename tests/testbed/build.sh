@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the testbed's real components (etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl, kwok, csi-sanity, helm) from Go modules into a cache outside
+# kube-scheduler, kubectl, kubelet, kwok, csi-sanity, helm) from Go modules into a cache outside
 # the clone, keyed by everything that decides what gets built:
 #
 #   ${XDG_CACHE_HOME:-~/.cache}/hepbatch/testbed/<key>/bin
@@ -52,7 +52,7 @@ cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/hepbatch/testbed"
 key=$(cache_key)
 out="$cache_root/$key"
 bin="$out/bin"
-components=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok csi-sanity helm)
+components=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kwok csi-sanity helm)
 
 case "${1:-}" in
   --key) echo "$key"; exit 0 ;;

@@ -15,6 +15,7 @@ pub const COMPONENTS: &[&str] = &[
     "kube-controller-manager",
     "kube-scheduler",
     "kubectl",
+    "kubelet",
     "kwok",
     "csi-sanity",
     "helm",
