@@ -113,8 +113,14 @@ fi
 marker=/usr/share/hepbatch-cvmfs-build
 if [ "$(cat "$marker" 2>/dev/null)" != "$key" ]; then
   [ "$(id -u)" -eq 0 ] || die "installing CVMFS into /usr needs root"
-  cp -a "$out/root/." /
+  # tar keeps the machine's directory symlinks (/sbin -> usr/sbin on merged-/usr systems).
+  tar -C "$out/root" -cf - . | tar -C / -xf - --keep-directory-symlink --no-same-owner
   ldconfig 2>/dev/null || true
+  # What the cvmfs-server package grants at install time, so cvmfs_server never changes
+  # these files when it runs.
+  for tool in cvmfs_swissknife cvmfs_swissknife_debug cvmfs_publish cvmfs_publish_debug; do
+    [ -f "/usr/bin/$tool" ] && setcap cap_dac_read_search,cap_sys_admin+p "/usr/bin/$tool" 2>/dev/null || true
+  done
   echo "$key" >"$marker"
   log "installed CernVM-FS $version into / ($(cvmfs2 --version 2>&1 | head -1))"
 fi

@@ -7,7 +7,9 @@
 //! - [`wait`]: `await_condition` with a timeout and a readable error.
 //! - [`http`]: a bare GET of an admin endpoint and a metric sample out of its answer.
 //! - [`fixtures`]: file trees standing in for CVMFS content (a stub CMS repository).
+//! - [`cvmfs`]: a real CVMFS stratum 0 with tagged revisions, served on 127.0.0.1.
 
+pub mod cvmfs;
 pub mod fixtures;
 pub mod harness;
 pub mod http;
