@@ -14,7 +14,7 @@ use crate::backend::squashfuse::SquashfuseBackend;
 /// Which program serves repositories.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BackendKind {
-    /// The CVMFS client (`mount -t cvmfs`, private `cvmfs2` instances for pins).
+    /// The CVMFS client (one `cvmfs2` per repository and pin).
     Cvmfs,
     /// Squashfs images served by squashfuse: a stand-in for tests and demos.
     Squashfuse,
@@ -104,11 +104,14 @@ pub struct Config {
     /// `CVMFS_QUOTA_LIMIT` in MiB for every client.
     #[arg(long, env = "CVMFS_QUOTA_LIMIT")]
     pub quota_limit_mib: Option<u64>,
+    /// `CVMFS_KEYS_DIR` for every client: a directory of repository public keys.
+    #[arg(long, env = "CVMFS_KEYS_DIR")]
+    pub keys_dir: Option<PathBuf>,
     /// Seconds a repository stays mounted after its last user left.
     #[arg(long, env = "IDLE_DELAY_SECONDS", default_value_t = 300)]
     pub idle_delay_seconds: u64,
-    /// Offer volumes without a `repositories` attribute (every repository on demand,
-    /// through autofs; needs the `automount` program).
+    /// Offer volumes without a `repositories` attribute (every repository, mounted on
+    /// first access through an autofs mount the plugin serves itself).
     #[arg(long, env = "ON_DEMAND", default_value_t = true, action = clap::ArgAction::Set)]
     pub on_demand: bool,
     /// Milliseconds between healing passes.
@@ -138,6 +141,7 @@ impl Config {
                 CvmfsSettings {
                     http_proxy: self.http_proxy.clone(),
                     server_url: self.server_url.clone(),
+                    keys_dir: self.keys_dir.clone(),
                     quota_limit_mib: self.quota_limit_mib,
                 },
             )),

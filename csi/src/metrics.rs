@@ -125,6 +125,16 @@ pub struct Metrics {
     pub heals: Counter,
     /// Client instances mounted, by repository.
     pub mounts: Family<RepositoryLabels, Gauge>,
+    /// The revision each mounted instance shows, as its client reports it.
+    pub revisions: Family<InstanceLabels, Gauge>,
+}
+
+/// Label set `{instance}`: an instance's directory name (`cms.cern.ch`,
+/// `cms.cern.ch@tag-v2`), bounded by what is mounted on the node.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct InstanceLabels {
+    /// The instance.
+    pub instance: String,
 }
 
 impl Metrics {
@@ -141,6 +151,7 @@ impl Metrics {
         let errors = Family::<ErrorLabels, Counter>::default();
         let heals = Counter::default();
         let mounts = Family::<RepositoryLabels, Gauge>::default();
+        let revisions = Family::<InstanceLabels, Gauge>::default();
         registry.register(
             "operations",
             "Calls (publish, unpublish, create and delete volume) by outcome: Ok or the error category",
@@ -167,6 +178,11 @@ impl Metrics {
             "CVMFS client instances mounted, by repository",
             mounts.clone(),
         );
+        registry.register(
+            "revision",
+            "Revision each mounted client instance shows (user.revision), by instance",
+            revisions.clone(),
+        );
         Arc::new(Self {
             registry,
             operations,
@@ -175,6 +191,7 @@ impl Metrics {
             errors,
             heals,
             mounts,
+            revisions,
         })
     }
 

@@ -244,10 +244,10 @@ impl NodeService {
                 if published.label != Topology::volume_label(&volume) {
                     return Ok(None);
                 }
-                t.volume_problems(&published).map(Some)
+                t.volume_report(&published).map(Some)
             })
             .await?;
-        let problems = answer.ok_or_else(not_published)?;
+        let report = answer.ok_or_else(not_published)?;
         Ok(NodeGetVolumeStatsResponse {
             // CVMFS volumes are read-only and have no size: zero bytes, stated explicitly
             // (the kubelet reads an empty list as the same zeros; generic CSI clients such
@@ -259,12 +259,8 @@ impl NodeService {
                 unit: volume_usage::Unit::Bytes as i32,
             }],
             volume_condition: Some(VolumeCondition {
-                abnormal: !problems.is_empty(),
-                message: if problems.is_empty() {
-                    "all repositories readable".to_owned()
-                } else {
-                    problems.join("; ")
-                },
+                abnormal: !report.problems.is_empty(),
+                message: report.message(),
             }),
         })
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use crate::metrics::{ErrorCategory, Metrics, RepositoryLabels};
+use crate::metrics::{ErrorCategory, InstanceLabels, Metrics, RepositoryLabels};
 use crate::topology::Topology;
 
 /// Heals forever (until the task is dropped), one pass every `interval`.
@@ -24,10 +24,14 @@ pub async fn pass(topology: &Arc<Topology>, metrics: &Metrics) {
     let topology = topology.clone();
     let outcome = tokio::task::spawn_blocking(move || {
         let report = topology.heal();
-        (report, topology.mounts_by_repository())
+        (
+            report,
+            topology.mounts_by_repository(),
+            topology.revisions(),
+        )
     })
     .await;
-    let (report, mounts) = match outcome {
+    let (report, mounts, revisions) = match outcome {
         Ok(done) => done,
         Err(e) => {
             warn!(error = %e, "healing pass died");
@@ -48,6 +52,13 @@ pub async fn pass(topology: &Arc<Topology>, metrics: &Metrics) {
     for failure in &report.failures {
         metrics.error(ErrorCategory::Heal);
         warn!(error = %failure, "healing failed, retrying next pass");
+    }
+    metrics.revisions.clear();
+    for (instance, revision) in revisions {
+        metrics
+            .revisions
+            .get_or_create(&InstanceLabels { instance })
+            .set(i64::try_from(revision).unwrap_or(i64::MAX));
     }
     if let Ok(mounts) = mounts {
         metrics.mounts.clear();

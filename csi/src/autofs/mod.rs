@@ -75,6 +75,9 @@ pub enum AutofsError {
     },
 }
 
+/// Bytes of the packet pipe (about 3,400 pending lookups).
+const PIPE_SIZE: i32 = 1 << 20;
+
 /// How a lookup ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Answer {
@@ -107,6 +110,11 @@ impl Autofs {
     pub fn new() -> Result<Self, AutofsError> {
         let (reader, writer) =
             nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| AutofsError::Pipe(e.into()))?;
+        // A default pipe holds 16 packets; beyond that, processes looking up names block
+        // in the kernel until the reader catches up. Room for a few thousand instead.
+        if let Err(e) = nix::fcntl::fcntl(&reader, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE)) {
+            tracing::debug!(error = %e, "cannot enlarge the autofs pipe");
+        }
         Ok(Self {
             reader: Mutex::new(File::from(reader)),
             writer,

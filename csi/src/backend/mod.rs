@@ -1,12 +1,14 @@
 //! Mount backends: how one CVMFS client instance gets mounted at a directory.
 //!
 //! This is the plugin's single configuration point between "a repository must be mounted
-//! here" and the program that serves it. [`cvmfs::CvmfsBackend`] drives the real CVMFS client
-//! (`mount -t cvmfs` for the shared latest revision, a private `cvmfs2` instance with a
-//! generated config for each pinned revision). [`squashfuse::SquashfuseBackend`] serves
-//! fixture repositories from squashfs images through real FUSE mounts, so a killed client
-//! fails exactly like a killed `cvmfs2` ("Transport endpoint is not connected"). Everything
-//! else (holders, binds, propagation, healing, bookkeeping) is the same for both.
+//! here" and the program that serves it. [`cvmfs::CvmfsBackend`] drives the real CVMFS
+//! client (one `cvmfs2` per instance with an explicit configuration chain; the shared
+//! cache for latest revisions, a private one per pin) and reads back from the client which
+//! snapshot a mount shows. [`squashfuse::SquashfuseBackend`] serves fixture repositories
+//! from squashfs images through real FUSE mounts, a stand-in where the real client is not
+//! installed: a killed client fails exactly like a killed `cvmfs2` ("Transport endpoint is
+//! not connected"). Everything else (holders, binds, propagation, healing, bookkeeping) is
+//! the same for both.
 
 pub mod cvmfs;
 pub mod squashfuse;
@@ -44,8 +46,67 @@ pub enum BackendError {
         /// The file.
         path: String,
         /// The cause.
+        #[source]
         source: std::io::Error,
     },
+    /// The CVMFS client refused to mount, for a reason it told.
+    #[error("repository {instance}: {cause}")]
+    Cvmfs {
+        /// The instance asked for.
+        instance: String,
+        /// What went wrong, in words.
+        cause: cvmfs::Failure,
+    },
+    /// A pinned instance shows another revision than its pin asks for.
+    #[error("repository {instance} shows {shown}, not the pinned revision; refusing it")]
+    WrongRevision {
+        /// The instance asked for.
+        instance: String,
+        /// What the mount shows.
+        shown: Snapshot,
+    },
+}
+
+/// Which snapshot of a repository a client mount shows, as the client itself reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The revision number.
+    pub revision: u64,
+    /// The root catalog hash (hex).
+    pub root_hash: String,
+    /// The named tag it was mounted by (a tag pin, or the tag a date pin resolved to).
+    pub tag: Option<String>,
+    /// Whether the root catalog is fixed (a pinned mount never moves on).
+    pub fixed: bool,
+    /// I/O errors the client counted since it was mounted.
+    pub io_errors: u64,
+}
+
+impl std::fmt::Display for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "revision {}", self.revision)?;
+        if let Some(tag) = &self.tag {
+            write!(f, " (tag {tag})")?;
+        }
+        let short: String = self.root_hash.chars().take(12).collect();
+        write!(f, ", root hash {short}")
+    }
+}
+
+impl Snapshot {
+    /// Whether this snapshot is what `pin` asks for, as far as the client tells.
+    pub fn satisfies(&self, pin: &crate::volume::Pin) -> bool {
+        use crate::volume::Pin;
+        match pin {
+            Pin::Tag(tag) => self.tag.as_deref() == Some(tag.as_str()),
+            Pin::RootHash(hash) => {
+                let hex = hash.split_once('-').map_or(hash.as_str(), |(hex, _)| hex);
+                self.root_hash == hex
+            }
+            // The client exposes no date: a date pin must at least have fixed the catalog.
+            Pin::Date(_) => self.fixed,
+        }
+    }
 }
 
 /// How client instances are mounted. Implementations block; callers run them on a blocking
@@ -64,6 +125,12 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Mounts `instance` at the existing, empty directory `dir`.
     fn mount(&self, instance: &Instance, dir: &Path) -> Result<(), BackendError>;
+
+    /// Which snapshot the client mounted at `dir` shows; `None` when this backend cannot
+    /// tell. Blocks on a hung client: call it where a timeout guards the caller.
+    fn snapshot(&self, _dir: &Path) -> Option<Snapshot> {
+        None
+    }
 }
 
 /// Finds `program` in `PATH` (or takes it as a path if it contains `/`).

@@ -110,7 +110,16 @@ impl Topology {
 
     fn heal_instances(&self, table: &MountTable, report: &mut HealReport) {
         for (instance, mount) in self.mounted_instances(table) {
-            if let Health::Broken(why) = probe(&mount.mount_point) {
+            let broken = match probe(&mount.mount_point) {
+                Health::Broken(why) => Some(why),
+                // A pinned client moved off its pin (`cvmfs_talk remount` does that):
+                // mount it again at its pin.
+                Health::Healthy => instance.pin.as_ref().and_then(|pin| {
+                    let shown = self.snapshot(&mount.mount_point)?;
+                    (!shown.satisfies(pin)).then(|| format!("shows {shown}, not {pin}"))
+                }),
+            };
+            if let Some(why) = broken {
                 warn!(instance = %instance, reason = %why, "repository broken, remounting");
                 match self.ensure_instance_fresh(&instance) {
                     Ok(()) => report.remounted.push(instance.dir_name()),
@@ -131,7 +140,11 @@ impl Topology {
         let dir = self.instance_dir(instance);
         {
             let _guard = self.instances.lock(instance.dir_name());
-            if probe(&dir) == Health::Healthy {
+            let pinned_right = match (&instance.pin, self.snapshot(&dir)) {
+                (Some(pin), Some(shown)) => shown.satisfies(pin),
+                _ => true,
+            };
+            if probe(&dir) == Health::Healthy && pinned_right {
                 return Ok(());
             }
             ops::unmount_lazy(&dir)?;

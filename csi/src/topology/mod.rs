@@ -232,6 +232,24 @@ impl Topology {
     }
 }
 
+impl Topology {
+    /// The revision each mounted instance shows, for the instances whose client tells.
+    pub fn revisions(&self) -> Vec<(String, u64)> {
+        let Ok(table) = MountTable::read() else {
+            return Vec::new();
+        };
+        self.mounted_instances(&table)
+            .into_iter()
+            .filter_map(|(instance, mount)| {
+                Some((
+                    instance.dir_name(),
+                    self.snapshot(&mount.mount_point)?.revision,
+                ))
+            })
+            .collect()
+    }
+}
+
 /// FNV-1a, a stable 64-bit hash for labels (stable across builds, unlike `DefaultHasher`).
 pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {

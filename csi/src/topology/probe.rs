@@ -7,7 +7,9 @@ use std::time::Duration;
 use super::published::{PublishedVolume, VolumeKind};
 use super::unpublish::device_number;
 use super::{Topology, TopologyError};
+use crate::backend::Snapshot;
 use crate::mount::table::MountTable;
+use crate::volume::RepositoryName;
 
 /// How long reading a repository's root may take before it counts as hung.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -21,27 +23,40 @@ pub enum Health {
     Broken(String),
 }
 
-/// Reads the directory `path` on a helper thread so a hung FUSE client cannot block the
-/// caller. Opening and reading reaches the client, unlike stat, which FUSE may answer
-/// from its attribute cache.
-pub fn probe(path: &Path) -> Health {
+/// Runs `work` on a helper thread and waits at most [`PROBE_TIMEOUT`], so a hung FUSE
+/// client cannot block the caller (the thread stays behind until the client answers).
+pub fn timed<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
     let (sender, receiver) = std::sync::mpsc::channel();
-    let owned = path.to_owned();
-    let spawned = std::thread::Builder::new()
+    std::thread::Builder::new()
         .name("probe".into())
         .spawn(move || {
-            let _ = sender.send(
-                std::fs::read_dir(&owned)
-                    .and_then(|mut entries| entries.next().transpose().map(|_| ())),
-            );
-        });
-    if let Err(e) = spawned {
-        return Health::Broken(format!("cannot start probe: {e}"));
-    }
-    match receiver.recv_timeout(PROBE_TIMEOUT) {
+            let _ = sender.send(work());
+        })
+        .map_err(|e| format!("cannot start probe: {e}"))?;
+    receiver
+        .recv_timeout(PROBE_TIMEOUT)
+        .map_err(|_| format!("no answer within {PROBE_TIMEOUT:?}"))
+}
+
+/// Reads the directory `path` (on a helper thread, see [`timed`]). Opening and reading
+/// reaches the client, unlike stat, which FUSE may answer from its attribute cache.
+pub fn probe(path: &Path) -> Health {
+    let owned = path.to_owned();
+    match timed(move || {
+        std::fs::read_dir(&owned).and_then(|mut entries| entries.next().transpose().map(|_| ()))
+    }) {
         Ok(Ok(())) => Health::Healthy,
         Ok(Err(e)) => Health::Broken(e.to_string()),
-        Err(_) => Health::Broken(format!("no answer within {PROBE_TIMEOUT:?}")),
+        Err(why) => Health::Broken(why),
+    }
+}
+
+impl Topology {
+    /// What the client mounted at `dir` shows, if the backend can tell (see [`timed`]).
+    pub fn snapshot(&self, dir: &Path) -> Option<Snapshot> {
+        let backend = self.backend.clone();
+        let owned = dir.to_owned();
+        timed(move || backend.snapshot(&owned)).ok().flatten()
     }
 }
 
@@ -113,20 +128,20 @@ impl Topology {
         }
     }
 
-    /// Problems of `volume`: one message per repository that is broken or missing, and
-    /// one when on-demand lookups are not served. Empty means healthy.
-    pub fn volume_problems(&self, volume: &PublishedVolume) -> Result<Vec<String>, TopologyError> {
+    /// What `volume` shows and what is wrong with it: one problem per repository that is
+    /// broken or missing, one when on-demand lookups are not served.
+    pub fn volume_report(&self, volume: &PublishedVolume) -> Result<VolumeReport, TopologyError> {
         let table = MountTable::read()?;
-        let mut problems = Vec::new();
+        let mut report = VolumeReport::default();
         let Some(spec) = &volume.spec else {
-            problems.push(format!(
+            report.problems.push(format!(
                 "the record of this volume's attributes ({}) is missing from the state directory",
                 volume.spec_key
             ));
-            return Ok(problems);
+            return Ok(report);
         };
         if !self.is_served(volume) {
-            problems.push(
+            report.problems.push(
                 "repositories not accessed yet cannot be mounted: the on-demand volume is not served (the plugin is taking it over)"
                     .to_owned(),
             );
@@ -134,24 +149,64 @@ impl Topology {
         for repository in volume.expected_children(&table) {
             let child = volume.mount.mount_point.join(repository.as_str());
             match table.at(&child) {
-                Some(m) if m.parent == volume.mount.id => {
-                    if let Health::Broken(why) = probe(&child) {
-                        problems.push(format!("repository {repository} is broken: {why}"));
+                Some(m) if m.parent == volume.mount.id => match probe(&child) {
+                    Health::Healthy => {
+                        let snapshot = self.snapshot(&child);
+                        report.shown.push((repository, snapshot));
                     }
-                }
-                _ => problems.push(format!("repository {repository} is not mounted")),
+                    Health::Broken(why) => report
+                        .problems
+                        .push(format!("repository {repository} is broken: {why}")),
+                },
+                _ => report
+                    .problems
+                    .push(format!("repository {repository} is not mounted")),
             }
         }
         if volume.kind == VolumeKind::OnDemand {
             for repository in spec.pins.keys() {
                 let dir = self.instance_dir(&spec.instance(repository));
                 if table.at(&dir).is_none() {
-                    problems.push(format!("pinned repository {repository} is not mounted"));
+                    report
+                        .problems
+                        .push(format!("pinned repository {repository} is not mounted"));
                 } else if let Health::Broken(why) = probe(&dir) {
-                    problems.push(format!("pinned repository {repository} is broken: {why}"));
+                    report
+                        .problems
+                        .push(format!("pinned repository {repository} is broken: {why}"));
                 }
             }
         }
-        Ok(problems)
+        Ok(report)
+    }
+}
+
+/// What a published volume shows ([`Topology::volume_report`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct VolumeReport {
+    /// What is wrong; empty means healthy.
+    pub problems: Vec<String>,
+    /// The readable repositories and the snapshot each shows (when the backend tells).
+    pub shown: Vec<(RepositoryName, Option<Snapshot>)>,
+}
+
+impl VolumeReport {
+    /// The volume condition message: the problems, or what every repository shows.
+    pub fn message(&self) -> String {
+        if !self.problems.is_empty() {
+            return self.problems.join("; ");
+        }
+        let shown: Vec<String> = self
+            .shown
+            .iter()
+            .filter_map(|(repository, snapshot)| {
+                Some(format!("{repository} at {}", snapshot.as_ref()?))
+            })
+            .collect();
+        if shown.is_empty() {
+            "all repositories readable".to_owned()
+        } else {
+            format!("all repositories readable: {}", shown.join("; "))
+        }
     }
 }

@@ -18,6 +18,7 @@ use super::probe::{Health, probe};
 use super::published::{self, VolumeKind};
 use super::specs::SpecStore;
 use super::{Topology, TopologyError, io_error};
+use crate::backend::BackendError;
 use crate::mount::ops;
 use crate::mount::table::MountTable;
 use crate::volume::{Instance, VolumeSpec};
@@ -125,7 +126,24 @@ impl Topology {
             let _ = std::fs::remove_dir(&dir);
             return Err(e.into());
         }
-        info!(instance = %instance, dir = %dir.display(), "mounted repository");
+        let snapshot = self.snapshot(&dir);
+        if let (Some(pin), Some(shown)) = (&instance.pin, &snapshot)
+            && !shown.satisfies(pin)
+        {
+            let _ = ops::unmount_lazy(&dir);
+            let _ = std::fs::remove_dir(&dir);
+            return Err(BackendError::WrongRevision {
+                instance: instance.to_string(),
+                shown: shown.clone(),
+            }
+            .into());
+        }
+        match snapshot {
+            Some(shown) => {
+                info!(instance = %instance, dir = %dir.display(), shows = %shown, "mounted repository")
+            }
+            None => info!(instance = %instance, dir = %dir.display(), "mounted repository"),
+        }
         Ok(dir)
     }
 }
