@@ -77,7 +77,7 @@ async fn a_thousand_publish_unpublish_cycles() {
     }
     // Still one client per repository and revision on the node.
     for instance in ["cms.cern.ch@tag-v1", "sft.cern.ch"] {
-        assert_eq!(node.clients(instance).len(), 1, "{instance}");
+        assert_eq!(node.client_mounts(instance), 1, "{instance}");
     }
     node.unpublish(&mut client, "keeper", &keeper)
         .await

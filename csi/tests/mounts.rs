@@ -110,13 +110,7 @@ async fn one_repository_at_two_tags_at_once() {
         node.read(&one.join("sft.cern.ch/version")).unwrap(),
         "sft latest\n"
     );
-    let squashfuse_mounts = node
-        .mountinfo()
-        .iter()
-        .filter(|l| l.contains("fuse.squashfuse") && l.contains("/sft.cern.ch "))
-        .filter(|l| l.contains(node.root.to_str().unwrap()))
-        .count();
-    assert_eq!(squashfuse_mounts, 1);
+    assert_eq!(node.client_mounts("sft.cern.ch"), 1);
     // A pinned revision that does not exist is a clear error.
     let missing = node
         .publish(
@@ -490,12 +484,7 @@ async fn on_demand_volume_mounts_repositories_on_first_access_and_heals() {
     assert!(container.read("nope.cern.ch/version").is_err());
     assert!(container.read("../version").is_err());
     // One client for sft on the node, shared by both volumes.
-    let sft_clients = node
-        .mountinfo()
-        .iter()
-        .filter(|l| l.contains("fuse.squashfuse") && l.contains("/repos/sft.cern.ch "))
-        .count();
-    assert_eq!(sft_clients, 1);
+    assert_eq!(node.client_mounts("sft.cern.ch"), 1);
 
     node.kill_client("sft.cern.ch");
     node.kill_client("cms.cern.ch@tag-v2");

@@ -2,8 +2,11 @@
 //!
 //! Every [`Node`] is a private mount namespace (anchored by a `sleep` process started with
 //! `unshare --mount --propagation private`), so nothing a test mounts reaches the host.
-//! The plugin runs inside it through `nsenter` with the squashfuse backend serving fixture
-//! repositories built here with `mksquashfs` (one image per repository and revision).
+//! The plugin runs inside it through `nsenter` with the backend [`TestBackend::chosen`]:
+//! by default the real CVMFS client against a real stratum 0 (`hepbatch_tests::cvmfs`)
+//! that publishes the fixtures as tagged revisions; with
+//! `HEPBATCH_CSI_TEST_BACKEND=squashfuse`, the stand-in serving one squashfs image per
+//! repository and revision, built here with `mksquashfs`.
 //! A [`Container`] is a further mount namespace that receives a published target as an
 //! `rbind` made `rslave`, as the kubelet and the container runtime do for a
 //! `HostToContainer` volume. Each namespace gets its own /run, so every node runs its own
@@ -14,6 +17,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use hepbatch_csi::proto::csi::controller_client::ControllerClient;
@@ -29,6 +33,104 @@ use tonic::transport::{Channel, Endpoint};
 
 /// Fixture content: instance directory name → files (relative path, content).
 pub type Fixtures<'a> = &'a [(&'a str, &'a [(&'a str, &'a str)])];
+
+/// Environment variable choosing the backend of the mount tests.
+pub const BACKEND_ENV: &str = "HEPBATCH_CSI_TEST_BACKEND";
+
+/// Which client serves the fixture repositories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestBackend {
+    /// The real CVMFS client against a real stratum 0 (the default).
+    Cvmfs,
+    /// squashfuse serving squashfs images: where the real client is not installed.
+    Squashfuse,
+}
+
+impl TestBackend {
+    /// The backend `HEPBATCH_CSI_TEST_BACKEND` names (`cvmfs` unless it says
+    /// `squashfuse`). The real one must be installed: no silent fallback.
+    pub fn chosen() -> Self {
+        match std::env::var(BACKEND_ENV).as_deref() {
+            Ok("squashfuse") => Self::Squashfuse,
+            Ok("cvmfs") | Err(_) => {
+                assert!(
+                    hepbatch_tests::cvmfs::installed(),
+                    "the real CVMFS client is not installed: run tests/cvmfs/build.sh, or set \
+                     {BACKEND_ENV}=squashfuse to run these tests with the stand-in"
+                );
+                Self::Cvmfs
+            }
+            Ok(other) => panic!("{BACKEND_ENV}={other}: expected cvmfs or squashfuse"),
+        }
+    }
+}
+
+/// The fixtures as stratum repositories: per repository, its tagged instances
+/// (`<repo>@tag-<t>`) in the order given, then its latest revision.
+pub fn repositories(fixtures: Fixtures<'_>) -> Vec<hepbatch_tests::cvmfs::Repository> {
+    use hepbatch_tests::cvmfs::{File, Repository, Revision};
+    let mut repositories: Vec<Repository> = Vec::new();
+    let mut latest: Vec<(String, Revision)> = Vec::new();
+    for (instance, files) in fixtures {
+        let files: Vec<File> = files
+            .iter()
+            .map(|(path, content)| {
+                if path.starts_with("bin/") {
+                    File::executable(path, content)
+                } else {
+                    File::new(path, content)
+                }
+            })
+            .collect();
+        let Some((name, tag)) = instance.split_once("@tag-") else {
+            assert!(
+                !instance.contains('@'),
+                "{instance}: only tag fixtures have a stratum form"
+            );
+            latest.push(((*instance).to_owned(), Revision::untagged(files)));
+            continue;
+        };
+        let revision = Revision::tagged(tag, files);
+        match repositories.iter_mut().find(|r| r.name == name) {
+            Some(repository) => repository.revisions.push(revision),
+            None => repositories.push(Repository {
+                name: name.to_owned(),
+                revisions: vec![revision],
+            }),
+        }
+    }
+    for (name, revision) in latest {
+        match repositories.iter_mut().find(|r| r.name == name) {
+            Some(repository) => repository.revisions.push(revision),
+            None => repositories.push(Repository {
+                name,
+                revisions: vec![revision],
+            }),
+        }
+    }
+    repositories
+}
+
+/// One stratum per fixture set, shared by the tests of a binary that run at the same time
+/// and removed when the last of them is done.
+pub fn stratum(fixtures: Fixtures<'_>) -> Arc<hepbatch_tests::cvmfs::Stratum> {
+    static STRATA: OnceLock<Mutex<HashMap<String, Weak<hepbatch_tests::cvmfs::Stratum>>>> =
+        OnceLock::new();
+    let key = format!("{fixtures:?}");
+    let mut strata = STRATA
+        .get_or_init(|| Mutex::new(HashMap::new()))
+        .lock()
+        .unwrap();
+    if let Some(stratum) = strata.get(&key).and_then(Weak::upgrade) {
+        return stratum;
+    }
+    let stratum = Arc::new(
+        hepbatch_tests::cvmfs::Stratum::start(&repositories(fixtures))
+            .unwrap_or_else(|e| panic!("starting the test stratum: {e}")),
+    );
+    strata.insert(key, Arc::downgrade(&stratum));
+    stratum
+}
 
 /// The fixture repositories most tests use: two revisions of cms (latest and tag v1, v2),
 /// sft latest, atlas latest.
@@ -82,6 +184,9 @@ pub fn build_images(dir: &Path, fixtures: Fixtures<'_>) -> PathBuf {
 
 /// A private mount namespace with the plugin running in it.
 pub struct Node {
+    pub backend: TestBackend,
+    /// The stratum serving the fixtures (real backend only).
+    pub stratum: Option<Arc<hepbatch_tests::cvmfs::Stratum>>,
     pub dir: tempfile::TempDir,
     pub keeper: Child,
     pub plugin: Option<Child>,
@@ -111,7 +216,11 @@ impl Node {
             .prefix("hepbatch-csi-")
             .tempdir()
             .unwrap();
-        let images = build_images(dir.path(), fixtures);
+        let backend = TestBackend::chosen();
+        let (images, stratum) = match backend {
+            TestBackend::Squashfuse => (build_images(dir.path(), fixtures), None),
+            TestBackend::Cvmfs => (dir.path().join("images"), Some(stratum(fixtures))),
+        };
         let kubelet = dir.path().join("kubelet");
         std::fs::create_dir_all(kubelet.join("pods")).unwrap();
         // A private /run too: automount keeps a one-per-/run "already running" flag there.
@@ -133,6 +242,8 @@ impl Node {
             std::thread::sleep(Duration::from_millis(10));
         }
         let mut node = Self {
+            backend,
+            stratum,
             root: dir.path().join("root"),
             socket: dir.path().join("csi.sock"),
             dir,
@@ -170,9 +281,8 @@ impl Node {
             .arg(&self.root)
             .arg("--state-dir")
             .arg(self.dir.path().join("state"))
-            .args(["--node-id", "test-node", "--backend", "squashfuse"])
-            .arg("--squashfuse-images")
-            .arg(&self.images)
+            .args(["--node-id", "test-node"])
+            .args(self.backend_args())
             .arg("--heal-interval-ms")
             .arg(self.heal_interval_ms.to_string())
             .args(["--idle-delay-seconds", "1"])
@@ -205,6 +315,33 @@ impl Node {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The plugin's backend arguments: the stand-in's images, or the stratum's URL and keys.
+    pub fn backend_args(&self) -> Vec<String> {
+        match &self.stratum {
+            None => vec![
+                "--backend".into(),
+                "squashfuse".into(),
+                "--squashfuse-images".into(),
+                self.images.display().to_string(),
+            ],
+            Some(stratum) => vec![
+                "--backend".into(),
+                "cvmfs".into(),
+                "--server-url".into(),
+                stratum.server_url(),
+                "--http-proxy".into(),
+                "DIRECT".into(),
+                "--keys-dir".into(),
+                stratum.keys_dir().display().to_string(),
+            ],
+        }
+    }
+
+    /// Where the node mounts `instance` (e.g. `cms.cern.ch@tag-v2`).
+    pub fn instance_dir(&self, instance: &str) -> PathBuf {
+        self.root.join("repos").join(instance)
     }
 
     /// Kills the plugin process (SIGKILL: no clean shutdown).
@@ -313,6 +450,15 @@ impl Node {
             .collect()
     }
 
+    /// How many client mounts serve `instance` on the node (mounts at its directory).
+    pub fn client_mounts(&self, instance: &str) -> usize {
+        let dir = self.instance_dir(instance).display().to_string();
+        self.mountinfo()
+            .iter()
+            .filter(|line| line.split(' ').nth(4) == Some(dir.as_str()))
+            .count()
+    }
+
     /// Starts a "container": a new mount namespace that binds `target` at its own
     /// directory `rbind` + `rslave`, the way the kubelet passes a HostToContainer volume.
     pub fn container(&mut self, target: &Path) -> Container {
@@ -354,24 +500,20 @@ impl Node {
         container
     }
 
-    /// The live squashfuse processes serving `instance`.
+    /// The live client processes (squashfuse or cvmfs2) serving `instance`: those started
+    /// with its mount directory as an argument.
     pub fn clients(&self, instance: &str) -> Vec<i32> {
-        let image = self.images.join(format!("{instance}.squashfs"));
-        let image = image.display().to_string();
+        let dir = self.instance_dir(instance).display().to_string();
         self.processes()
             .into_iter()
             .filter(|pid| {
                 let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                let args: Vec<String> = cmdline
-                    .split(|b| *b == 0)
-                    .map(|a| String::from_utf8_lossy(a).into_owned())
-                    .collect();
-                args.iter().any(|a| a.ends_with("squashfuse")) && args.contains(&image)
+                cmdline.split(|b| *b == 0).any(|a| a == dir.as_bytes())
             })
             .collect()
     }
 
-    /// Kills the squashfuse client serving `instance` (SIGKILL), as a crashed cvmfs2.
+    /// Kills the client serving `instance` (SIGKILL), as a crash would.
     pub fn kill_client(&self, instance: &str) {
         let clients = self.clients(instance);
         assert!(!clients.is_empty(), "no client serves {instance}");
