@@ -5,24 +5,30 @@
 //! ```text
 //!  etcd ◄── kube-apiserver ◄──┬── kube-controller-manager (job, gc, namespace, ttl, sa, …)
 //!   (temp dir,  (own CA, RBAC,  ├── kube-scheduler
-//!    no fsync)   SA keys)       └── kwok (plays the kubelet of the fake nodes)
+//!    no fsync)   SA keys)       ├── kwok (plays the kubelet of the fake nodes)
+//!                               └── real nodes, if asked for ([`node`]): kubelet +
+//!                                   containerd + runc in namespaces of their own
 //! ```
 //!
 //! Every port is chosen at run time, so testbeds can run side by side. Readiness means:
 //! the apiserver's `/readyz` answers `ok`, the `default` service account exists (the
-//! controller-manager works) and every fake node is `Ready` (kwok works). Dropping the
-//! [`Testbed`] stops every component and removes its work directory; component logs are
-//! removed too unless [`Testbed::keep_logs`] was called (the test harness does so when a
-//! test fails, and prints their tails).
+//! controller-manager works) and every node is `Ready` and untainted (kwok works, each
+//! kubelet works). Dropping the [`Testbed`] stops the real nodes, then every component,
+//! and removes its work directory; component logs are removed too unless
+//! [`Testbed::keep_logs`] was called (the test harness does so when a test fails, and
+//! prints their tails).
 
 mod binaries;
 mod kubeconfig;
+pub mod node;
 mod nodes;
 mod pki;
 mod ports;
 mod process;
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -31,6 +37,7 @@ use kube::api::Api;
 use tempfile::TempDir;
 
 pub use binaries::{BIN_DIR_ENV, Binaries, COMPONENTS};
+pub use node::{NodeFootprint, RealNode, RealNodeSpec};
 pub use nodes::{FakeNode, GpuModel, MANAGED_LABEL, NVIDIA_GPU};
 use process::Component;
 pub use process::{Registered, RegistrationGuard, register, spawn_registered, tail, unregister};
@@ -48,6 +55,7 @@ pub mod annotations {
 /// The service IP range of the testbed and the apiserver's address in it.
 const SERVICE_CIDR: &str = "10.96.0.0/16";
 const SERVICE_IP: &str = "10.96.0.1";
+const SERVICE_IPV4: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 1);
 
 /// etcd's backend quota: 8 GiB, the most etcd recommends.
 const ETCD_QUOTA_BYTES: u64 = 8 * 1024 * 1024 * 1024;
@@ -136,6 +144,19 @@ pub enum TestbedError {
     /// A setting is invalid.
     #[error("{0}")]
     Config(String),
+    /// A real node did not become Ready.
+    #[error(
+        "real node {node} did not become Ready and untainted within {timeout:?}; \
+             last log lines:\n{log_tail}"
+    )]
+    NodeNotReady {
+        /// The node.
+        node: String,
+        /// How long we waited.
+        timeout: Duration,
+        /// The end of its kubelet's and containerd's logs.
+        log_tail: String,
+    },
 }
 
 /// Options for [`Testbed::start`].
@@ -143,18 +164,40 @@ pub enum TestbedError {
 pub struct TestbedOptions {
     /// Fake nodes to create.
     pub nodes: Vec<FakeNode>,
+    /// Real kubelet nodes to start (none by default; they need root, containerd, runc
+    /// and the CNI plugins, see docs/testbed.md).
+    pub real_nodes: Vec<RealNodeSpec>,
+    /// Image archives (docker-archive or oci-archive tars, e.g. the operator's and the
+    /// CSI plugin's) to import into every real node besides the node images.
+    pub images: Vec<PathBuf>,
 }
 
 impl Default for TestbedOptions {
     fn default() -> Self {
         Self {
             nodes: FakeNode::default_set(),
+            real_nodes: Vec::new(),
+            images: Vec::new(),
+        }
+    }
+}
+
+impl TestbedOptions {
+    /// One real node (`node-0`) and no fake nodes: the cluster a suite needs when its
+    /// pods must really run.
+    pub fn one_real_node() -> Self {
+        Self {
+            nodes: Vec::new(),
+            real_nodes: vec![RealNodeSpec::numbered(0)],
+            images: Vec::new(),
         }
     }
 }
 
 /// A running testbed cluster. Dropping it stops the cluster.
 pub struct Testbed {
+    real_nodes: Vec<RealNode>,
+    egress: Option<Arc<node::egress::EgressProxy>>,
     components: Vec<Component>,
     binaries: Binaries,
     client: kube::Client,
@@ -208,7 +251,22 @@ impl Testbed {
             register(Registered::Path(log_dir.clone())),
         ];
 
-        let pki = pki::generate(&work, SERVICE_IP)?;
+        let (pki, authority) = pki::generate(&work, SERVICE_IP)?;
+        // Real nodes: what they need from the machine is checked, their images built and
+        // what an earlier, killed run left removed before anything starts.
+        let node_setup = if options.real_nodes.is_empty() {
+            None
+        } else {
+            let layout = node::preflight()?;
+            let removed = node::remove_stale_nodes()?;
+            if !removed.is_empty() {
+                eprintln!("testbed: removed cgroups of earlier real nodes: {removed:?}");
+            }
+            let archives = tokio::task::spawn_blocking(node::node_images)
+                .await
+                .map_err(|e| TestbedError::Config(format!("building the node images: {e}")))??;
+            Some((layout, archives))
+        };
         let etcd_client = ports::free_port()?;
         let etcd_peer = ports::free_port()?;
         let apiserver_port = ports::free_port()?;
@@ -221,6 +279,8 @@ impl Testbed {
             .map_err(io_err("writing the scheduler configuration"))?;
 
         let mut testbed = Self {
+            real_nodes: Vec::new(),
+            egress: None,
             components: Vec::new(),
             client: client_from(&kubeconfig).await?,
             binaries,
@@ -228,7 +288,8 @@ impl Testbed {
             server,
             nodes: options.nodes,
             log_dir,
-            keep_logs: AtomicBool::new(false),
+            // Until the start succeeds: a failed start keeps its logs.
+            keep_logs: AtomicBool::new(true),
             registrations,
             workdir: Some(workdir),
             started_in: Duration::ZERO,
@@ -255,33 +316,56 @@ impl Testbed {
                 arg("log-level", &"warn"),
             ],
         )?;
+        let mut apiserver_args = Vec::new();
+        if node_setup.is_some() {
+            // The apiserver reaches the real nodes' kubelets (logs, exec) through the
+            // testbed's egress proxy, and authenticates to them as the admin.
+            let socket = work.join("egress.sock");
+            let proxy =
+                node::egress::EgressProxy::start(&socket, tokio::runtime::Handle::current())
+                    .map_err(io_err("serving the egress proxy socket"))?;
+            let selector = work.join("egress-selector.json");
+            std::fs::write(&selector, node::egress::selector_config(&socket))
+                .map_err(io_err("writing the egress selector configuration"))?;
+            testbed.egress = Some(Arc::new(proxy));
+            apiserver_args.extend([
+                arg("egress-selector-config-file", &path(&selector)),
+                arg("kubelet-client-certificate", &path(&pki.admin_cert)),
+                arg("kubelet-client-key", &path(&pki.admin_key)),
+                arg("kubelet-preferred-address-types", &"InternalIP,Hostname"),
+            ]);
+        }
         testbed.spawn(
             "kube-apiserver",
-            vec![
-                arg("etcd-servers", &etcd_url),
-                arg("bind-address", &"127.0.0.1"),
-                arg("advertise-address", &"127.0.0.1"),
-                arg("endpoint-reconciler-type", &"none"),
-                arg("secure-port", &apiserver_port),
-                arg("tls-cert-file", &path(&pki.serving_cert)),
-                arg("tls-private-key-file", &path(&pki.serving_key)),
-                arg("client-ca-file", &path(&pki.ca_cert)),
-                arg(
-                    "service-account-issuer",
-                    &"https://kubernetes.default.svc.cluster.local",
-                ),
-                arg("service-account-key-file", &path(&pki.service_account_pub)),
-                arg(
-                    "service-account-signing-key-file",
-                    &path(&pki.service_account_key),
-                ),
-                arg("service-cluster-ip-range", &SERVICE_CIDR),
-                arg("authorization-mode", &"Node,RBAC"),
-                arg("allow-privileged", &true),
-                // Off unless asked for: `/debug/pprof` then answers to the admin
-                // kubeconfig (`kubectl get --raw /debug/pprof/profile?seconds=60`).
-                arg("profiling", &profiling_requested()),
-            ],
+            [
+                vec![
+                    arg("etcd-servers", &etcd_url),
+                    arg("bind-address", &"127.0.0.1"),
+                    arg("advertise-address", &"127.0.0.1"),
+                    arg("endpoint-reconciler-type", &"none"),
+                    arg("secure-port", &apiserver_port),
+                    arg("tls-cert-file", &path(&pki.serving_cert)),
+                    arg("tls-private-key-file", &path(&pki.serving_key)),
+                    arg("client-ca-file", &path(&pki.ca_cert)),
+                    arg(
+                        "service-account-issuer",
+                        &"https://kubernetes.default.svc.cluster.local",
+                    ),
+                    arg("service-account-key-file", &path(&pki.service_account_pub)),
+                    arg(
+                        "service-account-signing-key-file",
+                        &path(&pki.service_account_key),
+                    ),
+                    arg("service-cluster-ip-range", &SERVICE_CIDR),
+                    arg("authorization-mode", &"Node,RBAC"),
+                    arg("allow-privileged", &true),
+                    // Off unless asked for: `/debug/pprof` then answers to the admin
+                    // kubeconfig (`kubectl get --raw /debug/pprof/profile?seconds=60`).
+                    arg("profiling", &profiling_requested()),
+                ],
+                apiserver_args,
+            ]
+            .concat(),
         )?;
         testbed.wait_for_apiserver().await?;
 
@@ -337,7 +421,29 @@ impl Testbed {
         nodes::create(&testbed.client, &testbed.nodes).await?;
         testbed.wait_for_default_service_account().await?;
         testbed.wait_for_nodes_ready().await?;
+        if let (Some((layout, archives)), Some(egress)) = (&node_setup, testbed.egress.clone()) {
+            let apiserver = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), apiserver_port);
+            for (index, spec) in options.real_nodes.iter().enumerate() {
+                let context = node::NodeContext {
+                    index,
+                    work_dir: &work,
+                    log_dir: &testbed.log_dir,
+                    binaries: &testbed.binaries,
+                    authority: &authority,
+                    ca_cert: &pki.ca_cert,
+                    apiserver,
+                    service_ip: SERVICE_IPV4,
+                    images: &options.images,
+                    cgroups: layout,
+                    egress: &egress,
+                };
+                let real = RealNode::start(spec, archives, context).await?;
+                testbed.real_nodes.push(real);
+            }
+            testbed.wait_for_real_nodes_ready().await?;
+        }
         testbed.started_in = began.elapsed();
+        testbed.keep_logs.store(false, Ordering::Relaxed);
         Ok(testbed)
     }
 
@@ -352,13 +458,25 @@ impl Testbed {
         self.client.clone()
     }
 
-    /// Name and process id of each running component (etcd, kube-apiserver, ...), e.g. to
-    /// read what CPU each one used.
+    /// Name and process id of each running component (etcd, kube-apiserver, ..., and
+    /// each real node's `<node>-namespaces`, `<node>-containerd`, `<node>-kubelet`), e.g.
+    /// to read what CPU each one used.
     pub fn component_pids(&self) -> Vec<(&str, u32)> {
         self.components
             .iter()
             .map(|c| (c.name(), c.pid()))
+            .chain(self.real_nodes.iter().flat_map(RealNode::pids))
             .collect()
+    }
+
+    /// The real nodes of this cluster (see [`node`]).
+    pub fn real_nodes(&self) -> &[RealNode] {
+        &self.real_nodes
+    }
+
+    /// The real node named `name`.
+    pub fn real_node(&self, name: &str) -> Option<&RealNode> {
+        self.real_nodes.iter().find(|n| n.name() == name)
     }
 
     /// Path of the admin kubeconfig (inside the work directory: valid while the testbed runs).
@@ -412,7 +530,8 @@ impl Testbed {
 
     /// The last `lines` lines of every component's log, each under a header.
     pub fn log_tails(&self, lines: usize) -> String {
-        self.components
+        let control_plane: String = self
+            .components
             .iter()
             .map(|c| {
                 format!(
@@ -422,11 +541,16 @@ impl Testbed {
                     c.log_tail(lines)
                 )
             })
-            .collect()
+            .collect();
+        let nodes: String = self.real_nodes.iter().map(|n| n.log_tails(lines)).collect();
+        control_plane + &nodes
     }
 
     /// Fails if a component has exited.
     fn check_alive(&mut self) -> Result<(), TestbedError> {
+        for real in &mut self.real_nodes {
+            real.check_alive()?;
+        }
         for component in &mut self.components {
             if let Some(status) = component.exited() {
                 return Err(TestbedError::ComponentExited {
@@ -479,6 +603,39 @@ impl Testbed {
         .await
     }
 
+    async fn wait_for_real_nodes_ready(&mut self) -> Result<(), TestbedError> {
+        let names: Vec<String> = self
+            .real_nodes
+            .iter()
+            .map(|n| n.name().to_owned())
+            .collect();
+        for name in names {
+            let wanted = name.clone();
+            let outcome = self
+                .poll(&format!("real node {name} to become Ready"), move |client| {
+                    let wanted = wanted.clone();
+                    async move {
+                        let api: Api<Node> = Api::all(client);
+                        matches!(api.get_opt(&wanted).await, Ok(Some(node)) if node_is_ready(&node))
+                    }
+                })
+                .await;
+            if let Err(TestbedError::Timeout { timeout, .. }) = outcome {
+                let log_tail = self
+                    .real_node(&name)
+                    .map(|n| n.log_tails(30))
+                    .unwrap_or_default();
+                return Err(TestbedError::NodeNotReady {
+                    node: name,
+                    timeout,
+                    log_tail,
+                });
+            }
+            outcome?;
+        }
+        Ok(())
+    }
+
     async fn wait_for_nodes_ready(&mut self) -> Result<(), TestbedError> {
         let expected = self.nodes.len();
         self.poll("fake nodes to become Ready", move |client| async move {
@@ -518,6 +675,11 @@ pub fn node_is_ready(node: &Node) -> bool {
 
 impl Drop for Testbed {
     fn drop(&mut self) {
+        // Real nodes first, while the apiserver still answers their kubelets.
+        self.real_nodes.clear();
+        if let Some(egress) = self.egress.take() {
+            egress.stop();
+        }
         process::stop_all(&mut self.components);
         self.components.clear();
         if let Some(workdir) = self.workdir.take() {

@@ -3,14 +3,17 @@
 //! One throw-away CA signs the apiserver's serving certificate and an admin client
 //! certificate in group `system:masters`; a separate key pair signs and verifies
 //! service-account tokens. Everything is ECDSA P-256 and written as PEM files into the
-//! testbed's work directory, where the components read them.
+//! testbed's work directory, where the components read them. The CA stays in memory
+//! ([`Authority`]) to sign more client certificates later, such as a real node's
+//! `system:node:<name>` identity.
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose, SanType,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 
 use super::TestbedError;
@@ -28,6 +31,10 @@ pub struct PkiFiles {
     pub service_account_key: PathBuf,
     /// Service-account token verification key (public).
     pub service_account_pub: PathBuf,
+    /// The admin client certificate (the apiserver presents it to kubelets).
+    pub admin_cert: PathBuf,
+    /// The admin client key.
+    pub admin_key: PathBuf,
     /// PEM of the CA certificate, for kubeconfigs.
     pub ca_pem: String,
     /// PEM of the admin client certificate, for kubeconfigs.
@@ -46,8 +53,69 @@ const SERVING_NAMES: &[&str] = &[
     "kubernetes.default.svc.cluster.local",
 ];
 
+/// The testbed CA, kept to sign client certificates after the start.
+#[derive(Clone)]
+pub struct Authority {
+    issuer: Arc<CertifiedIssuer<'static, KeyPair>>,
+}
+
+impl std::fmt::Debug for Authority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authority").finish_non_exhaustive()
+    }
+}
+
+impl Authority {
+    /// Signs a client certificate for user `common_name` in `groups` and writes it and
+    /// its key (owner-only) to `cert` and `key`.
+    pub fn issue_client(
+        &self,
+        common_name: &str,
+        groups: &[&str],
+        cert: &Path,
+        key: &Path,
+    ) -> Result<(), TestbedError> {
+        let err =
+            |what: &'static str| move |source: rcgen::Error| TestbedError::Pki { what, source };
+        let mut params = CertificateParams::default();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        for group in groups {
+            params
+                .distinguished_name
+                .push(DnType::OrganizationName, *group);
+        }
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let key_pair = KeyPair::generate().map_err(err("client key"))?;
+        let issuer: &Issuer<'static, KeyPair> = &self.issuer;
+        let certificate = params
+            .signed_by(&key_pair, issuer)
+            .map_err(err("client certificate"))?;
+        write(cert, &certificate.pem(), 0o644)?;
+        write(key, &key_pair.serialize_pem(), 0o600)
+    }
+}
+
+fn write(path: &Path, contents: &str, mode: u32) -> Result<(), TestbedError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io_err = |source| TestbedError::Io {
+        what: format!("writing {}", path.display()),
+        source,
+    };
+    fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .and_then(|mut file| file.write_all(contents.as_bytes()))
+        .map_err(io_err)
+}
+
 /// Generates the CA, certificates and keys and writes them below `dir`.
-pub fn generate(dir: &Path, service_ip: &str) -> Result<PkiFiles, TestbedError> {
+pub fn generate(dir: &Path, service_ip: &str) -> Result<(PkiFiles, Authority), TestbedError> {
     let err = |what: &'static str| move |source: rcgen::Error| TestbedError::Pki { what, source };
 
     let mut ca_params = CertificateParams::default();
@@ -108,20 +176,29 @@ pub fn generate(dir: &Path, service_ip: &str) -> Result<PkiFiles, TestbedError> 
         serving_key: dir.join("apiserver.key"),
         service_account_key: dir.join("service-account.key"),
         service_account_pub: dir.join("service-account.pub"),
+        admin_cert: dir.join("admin.crt"),
+        admin_key: dir.join("admin.key"),
         ca_pem: ca.pem(),
         admin_cert_pem: admin.pem(),
         admin_key_pem: admin_key.serialize_pem(),
     };
-    let write = |path: &Path, contents: String| {
-        fs::write(path, contents).map_err(|source| TestbedError::Io {
-            what: format!("writing {}", path.display()),
-            source,
-        })
+    write(&files.ca_cert, &files.ca_pem, 0o644)?;
+    write(&files.serving_cert, &serving.pem(), 0o644)?;
+    write(&files.serving_key, &serving_key.serialize_pem(), 0o600)?;
+    write(
+        &files.service_account_key,
+        &service_account.serialize_pem(),
+        0o600,
+    )?;
+    write(
+        &files.service_account_pub,
+        &service_account.public_key_pem(),
+        0o644,
+    )?;
+    write(&files.admin_cert, &files.admin_cert_pem, 0o644)?;
+    write(&files.admin_key, &files.admin_key_pem, 0o600)?;
+    let authority = Authority {
+        issuer: Arc::new(ca),
     };
-    write(&files.ca_cert, files.ca_pem.clone())?;
-    write(&files.serving_cert, serving.pem())?;
-    write(&files.serving_key, serving_key.serialize_pem())?;
-    write(&files.service_account_key, service_account.serialize_pem())?;
-    write(&files.service_account_pub, service_account.public_key_pem())?;
-    Ok(files)
+    Ok((files, authority))
 }

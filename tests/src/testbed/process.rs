@@ -13,10 +13,15 @@
 //!
 //! Components run in their own process group, so a terminal's Ctrl-C reaches only us and
 //! we stop them in order.
+//!
+//! Processes that escape both the process group and the death signal (a real node's
+//! container shims daemonize) are found another way: the signal cleanup also kills every
+//! process in a registered cgroup tree or mount namespace, then removes the cgroups.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -27,6 +32,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::TestbedError;
+use super::node::{cgroups, namespaces};
 
 /// How long a component gets to exit after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -48,20 +54,39 @@ impl Component {
         args: &[String],
         log_dir: &Path,
     ) -> Result<Self, TestbedError> {
+        let mut command = Command::new(program);
+        command.args(args);
+        Self::spawn_command(name, command, log_dir, &[])
+    }
+
+    /// Starts `command` like [`Component::spawn`]; before it execs, the child writes its
+    /// pid into each of `cgroup_procs` (`cgroup.procs` files), so it and everything it
+    /// forks start inside those cgroups, with no window in which they run elsewhere.
+    pub fn spawn_command(
+        name: &str,
+        mut command: Command,
+        log_dir: &Path,
+        cgroup_procs: &[PathBuf],
+    ) -> Result<Self, TestbedError> {
         let log = log_dir.join(format!("{name}.log"));
         let io_err = |what: String| move |source| TestbedError::Io { what, source };
         let out = File::create(&log).map_err(io_err(format!("creating {}", log.display())))?;
         let err = out
             .try_clone()
             .map_err(io_err(format!("duplicating {}", log.display())))?;
-        let mut command = Command::new(program);
-        command
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err);
-        let child = spawn_tied_to_process(command)
-            .map_err(io_err(format!("starting {name} ({})", program.display())))?;
+        let placement = cgroup_procs
+            .iter()
+            .map(|path| {
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(io_err(format!("opening {}", path.display())))
+            })
+            .collect::<Result<Vec<File>, _>>()?;
+        let program = command.get_program().to_string_lossy().into_owned();
+        command.stdin(Stdio::null()).stdout(out).stderr(err);
+        let child = spawn_tied_to_process(command, placement)
+            .map_err(io_err(format!("starting {name} ({program})")))?;
         let registration = register(Registered::Process(child.id()));
         Ok(Self {
             name: name.to_owned(),
@@ -160,13 +185,20 @@ fn signal_group(pid: u32, signal: libc::c_int) {
     }
 }
 
-/// Something that must not outlive this process: a component, a file or a directory.
+/// Something that must not outlive this process: a component, a file or a directory, or
+/// a real node's cgroups and mount namespace.
 #[derive(Debug)]
 pub enum Registered {
     /// A component's process (group) id.
     Process(u32),
     /// A file or directory to remove.
     Path(PathBuf),
+    /// The same cgroup tree in each hierarchy (`/sys/fs/cgroup/<controller>/<root>`):
+    /// kill every process in it, then remove its directories bottom-up.
+    CgroupTree(Vec<PathBuf>),
+    /// A mount namespace, by inode number (`stat /proc/<pid>/ns/mnt`): kill every
+    /// process in it.
+    MountNamespace(u64),
 }
 
 fn registry() -> &'static Mutex<HashMap<u64, Registered>> {
@@ -251,28 +283,44 @@ fn cleanup_everything() {
     }
     thread::sleep(Duration::from_secs(1));
     for item in &items {
-        match item {
-            Registered::Process(pid) => signal_group(*pid, libc::SIGKILL),
-            Registered::Path(path) => {
-                let _ = fs::remove_dir_all(path).or_else(|_| fs::remove_file(path));
-            }
+        if let Registered::Process(pid) = item {
+            signal_group(*pid, libc::SIGKILL);
+        }
+    }
+    // What escaped the process groups (container shims, containers) goes next, then the
+    // cgroups it lived in, then the files.
+    let deadline = Instant::now() + STOP_GRACE;
+    for item in &items {
+        if let Registered::MountNamespace(id) = item {
+            namespaces::kill_mount_namespace(*id, deadline);
+        }
+    }
+    for item in &items {
+        if let Registered::CgroupTree(dirs) = item {
+            let _ = cgroups::kill_and_remove(dirs, deadline);
+        }
+    }
+    for item in &items {
+        if let Registered::Path(path) = item {
+            let _ = fs::remove_dir_all(path).or_else(|_| fs::remove_file(path));
         }
     }
 }
 
-type SpawnRequest = (Command, mpsc::Sender<io::Result<Child>>);
+type SpawnRequest = (Command, Vec<File>, mpsc::Sender<io::Result<Child>>);
 
 /// Forks `command` from the long-lived spawner thread, in its own process group, with
-/// SIGKILL as its parent-death signal.
-fn spawn_tied_to_process(command: Command) -> io::Result<Child> {
+/// SIGKILL as its parent-death signal, placed into the cgroups whose `cgroup.procs`
+/// files `placement` holds open.
+fn spawn_tied_to_process(command: Command, placement: Vec<File>) -> io::Result<Child> {
     static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
     let spawner = SPAWNER.get_or_init(|| {
         let (requests, incoming) = mpsc::channel::<SpawnRequest>();
         thread::Builder::new()
             .name("testbed-spawner".into())
             .spawn(move || {
-                for (mut command, reply) in incoming {
-                    let _ = reply.send(spawn_in_own_group(&mut command));
+                for (mut command, placement, reply) in incoming {
+                    let _ = reply.send(spawn_in_own_group(&mut command, &placement));
                 }
             })
             .ok();
@@ -282,7 +330,7 @@ fn spawn_tied_to_process(command: Command) -> io::Result<Child> {
     spawner
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .send((command, reply))
+        .send((command, placement, reply))
         .map_err(|_| io::Error::other("spawner thread is gone"))?;
     answer
         .recv()
@@ -290,10 +338,14 @@ fn spawn_tied_to_process(command: Command) -> io::Result<Child> {
 }
 
 #[allow(unsafe_code)]
-fn spawn_in_own_group(command: &mut Command) -> io::Result<Child> {
+fn spawn_in_own_group(command: &mut Command, placement: &[File]) -> io::Result<Child> {
     let parent = std::process::id();
+    let cgroup_procs: Vec<RawFd> = placement.iter().map(|file| file.as_raw_fd()).collect();
     // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
-    // system calls (setpgid, prctl, getppid); it allocates nothing.
+    // system calls (setpgid, prctl, getppid, getpid, write) on memory it owns (the
+    // vector of descriptors, allocated before the fork, and a stack buffer); it
+    // allocates nothing. The descriptors stay open until `spawn` returns because
+    // `placement` outlives it, and close in the child at exec (O_CLOEXEC).
     unsafe {
         command.pre_exec(move || {
             if libc::setpgid(0, 0) != 0 {
@@ -306,8 +358,47 @@ fn spawn_in_own_group(command: &mut Command) -> io::Result<Child> {
             if u32::try_from(libc::getppid()).ok() != Some(parent) {
                 return Err(io::Error::other("parent exited during start"));
             }
+            if !cgroup_procs.is_empty() {
+                let mut digits = [0u8; 20];
+                let start = format_decimal(libc::getpid().unsigned_abs(), &mut digits);
+                let text = &digits[start..];
+                for &fd in &cgroup_procs {
+                    if libc::write(fd, text.as_ptr().cast(), text.len()) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+            }
             Ok(())
         });
     }
     command.spawn()
+}
+
+/// Writes `value` in decimal at the end of `buffer` and returns where it starts; no
+/// allocation, so it may run between fork and exec.
+fn format_decimal(mut value: u32, buffer: &mut [u8; 20]) -> usize {
+    let mut start = buffer.len();
+    loop {
+        start -= 1;
+        // `value % 10` is below 10, so the cast cannot truncate.
+        buffer[start] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            return start;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_formatting_matches_to_string() {
+        for value in [0, 7, 10, 4_194_303, u32::MAX] {
+            let mut buffer = [0u8; 20];
+            let start = format_decimal(value, &mut buffer);
+            assert_eq!(&buffer[start..], value.to_string().as_bytes());
+        }
+    }
 }
