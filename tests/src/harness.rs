@@ -7,20 +7,21 @@
 //! 3. runs each test on a shared Tokio runtime in a fresh namespace that is deleted
 //!    afterwards, under a per-test timeout,
 //! 4. prints the tails of the component logs when anything failed, keeps the logs,
-//! 5. stops the testbed and exits with libtest's exit code and summary line.
+//! 5. stops the testbed and exits with libtest's exit code and summary line, or fails
+//!    when a real node left anything behind (process, mount, cgroup, namespace, files).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 use libtest_mimic::{Arguments, Failed, Trial};
 use rand::distr::{Alphanumeric, SampleString};
 
-use crate::testbed::{Testbed, TestbedOptions};
+use crate::testbed::{NodeFootprint, RealNode, Testbed, TestbedOptions};
 
 /// What a test returns: `Err` with a readable message fails it.
 pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
@@ -79,7 +80,8 @@ impl Test {
     }
 }
 
-/// Runs `tests` against one testbed started with `options`; call from `main`.
+/// Runs `tests` against one testbed started with `options` (fake nodes, real nodes,
+/// images for them); call from `main`.
 pub fn run(options: TestbedOptions, tests: Vec<Test>) -> ExitCode {
     init_tracing();
     let args = Arguments::from_args();
@@ -137,6 +139,7 @@ pub fn run(options: TestbedOptions, tests: Vec<Test>) -> ExitCode {
         .collect();
 
     let conclusion = libtest_mimic::run(&args, trials);
+    let mut footprints = Vec::new();
     if let Some(testbed) = testbed {
         if conclusion.has_failed() {
             testbed.keep_logs();
@@ -145,12 +148,45 @@ pub fn run(options: TestbedOptions, tests: Vec<Test>) -> ExitCode {
                 testbed.log_tails(40)
             );
         }
+        footprints = testbed
+            .real_nodes()
+            .iter()
+            .map(RealNode::footprint)
+            .collect();
         match Arc::try_unwrap(testbed) {
             Ok(testbed) => drop(testbed),
             Err(_) => eprintln!("testbed still referenced at exit; it stops with the process"),
         }
     }
+    let leftovers = leftovers_of(&footprints);
+    if !leftovers.is_empty() {
+        eprintln!(
+            "\nthe real nodes left behind:\n  {}",
+            leftovers.join("\n  ")
+        );
+        return ExitCode::FAILURE;
+    }
     conclusion.exit_code()
+}
+
+/// What stopped real nodes left on the machine, allowing killed processes a few seconds
+/// to be reaped.
+fn leftovers_of(footprints: &[NodeFootprint]) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left: Vec<String> = footprints
+            .iter()
+            .flat_map(|f| {
+                f.leftovers()
+                    .into_iter()
+                    .map(move |item| format!("{}: {item}", f.node))
+            })
+            .collect();
+        if left.is_empty() || Instant::now() > deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 async fn run_one(
