@@ -1,16 +1,21 @@
 //! `testbed`: the hepbatch test cluster for humans.
 //!
 //! `testbed build` builds the components (once; cached outside the clone).
-//! `testbed up` starts a cluster, writes its kubeconfig and stays up until Ctrl-C.
+//! `testbed up` starts a cluster, writes its kubeconfig and stays up until Ctrl-C;
+//! `--real-node` adds real kubelet nodes, `--nodes`/`--pods-per-node` shape the fake ones.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use hepbatch_tests::testbed::{self, Binaries, Registered, Testbed, TestbedOptions};
+use hepbatch_tests::testbed::{
+    self, Binaries, FakeNode, RealNodeSpec, Registered, Testbed, TestbedOptions,
+};
 
 #[derive(Parser)]
-#[command(about = "A real Kubernetes control plane with fake (kwok) CPU and GPU nodes")]
+#[command(
+    about = "A real Kubernetes control plane with fake (kwok) CPU and GPU nodes and, if asked, real kubelet nodes"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -25,6 +30,21 @@ enum Command {
         /// Where to write the admin kubeconfig.
         #[arg(long, env = "HEPBATCH_TESTBED_KUBECONFIG")]
         kubeconfig: Option<PathBuf>,
+        /// Add a real node (kubelet + containerd in namespaces of its own; needs root).
+        /// Repeat for more: node-0, node-1, ...
+        #[arg(long = "real-node", action = clap::ArgAction::Count)]
+        real_nodes: u8,
+        /// Fake (kwok) CPU nodes instead of the default set of four CPU and two GPU
+        /// nodes; 0 for none.
+        #[arg(long)]
+        nodes: Option<usize>,
+        /// Pod capacity of each fake node.
+        #[arg(long, default_value_t = 250)]
+        pods_per_node: u32,
+        /// An image archive (docker-archive or oci-archive) to import into every real
+        /// node; repeatable.
+        #[arg(long = "image")]
+        images: Vec<PathBuf>,
     },
 }
 
@@ -51,17 +71,49 @@ async fn main() -> ExitCode {
             println!("{}", binaries.dir().display());
             ExitCode::SUCCESS
         }
-        Command::Up { kubeconfig } => {
-            up(binaries, kubeconfig.unwrap_or_else(default_kubeconfig)).await
+        Command::Up {
+            kubeconfig,
+            real_nodes,
+            nodes,
+            pods_per_node,
+            images,
+        } => {
+            let mut fake = match nodes {
+                Some(count) => (0..count)
+                    .map(|i| FakeNode::cpu(format!("cpu-{i}")))
+                    .collect(),
+                None => FakeNode::default_set(),
+            };
+            for node in &mut fake {
+                node.pods = pods_per_node;
+            }
+            let options = TestbedOptions {
+                nodes: fake,
+                real_nodes: (0..usize::from(real_nodes))
+                    .map(RealNodeSpec::numbered)
+                    .collect(),
+                images,
+            };
+            up(
+                binaries,
+                options,
+                kubeconfig.unwrap_or_else(default_kubeconfig),
+            )
+            .await
         }
     }
 }
 
-async fn up(binaries: Binaries, kubeconfig: PathBuf) -> ExitCode {
+async fn up(binaries: Binaries, options: TestbedOptions, kubeconfig: PathBuf) -> ExitCode {
     eprintln!(
-        "testbed: starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok ..."
+        "testbed: starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok{} ...",
+        if options.real_nodes.is_empty() {
+            ""
+        } else {
+            " and real nodes (the first start builds their images: minutes)"
+        }
     );
-    let testbed = match Testbed::start_with(binaries, TestbedOptions::default()).await {
+    let testbed = match Testbed::start_with(binaries, options).await {
         Ok(testbed) => testbed,
         Err(error) => {
             eprintln!("testbed: {error}");
@@ -76,14 +128,52 @@ async fn up(binaries: Binaries, kubeconfig: PathBuf) -> ExitCode {
         return ExitCode::FAILURE;
     }
     let registration = testbed::register(Registered::Path(kubeconfig.clone()));
-    let nodes: Vec<&str> = testbed.nodes().iter().map(|n| n.name.as_str()).collect();
+    let nodes: Vec<&str> = testbed
+        .nodes()
+        .iter()
+        .map(|n| n.name.as_str())
+        .chain(testbed.real_nodes().iter().map(|n| n.name()))
+        .collect();
     println!(
-        "testbed ready in {:.1?}: {} with nodes {}\n\n  export KUBECONFIG={}\n  export PATH={}:$PATH\n  kubectl get nodes\n\nwork directory: {}\nlogs: {}\nCtrl-C stops the cluster and removes its files.",
+        "testbed ready in {:.1?}: {} with nodes {}\n\n  export KUBECONFIG={}\n  export PATH={}:$PATH\n  kubectl get nodes\n",
         testbed.started_in(),
         testbed.server(),
-        nodes.join(", "),
+        if nodes.is_empty() {
+            "(none)".to_owned()
+        } else {
+            nodes.join(", ")
+        },
         kubeconfig.display(),
         testbed.binaries().dir().display(),
+    );
+    for real in testbed.real_nodes() {
+        let footprint = real.footprint();
+        println!(
+            "real node {name}: ip {ip}, pods {subnet}/{prefix}, started in {took:.1?}\n  \
+             work: {work}\n  kubelet dir: {kubelet}\n  cgroup root: /{cgroup}\n  \
+             namespaces: mnt {mnt}, net {net}\n  \
+             inside: nsenter --net=/proc/{keeper}/ns/net --mount=/proc/{keeper}/ns/mnt -- sh\n  \
+             images: ctr --address {socket} -n k8s.io images ls\n",
+            name = real.name(),
+            ip = real.ip(),
+            subnet = real.network().pod_subnet.0,
+            prefix = real.network().pod_subnet.1,
+            took = real.started_in(),
+            work = real.work_dir().display(),
+            kubelet = real.kubelet_dir().display(),
+            cgroup = real.cgroup_root(),
+            mnt = footprint.namespaces.map_or(0, |ids| ids.mount),
+            net = footprint.namespaces.map_or(0, |ids| ids.network),
+            keeper = real.pids().first().map_or(0, |(_, pid)| *pid),
+            socket = real.containerd_socket().display(),
+        );
+    }
+    println!("components:");
+    for (name, pid) in testbed.component_pids() {
+        println!("  {name:<28} pid {pid}");
+    }
+    println!(
+        "\nwork directory: {}\nlogs: {}\nCtrl-C stops the cluster and removes its files.",
         testbed.work_dir().display(),
         testbed.log_dir().display(),
     );
