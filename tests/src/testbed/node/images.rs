@@ -85,7 +85,32 @@ pub fn ctr(socket: &Path) -> Command {
     command
 }
 
+/// The full name the CRI looks an image up by, as Docker normalizes it:
+/// `hepbatch-operator:0.1.0` is `docker.io/library/hepbatch-operator:0.1.0`, a name
+/// without tag or digest gets `:latest`, names with a registry host stay as they are.
+pub fn normalize_reference(name: &str) -> String {
+    let (first, _) = name.split_once('/').unwrap_or(("", name));
+    let has_domain =
+        !first.is_empty() && (first.contains('.') || first.contains(':') || first == "localhost");
+    let mut full = if has_domain {
+        name.to_owned()
+    } else if first.is_empty() {
+        format!("docker.io/library/{name}")
+    } else {
+        format!("docker.io/{name}")
+    };
+    let last = full.rsplit('/').next().unwrap_or_default();
+    if !last.contains(':') && !last.contains('@') {
+        full.push_str(":latest");
+    }
+    full
+}
+
 /// Imports `archive` into the containerd at `socket`; returns the names it brought.
+/// A name the archive carries in short form (an OCI archive written by `buildah push
+/// oci-archive:…:hepbatch-operator:0.1.0` says just that) is renamed to its normalized
+/// form: the CRI finds images only by those, and a short name even confuses its lookup
+/// of other images with the same content.
 pub fn import(socket: &Path, archive: &Path) -> Result<Vec<String>, TestbedError> {
     let before = list(socket)?;
     let output = ctr(socket)
@@ -104,7 +129,38 @@ pub fn import(socket: &Path, archive: &Path) -> Result<Vec<String>, TestbedError
         )));
     }
     let after = list(socket)?;
-    Ok(after.into_iter().filter(|i| !before.contains(i)).collect())
+    let mut names = Vec::new();
+    for name in after.into_iter().filter(|i| !before.contains(i)) {
+        if name.starts_with("sha256:") {
+            continue; // the CRI's own entry by image id
+        }
+        let full = normalize_reference(&name);
+        if full != name {
+            run_ctr(socket, &["images", "tag", "--force", &name, &full])?;
+            run_ctr(socket, &["images", "remove", &name])?;
+        }
+        names.push(full);
+    }
+    Ok(names)
+}
+
+fn run_ctr(socket: &Path, args: &[&str]) -> Result<(), TestbedError> {
+    let output = ctr(socket)
+        .args(args)
+        .output()
+        .map_err(|source| TestbedError::Io {
+            what: format!("running ctr {}", args.join(" ")),
+            source,
+        })?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(TestbedError::Config(format!(
+            "ctr {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )))
+    }
 }
 
 /// The image names containerd holds.
@@ -141,6 +197,35 @@ mod tests {
         assert_eq!(listing.len(), 2);
         assert_eq!(listing[0].reference, PAUSE_IMAGE);
         assert_eq!(listing[1].path, PathBuf::from("/c/base.docker.tar"));
+    }
+
+    #[test]
+    fn references_are_normalized_like_docker_does() {
+        for (short, full) in [
+            (
+                "hepbatch-operator:0.1.0",
+                "docker.io/library/hepbatch-operator:0.1.0",
+            ),
+            ("hepbatch/csi:0.1.0", "docker.io/hepbatch/csi:0.1.0"),
+            ("busybox", "docker.io/library/busybox:latest"),
+            (
+                "ghcr.io/hepbatch/hepbatch-csi:0.1.0",
+                "ghcr.io/hepbatch/hepbatch-csi:0.1.0",
+            ),
+            ("localhost/hepbatch-pause:1", "localhost/hepbatch-pause:1"),
+            ("localhost:5000/x", "localhost:5000/x:latest"),
+            (
+                "registry.example/a/b@sha256:00",
+                "registry.example/a/b@sha256:00",
+            ),
+        ] {
+            assert_eq!(normalize_reference(short), full, "{short}");
+        }
+        assert_eq!(normalize_reference(PAUSE_IMAGE), PAUSE_IMAGE);
+        assert_eq!(
+            normalize_reference(ANALYSIS_BASE_IMAGE),
+            ANALYSIS_BASE_IMAGE
+        );
     }
 
     #[test]
