@@ -9,11 +9,11 @@
 //!                                                  (testbed process)     the node's netns
 //! ```
 //!
-//! A target that is a real node's IP (or name) is dialled from inside that node's
-//! network namespace, anything else (webhooks, aggregated APIs on the host) from the
-//! host's. The head of each request is parsed with `httparse`, bounded to 8 KiB.
+//! A target that is a real node's IP or name, or an address in its pod subnet (the
+//! apiserver's pod proxy), is dialled from inside that node's network namespace;
+//! anything else (a webhook or aggregated API on the host) from the host's. The head of
+//! each request is parsed with `httparse`, bounded to 8 KiB.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -45,17 +45,47 @@ pub fn selector_config(socket: &Path) -> String {
     serde_json::to_string_pretty(&config).unwrap_or_default()
 }
 
-#[derive(Debug, Clone)]
-struct Route {
-    ip: Ipv4Addr,
-    netns: PathBuf,
+/// How to reach one real node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRoute {
+    /// The node's name (a CONNECT target may use it as host name).
+    pub name: String,
+    /// The node IP.
+    pub ip: Ipv4Addr,
+    /// The node's pod subnet.
+    pub pod_subnet: (Ipv4Addr, u8),
+    /// `/proc/<keeper>/ns/net`.
+    pub netns: PathBuf,
 }
+
+impl NodeRoute {
+    fn holds(&self, ip: Ipv4Addr) -> bool {
+        let (subnet, prefix) = self.pod_subnet;
+        let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+        ip == self.ip || u32::from(ip) & mask == u32::from(subnet) & mask
+    }
+}
+
+/// Where to dial `host`: from a node's namespace (its netns and the address to dial),
+/// or `None` for the host's.
+fn resolve(routes: &[NodeRoute], host: &str) -> Option<(PathBuf, Ipv4Addr)> {
+    if let Some(route) = routes.iter().find(|r| r.name == host) {
+        return Some((route.netns.clone(), route.ip));
+    }
+    let ip: Ipv4Addr = host.parse().ok()?;
+    routes
+        .iter()
+        .find(|r| r.holds(ip))
+        .map(|r| (r.netns.clone(), ip))
+}
+
+type Routes = Arc<RwLock<Vec<NodeRoute>>>;
 
 /// The proxy: which hosts are real nodes, and the task serving the socket.
 #[derive(Debug)]
 pub struct EgressProxy {
     socket: PathBuf,
-    routes: Arc<RwLock<HashMap<String, Route>>>,
+    routes: Routes,
     tasks: TaskSet,
 }
 
@@ -67,7 +97,7 @@ impl EgressProxy {
         let listener = UnixListener::bind(socket)?;
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
-        let routes: Arc<RwLock<HashMap<String, Route>>> = Arc::default();
+        let routes: Routes = Arc::default();
         let proxy = Self {
             socket: socket.to_path_buf(),
             routes: routes.clone(),
@@ -91,19 +121,17 @@ impl EgressProxy {
         Ok(proxy)
     }
 
-    /// Sends connections to `ip` and to the host name `name` into `netns`.
-    pub fn add_node(&self, name: &str, ip: Ipv4Addr, netns: PathBuf) {
-        let route = Route { ip, netns };
+    /// Sends connections to the node's name, IP and pod subnet into its namespace.
+    pub fn add_node(&self, route: NodeRoute) {
         let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
-        routes.insert(name.to_owned(), route.clone());
-        routes.insert(ip.to_string(), route);
+        routes.retain(|r| r.name != route.name);
+        routes.push(route);
     }
 
-    /// Forgets a node added with [`EgressProxy::add_node`].
-    pub fn remove_node(&self, name: &str, ip: Ipv4Addr) {
+    /// Forgets the node `name`.
+    pub fn remove_node(&self, name: &str) {
         let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
-        routes.remove(name);
-        routes.remove(&ip.to_string());
+        routes.retain(|r| r.name != name);
     }
 
     /// Stops serving and closes every tunnel.
@@ -146,10 +174,7 @@ fn parse_head(head: &[u8]) -> Result<Option<(Target, usize)>, String> {
     Ok(Some((Target { host, port }, length)))
 }
 
-async fn serve(
-    mut client: UnixStream,
-    routes: Arc<RwLock<HashMap<String, Route>>>,
-) -> io::Result<()> {
+async fn serve(mut client: UnixStream, routes: Routes) -> io::Result<()> {
     let mut head = Vec::with_capacity(1024);
     let (target, length) = loop {
         let mut chunk = [0u8; 1024];
@@ -165,18 +190,13 @@ async fn serve(
             Err(reason) => return refuse(&mut client, &reason).await,
         }
     };
-    let route = routes
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&target.host)
-        .cloned();
+    let route = resolve(
+        &routes.read().unwrap_or_else(|p| p.into_inner()),
+        &target.host,
+    );
     let dialled = match &route {
-        Some(route) => {
-            forward::connect_in(
-                &route.netns,
-                SocketAddr::new(IpAddr::V4(route.ip), target.port),
-            )
-            .await
+        Some((netns, ip)) => {
+            forward::connect_in(netns, SocketAddr::new(IpAddr::V4(*ip), target.port)).await
         }
         None => TcpStream::connect((target.host.as_str(), target.port)).await,
     };
@@ -223,6 +243,32 @@ mod tests {
             parse_head(b"CONNECT 10.213.0.2:10250 HTTP/1.1\r\n"),
             Ok(None)
         );
+    }
+
+    #[test]
+    fn node_names_ips_and_pod_addresses_go_into_the_node() {
+        let routes = [0u8, 1].map(|n| NodeRoute {
+            name: format!("node-{n}"),
+            ip: Ipv4Addr::new(10, 213, n, 2),
+            pod_subnet: (Ipv4Addr::new(10, 214, n, 0), 24),
+            netns: PathBuf::from(format!("/proc/{n}/ns/net")),
+        });
+        let ns = |n: u8| PathBuf::from(format!("/proc/{n}/ns/net"));
+        assert_eq!(
+            resolve(&routes, "node-1"),
+            Some((ns(1), Ipv4Addr::new(10, 213, 1, 2)))
+        );
+        assert_eq!(
+            resolve(&routes, "10.213.0.2"),
+            Some((ns(0), Ipv4Addr::new(10, 213, 0, 2)))
+        );
+        assert_eq!(
+            resolve(&routes, "10.214.1.17"),
+            Some((ns(1), Ipv4Addr::new(10, 214, 1, 17)))
+        );
+        assert_eq!(resolve(&routes, "10.214.2.17"), None);
+        assert_eq!(resolve(&routes, "127.0.0.1"), None);
+        assert_eq!(resolve(&routes, "webhook.example"), None);
     }
 
     #[test]

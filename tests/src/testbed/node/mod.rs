@@ -286,8 +286,12 @@ impl RealNode {
             ),
             source,
         })?;
-        self.egress
-            .add_node(&self.spec.name, self.network.node_ip, netns);
+        self.egress.add_node(egress::NodeRoute {
+            name: self.spec.name.clone(),
+            ip: self.network.node_ip,
+            pod_subnet: self.network.pod_subnet,
+            netns,
+        });
         Ok(())
     }
 
@@ -605,8 +609,7 @@ impl RealNode {
             }
             drop(namespaces);
         }
-        self.egress
-            .remove_node(&self.spec.name, self.network.node_ip);
+        self.egress.remove_node(&self.spec.name);
         let live = self.tasks.shutdown(Duration::from_secs(2));
         if live > 0 {
             report(&format!("{live} forwarder tasks did not stop"));
