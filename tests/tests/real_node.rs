@@ -40,6 +40,10 @@ fn main() -> ExitCode {
                 hostpath_works,
             ),
             test(
+                "a_mount_made_on_the_node_later_appears_in_a_host_to_container_volume",
+                host_to_container_propagation_works,
+            ),
+            test(
                 "pods_reach_the_apiserver_service_ip_and_an_exposed_host_service",
                 pods_reach_apiserver_and_exposed_service,
             ),
@@ -243,6 +247,48 @@ async fn hostpath_works(ctx: TestContext) -> TestResult {
         "{} appeared on the host",
         host_dir.display()
     );
+    Ok(())
+}
+
+/// What the CSI plugin relies on: the node's mounts are shared, so a mount made on the
+/// node after a pod started shows up in the pod's `HostToContainer` volume.
+async fn host_to_container_propagation_works(ctx: TestContext) -> TestResult {
+    let real = node(&ctx);
+    let dir = format!("/var/lib/hepbatch-propagation/{}", ctx.namespace);
+    let status = real
+        .command("mkdir")
+        .args(["-p", &format!("{dir}/late")])
+        .status()?;
+    assert!(status.success());
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": { "name": "propagation" },
+        "spec": {
+            "restartPolicy": "Never",
+            "volumes": [{ "name": "repo", "hostPath": { "path": dir, "type": "Directory" } }],
+            "containers": [{
+                "name": "main",
+                "image": ANALYSIS_BASE_IMAGE,
+                "command": ["bash", "-c",
+                    "for i in $(seq 600); do [ -f /repo/late/marker ] && exec cat /repo/late/marker; sleep 0.1; done; exit 1"],
+                "volumeMounts": [{ "name": "repo", "mountPath": "/repo", "mountPropagation": "HostToContainer" }],
+            }],
+        },
+    }))?;
+    let pods = create(&ctx, &pod).await?;
+    wait::pod_phase(&pods, "propagation", "Running", POD_TIMEOUT).await?;
+    let status = real
+        .command("sh")
+        .arg("-c")
+        .arg(format!(
+            "mount -t tmpfs hepbatch-late {dir}/late && echo mounted-later > {dir}/late/marker"
+        ))
+        .status()?;
+    assert!(status.success(), "mounting on the node failed: {status}");
+    wait::pod_phase(&pods, "propagation", "Succeeded", POD_TIMEOUT).await?;
+    let logs = kubectl_logs(&ctx, "propagation", "main")?;
+    assert_eq!(logs.trim(), "mounted-later");
     Ok(())
 }
 
