@@ -149,7 +149,7 @@ async fn up(binaries: Binaries, options: TestbedOptions, kubeconfig: PathBuf) ->
     for real in testbed.real_nodes() {
         let footprint = real.footprint();
         println!(
-            "real node {name}: ip {ip}, pods {subnet}/{prefix}, started in {took:.1?}\n  \
+            "real node {name}: ip {ip}, pods {subnet}/{prefix}, started in {took:.1?}, Ready after {ready:.1?}\n  \
              work: {work}\n  kubelet dir: {kubelet}\n  cgroup root: /{cgroup}\n  \
              namespaces: mnt {mnt}, net {net}\n  \
              inside: nsenter --net=/proc/{keeper}/ns/net --mount=/proc/{keeper}/ns/mnt -- sh\n  \
@@ -159,6 +159,7 @@ async fn up(binaries: Binaries, options: TestbedOptions, kubeconfig: PathBuf) ->
             subnet = real.network().pod_subnet.0,
             prefix = real.network().pod_subnet.1,
             took = real.started_in(),
+            ready = real.ready_in().unwrap_or_default(),
             work = real.work_dir().display(),
             kubelet = real.kubelet_dir().display(),
             cgroup = real.cgroup_root(),

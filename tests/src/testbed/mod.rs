@@ -632,6 +632,9 @@ impl Testbed {
                 });
             }
             outcome?;
+            if let Some(real) = self.real_nodes.iter_mut().find(|n| n.name() == name) {
+                real.mark_ready();
+            }
         }
         Ok(())
     }

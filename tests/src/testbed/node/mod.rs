@@ -186,7 +186,9 @@ pub struct RealNode {
     egress: Arc<EgressProxy>,
     images: Vec<String>,
     registrations: Vec<u64>,
+    began: Instant,
     started_in: Duration,
+    ready_in: Option<Duration>,
 }
 
 impl std::fmt::Debug for RealNode {
@@ -243,7 +245,9 @@ impl RealNode {
             tasks: TaskSet::new(Handle::current()),
             egress: ctx.egress.clone(),
             images: Vec::new(),
+            began,
             started_in: Duration::ZERO,
+            ready_in: None,
         };
         // From here on, dropping `node` undoes whatever has been started.
         node.start_namespaces(&ctx).await?;
@@ -532,9 +536,20 @@ impl RealNode {
         &self.images
     }
 
-    /// How long the node's processes took to start (not counting the wait for Ready).
+    /// How long the node's processes took to start (images imported, kubelet spawned).
     pub fn started_in(&self) -> Duration {
         self.started_in
+    }
+
+    /// How long from the start of the node until its Node object was Ready and
+    /// untainted (set once the testbed has seen it).
+    pub fn ready_in(&self) -> Option<Duration> {
+        self.ready_in
+    }
+
+    /// Records that the node was just seen Ready.
+    pub(crate) fn mark_ready(&mut self) {
+        self.ready_in = Some(self.began.elapsed());
     }
 
     /// Makes the host's loopback TCP service `127.0.0.1:<host_port>` reachable inside
