@@ -25,6 +25,7 @@ pub mod autofs;
 pub mod backend;
 pub mod config;
 pub mod controller;
+pub mod hash;
 pub mod identity;
 pub mod locks;
 pub mod metrics;

@@ -21,9 +21,9 @@
 
 use std::fmt;
 
+use crate::hash::fnv1a;
 use crate::proto::csi::volume_capability::{AccessType, access_mode};
 use crate::proto::csi::{CreateVolumeRequest, VolumeCapability};
-use crate::topology::fnv1a;
 use crate::volume::{AttributeError, VolumeSpec};
 
 /// The prefix of every volume id this controller hands out.
@@ -199,7 +199,7 @@ impl Provision {
 
 /// The key of a volume name's record: its hash in 16 hex digits.
 pub fn name_hash(name: &str) -> String {
-    format!("{:016x}", fnv1a(name.as_bytes()))
+    crate::hash::fnv1a_hex(name.as_bytes())
 }
 
 /// The record key embedded in a volume id made by [`Provision::volume_id`]; `None` for

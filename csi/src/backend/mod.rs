@@ -80,6 +80,8 @@ pub struct Snapshot {
     pub fixed: bool,
     /// I/O errors the client counted since it was mounted.
     pub io_errors: u64,
+    /// The client's last logged failure, when it counted I/O errors.
+    pub last_failure: Option<String>,
 }
 
 impl std::fmt::Display for Snapshot {
@@ -130,6 +132,36 @@ pub trait Backend: Send + Sync + 'static {
     /// tell. Blocks on a hung client: call it where a timeout guards the caller.
     fn snapshot(&self, _dir: &Path) -> Option<Snapshot> {
         None
+    }
+
+    /// Records what a freshly mounted pinned `instance` shows (see `shows_its_pin`).
+    fn remember(&self, _instance: &Instance, _snapshot: &Snapshot) {}
+
+    /// Whether `snapshot` is still the revision `instance` was mounted at: its pin holds,
+    /// and the client has not moved on since.
+    fn shows_its_pin(&self, instance: &Instance, snapshot: &Snapshot) -> bool {
+        instance
+            .pin
+            .as_ref()
+            .is_none_or(|pin| snapshot.satisfies(pin))
+    }
+
+    /// A sentence on the I/O errors `snapshot` counts, with the likely cause.
+    fn explain_io_errors(&self, snapshot: &Snapshot) -> String {
+        let last = snapshot.last_failure.as_deref().unwrap_or("no details");
+        format!(
+            "{} since it was mounted (last: {last})",
+            io_errors(snapshot.io_errors)
+        )
+    }
+}
+
+/// "1 I/O error", "3 I/O errors".
+pub fn io_errors(count: u64) -> String {
+    if count == 1 {
+        "1 I/O error".to_owned()
+    } else {
+        format!("{count} I/O errors")
     }
 }
 

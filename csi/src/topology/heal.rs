@@ -116,7 +116,8 @@ impl Topology {
                 // mount it again at its pin.
                 Health::Healthy => instance.pin.as_ref().and_then(|pin| {
                     let shown = self.snapshot(&mount.mount_point)?;
-                    (!shown.satisfies(pin)).then(|| format!("shows {shown}, not {pin}"))
+                    (!self.backend.shows_its_pin(&instance, &shown))
+                        .then(|| format!("shows {shown}, not {pin}"))
                 }),
             };
             if let Some(why) = broken {
@@ -140,14 +141,14 @@ impl Topology {
         let dir = self.instance_dir(instance);
         {
             let _guard = self.instances.lock(instance.dir_name());
-            let pinned_right = match (&instance.pin, self.snapshot(&dir)) {
-                (Some(pin), Some(shown)) => shown.satisfies(pin),
-                _ => true,
-            };
+            let pinned_right = self
+                .snapshot(&dir)
+                .is_none_or(|shown| self.backend.shows_its_pin(instance, &shown));
             if probe(&dir) == Health::Healthy && pinned_right {
                 return Ok(());
             }
             ops::unmount_lazy(&dir)?;
+            super::clients::stop_clients(&dir);
         }
         self.ensure_instance(instance).map(drop)
     }

@@ -30,6 +30,7 @@
 //! - [`reap`]: unmount clients nobody uses, forget unused spec records.
 //! - [`probe`]: health of a path, of a volume and of the node.
 
+pub mod clients;
 pub mod heal;
 pub mod lookup;
 pub mod probe;
@@ -204,7 +205,7 @@ impl Topology {
 
     /// The label a published volume records for `volume_id` (a stable hash, so any id fits).
     pub fn volume_label(volume_id: &str) -> String {
-        format!("{:016x}", fnv1a(volume_id.as_bytes()))
+        crate::hash::fnv1a_hex(volume_id.as_bytes())
     }
 
     /// Mounted client instances: what each is and its mount.
@@ -247,23 +248,5 @@ impl Topology {
                 ))
             })
             .collect()
-    }
-}
-
-/// FNV-1a, a stable 64-bit hash for labels (stable across builds, unlike `DefaultHasher`).
-pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fnv1a_is_stable() {
-        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
     }
 }

@@ -152,6 +152,12 @@ impl Topology {
                 Some(m) if m.parent == volume.mount.id => match probe(&child) {
                     Health::Healthy => {
                         let snapshot = self.snapshot(&child);
+                        if let Some(shown) = snapshot.as_ref().filter(|s| s.io_errors > 0) {
+                            report.problems.push(format!(
+                                "repository {repository} is readable but had {}",
+                                self.backend.explain_io_errors(shown)
+                            ));
+                        }
                         report.shown.push((repository, snapshot));
                     }
                     Health::Broken(why) => report

@@ -59,6 +59,7 @@ impl Topology {
         };
         if built.is_err() {
             discard(target);
+            self.forget_spec_if_unused(&key);
         }
         built
     }
@@ -120,6 +121,7 @@ impl Topology {
                 return Ok(dir);
             }
             ops::unmount_lazy(&dir)?;
+            super::clients::stop_clients(&dir);
         }
         std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
         if let Err(e) = self.backend.mount(instance, &dir) {
@@ -138,13 +140,29 @@ impl Topology {
             }
             .into());
         }
-        match snapshot {
+        match &snapshot {
             Some(shown) => {
+                self.backend.remember(instance, shown);
                 info!(instance = %instance, dir = %dir.display(), shows = %shown, "mounted repository")
             }
             None => info!(instance = %instance, dir = %dir.display(), "mounted repository"),
         }
         Ok(dir)
+    }
+}
+
+impl Topology {
+    /// Removes the record `key` unless a published volume names it (after a failed
+    /// publish, so that it leaves no file behind).
+    fn forget_spec_if_unused(&self, key: &str) {
+        if let Ok(table) = MountTable::read()
+            && !self
+                .published_volumes(&table)
+                .iter()
+                .any(|v| v.spec_key == key)
+        {
+            self.specs.forget(key);
+        }
     }
 }
 

@@ -12,7 +12,6 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use super::fnv1a;
 use crate::volume::VolumeSpec;
 
 /// A spec record could not be written or is in conflict.
@@ -40,6 +39,7 @@ pub enum SpecError {
 pub struct SpecStore {
     dir: PathBuf,
     cache: Mutex<HashMap<String, VolumeSpec>>,
+    writing: Mutex<()>,
 }
 
 impl SpecStore {
@@ -48,12 +48,13 @@ impl SpecStore {
         Self {
             dir,
             cache: Mutex::new(HashMap::new()),
+            writing: Mutex::new(()),
         }
     }
 
     /// The key of `spec`.
     pub fn key(spec: &VolumeSpec) -> String {
-        format!("{:016x}", fnv1a(spec.canonical().as_bytes()))
+        crate::hash::fnv1a_hex(spec.canonical().as_bytes())
     }
 
     fn path(&self, key: &str) -> PathBuf {
@@ -70,6 +71,8 @@ impl SpecStore {
                 Err(SpecError::Collision { key })
             };
         }
+        // One writer at a time: concurrent publishes of one spec write one record.
+        let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         let path = self.path(&key);
         let canonical = spec.canonical();
         let io = |source| SpecError::Io {
@@ -107,6 +110,13 @@ impl SpecStore {
             self.cache().insert(key.to_owned(), spec.clone());
             spec
         })
+    }
+
+    /// Removes the record `key`.
+    pub fn forget(&self, key: &str) {
+        let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        self.cache().remove(key);
+        let _ = std::fs::remove_file(self.path(key));
     }
 
     /// Removes every record whose key is not in `keep`; returns how many.
@@ -167,6 +177,20 @@ mod tests {
         ));
         // A tampered record is not read as the spec of its key either.
         assert_eq!(store.load(&key), None);
+    }
+
+    #[test]
+    fn concurrent_records_of_one_spec_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(SpecStore::new(dir.path().join("specs")));
+        let threads: Vec<_> = (0..16)
+            .map(|_| {
+                let store = store.clone();
+                std::thread::spawn(move || store.record(&spec("cms.cern.ch|")).unwrap())
+            })
+            .collect();
+        let keys: HashSet<String> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert_eq!(keys.len(), 1);
     }
 
     #[test]

@@ -207,6 +207,30 @@ impl Node {
     }
 
     pub async fn start_with(fixtures: Fixtures<'_>, extra_args: &[&str]) -> Self {
+        let backend = TestBackend::chosen();
+        Self::start_on(backend, fixtures, None, extra_args).await
+    }
+
+    /// Starts a node with the real client against `stratum` (a test's own stratum).
+    pub async fn start_with_stratum(
+        stratum: Arc<hepbatch_tests::cvmfs::Stratum>,
+        extra_args: &[&str],
+    ) -> Self {
+        Self::start_on(TestBackend::Cvmfs, &[], Some(stratum), extra_args).await
+    }
+
+    /// Starts a node with the stand-in serving `fixtures`, whatever the environment says
+    /// (for tests that need what only the stand-in can do cheaply).
+    pub async fn start_with_stand_in(fixtures: Fixtures<'_>, extra_args: &[&str]) -> Self {
+        Self::start_on(TestBackend::Squashfuse, fixtures, None, extra_args).await
+    }
+
+    async fn start_on(
+        backend: TestBackend,
+        fixtures: Fixtures<'_>,
+        own_stratum: Option<Arc<hepbatch_tests::cvmfs::Stratum>>,
+        extra_args: &[&str],
+    ) -> Self {
         assert_eq!(
             nix::unistd::geteuid().as_raw(),
             0,
@@ -216,14 +240,14 @@ impl Node {
             .prefix("hepbatch-csi-")
             .tempdir()
             .unwrap();
-        let backend = TestBackend::chosen();
-        let (images, stratum) = match backend {
-            TestBackend::Squashfuse => (build_images(dir.path(), fixtures), None),
-            TestBackend::Cvmfs => (dir.path().join("images"), Some(stratum(fixtures))),
+        let (images, stratum) = match (backend, own_stratum) {
+            (TestBackend::Squashfuse, _) => (build_images(dir.path(), fixtures), None),
+            (TestBackend::Cvmfs, Some(own)) => (dir.path().join("images"), Some(own)),
+            (TestBackend::Cvmfs, None) => (dir.path().join("images"), Some(stratum(fixtures))),
         };
         let kubelet = dir.path().join("kubelet");
         std::fs::create_dir_all(kubelet.join("pods")).unwrap();
-        // A private /run too: automount keeps a one-per-/run "already running" flag there.
+        // A private /run too (FUSE helpers and the client keep sockets there).
         let keeper = Command::new("unshare")
             .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
             .arg("mount -t tmpfs -o mode=0755 hepbatch-test-run /run && exec sleep infinity")
@@ -317,8 +341,10 @@ impl Node {
         }
     }
 
-    /// The plugin's backend arguments: the stand-in's images, or the stratum's URL and keys.
+    /// The plugin's backend arguments: the stand-in's images, or the stratum's URL, keys
+    /// and proxy (a flag the test passes itself, e.g. another `--server-url`, wins).
     pub fn backend_args(&self) -> Vec<String> {
+        let given = |flag: &str| self.extra_args.iter().any(|a| a == flag);
         match &self.stratum {
             None => vec![
                 "--backend".into(),
@@ -326,17 +352,45 @@ impl Node {
                 "--squashfuse-images".into(),
                 self.images.display().to_string(),
             ],
-            Some(stratum) => vec![
-                "--backend".into(),
-                "cvmfs".into(),
-                "--server-url".into(),
-                stratum.server_url(),
-                "--http-proxy".into(),
-                "DIRECT".into(),
-                "--keys-dir".into(),
-                stratum.keys_dir().display().to_string(),
-            ],
+            Some(stratum) => {
+                let mut args = vec!["--backend".to_owned(), "cvmfs".to_owned()];
+                for (flag, value) in [
+                    ("--server-url", stratum.server_url()),
+                    ("--http-proxy", "DIRECT".to_owned()),
+                    ("--keys-dir", stratum.keys_dir().display().to_string()),
+                ] {
+                    if !given(flag) {
+                        args.extend([flag.to_owned(), value]);
+                    }
+                }
+                args
+            }
         }
+    }
+
+    /// The volume condition NodeGetVolumeStats reports for `volume` at `target`.
+    pub async fn condition(
+        &self,
+        client: &mut NodeClient<Channel>,
+        volume: &str,
+        target: &Path,
+    ) -> (bool, String) {
+        let stats = client
+            .node_get_volume_stats(hepbatch_csi::proto::csi::NodeGetVolumeStatsRequest {
+                volume_id: volume.to_owned(),
+                volume_path: target.display().to_string(),
+                staging_target_path: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let condition = stats.volume_condition.unwrap();
+        (condition.abnormal, condition.message)
+    }
+
+    /// The plugin's state directory.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
     }
 
     /// Where the node mounts `instance` (e.g. `cms.cern.ch@tag-v2`).

@@ -11,8 +11,8 @@
 //!   (`CVMFS_SHARED_CACHE=yes`: one cache manager and one quota for all repositories, as on
 //!   a node with the CVMFS packages), which survives plugin restarts;
 //! - a pinned revision: a cache, workspace and reload sockets of its own
-//!   (`<state>/cache-pinned/<instance>`, one repository may be mounted at several revisions
-//!   at once) and `CVMFS_REPOSITORY_TAG`, `CVMFS_REPOSITORY_DATE` or `CVMFS_ROOT_HASH` with
+//!   (`<state>/pinned/<hash of the instance>`, one repository may be mounted at several
+//!   revisions at once) and `CVMFS_REPOSITORY_TAG`, `CVMFS_REPOSITORY_DATE` or `CVMFS_ROOT_HASH` with
 //!   `CVMFS_AUTO_UPDATE=no`;
 //! - every instance logs to `<state>/log/<instance>.log` (`CVMFS_USYSLOG`), which failure
 //!   messages quote, since no syslog runs in the plugin's container.
@@ -67,17 +67,33 @@ impl CvmfsBackend {
         }
     }
 
+    /// The directory of `instance`'s own files: its generated configuration
+    /// (`client.conf`), its log (`client.log`) and, when pinned, the root hash its pin
+    /// resolved to (`root-hash`) and its cache, workspace and sockets.
+    /// `<state>/latest/<fqrn>` or `<state>/pinned/<hash>`: a hash for pins, because pins
+    /// may contain `:` (the separator of the client's `config=` chain) and the client's
+    /// sockets live there, and a unix socket path may not exceed 108 bytes.
+    pub fn home(&self, instance: &Instance) -> PathBuf {
+        match &instance.pin {
+            None => self
+                .state_dir
+                .join("latest")
+                .join(instance.repository.as_str()),
+            Some(_) => self.pinned_dir(instance),
+        }
+    }
+
     fn generated(&self, instance: &Instance) -> PathBuf {
-        self.state_dir
-            .join("cvmfs")
-            .join(format!("{}.conf", instance.dir_name()))
+        self.home(instance).join("client.conf")
     }
 
     /// The client log of `instance`.
     pub fn log(&self, instance: &Instance) -> PathBuf {
-        self.state_dir
-            .join("log")
-            .join(format!("{}.log", instance.dir_name()))
+        self.home(instance).join("client.log")
+    }
+
+    fn recorded_root_hash(&self, instance: &Instance) -> PathBuf {
+        self.home(instance).join("root-hash")
     }
 
     /// The generated configuration of `instance` (the last file of its chain).
@@ -107,12 +123,8 @@ impl CvmfsBackend {
                 let own = self.pinned_dir(instance);
                 let _ = writeln!(text, "CVMFS_CACHE_BASE={}", own.display());
                 let _ = writeln!(text, "CVMFS_SHARED_CACHE=no");
-                let _ = writeln!(text, "CVMFS_WORKSPACE={}", own.join("workspace").display());
-                let _ = writeln!(
-                    text,
-                    "CVMFS_RELOAD_SOCKETS={}",
-                    own.join("workspace").display()
-                );
+                let _ = writeln!(text, "CVMFS_WORKSPACE={}", own.display());
+                let _ = writeln!(text, "CVMFS_RELOAD_SOCKETS={}", own.display());
                 match pin {
                     Pin::Tag(tag) => {
                         let _ = writeln!(text, "CVMFS_REPOSITORY_TAG={tag}");
@@ -130,10 +142,11 @@ impl CvmfsBackend {
         text
     }
 
-    fn pinned_dir(&self, instance: &Instance) -> PathBuf {
+    /// The home of a pinned instance ([`CvmfsBackend::home`]).
+    pub fn pinned_dir(&self, instance: &Instance) -> PathBuf {
         self.state_dir
-            .join("cache-pinned")
-            .join(instance.dir_name())
+            .join("pinned")
+            .join(crate::hash::fnv1a_hex(instance.dir_name().as_bytes()))
     }
 
     /// The site files of the chain that exist, in the order the client reads them.
@@ -197,7 +210,7 @@ impl Backend for CvmfsBackend {
     }
 
     fn prepare(&self) -> Result<(), BackendError> {
-        for sub in ["cvmfs", "log", "cache", "cache-pinned"] {
+        for sub in ["latest", "cache", "pinned"] {
             Self::make_dir(&self.state_dir.join(sub))?;
         }
         Ok(())
@@ -212,11 +225,9 @@ impl Backend for CvmfsBackend {
     fn mount(&self, instance: &Instance, dir: &Path) -> Result<(), BackendError> {
         let generated = self.generated(instance);
         Self::write(&generated, &self.instance_config(instance))?;
-        if instance.pin.is_some() {
-            Self::make_dir(&self.pinned_dir(instance).join("workspace"))?;
-        }
         let log = self.log(instance);
-        Self::make_dir(log.parent().unwrap_or(&self.state_dir))?;
+        Self::make_dir(&self.home(instance))?;
+        let _ = std::fs::remove_file(self.recorded_root_hash(instance));
         let logged_before = std::fs::metadata(&log).map_or(0, |m| m.len());
         let output = Command::new("cvmfs2")
             .arg("-o")
@@ -253,20 +264,101 @@ impl Backend for CvmfsBackend {
             let value = xattr::get(dir, format!("user.{name}")).ok()??;
             Some(String::from_utf8_lossy(&value).trim().to_owned())
         };
+        let io_errors = read("nioerr").and_then(|n| n.parse().ok()).unwrap_or(0);
         Some(Snapshot {
             revision: read("revision")?.parse().ok()?,
             root_hash: read("root_hash")?,
             tag: read("tag").filter(|t| !t.is_empty()),
             fixed: read("expires").is_some_and(|e| e.contains("never")),
-            io_errors: read("nioerr").and_then(|n| n.parse().ok()).unwrap_or(0),
+            io_errors,
+            last_failure: (io_errors > 0)
+                .then(|| read("logbuffer"))
+                .flatten()
+                .and_then(|log| last_failure(&log)),
         })
     }
+
+    fn remember(&self, instance: &Instance, snapshot: &Snapshot) {
+        if instance.pin.is_some() {
+            let _ = std::fs::write(self.recorded_root_hash(instance), &snapshot.root_hash);
+        }
+    }
+
+    fn shows_its_pin(&self, instance: &Instance, snapshot: &Snapshot) -> bool {
+        let Some(pin) = &instance.pin else {
+            return true;
+        };
+        // `cvmfs_talk remount` moves even a pinned client to the latest revision and
+        // leaves its tag attribute as it was: the root hash tells.
+        let recorded = std::fs::read_to_string(self.recorded_root_hash(instance)).ok();
+        snapshot.satisfies(pin) && recorded.is_none_or(|hash| hash.trim() == snapshot.root_hash)
+    }
+
+    fn explain_io_errors(&self, snapshot: &Snapshot) -> String {
+        let last = snapshot.last_failure.as_deref().unwrap_or("no details");
+        let mut text = format!(
+            "{} since it was mounted (last: {last})",
+            super::io_errors(snapshot.io_errors)
+        );
+        // A file larger than the limit minus the cleanup threshold (half the quota)
+        // cannot enter the cache: open() fails with ENOSPC and the client logs this.
+        if last.contains("failed to open inode") {
+            let quota = self
+                .settings
+                .quota_limit_mib
+                .map_or("the cache quota".to_owned(), |q| {
+                    format!("the cache quota of {q} MiB")
+                });
+            let _ = write!(
+                text,
+                "; with {quota}, files larger than half of it cannot be opened: raise CVMFS_QUOTA_LIMIT"
+            );
+        }
+        text
+    }
+}
+
+/// The last line of the client's log buffer that tells of a failure, without its time.
+fn last_failure(log: &str) -> Option<String> {
+    log.lines()
+        .rev()
+        .find(|line| line.contains("failed") || line.contains("EIO"))
+        .map(|line| {
+            line.split_once("] ")
+                .map_or(line, |(_, rest)| rest)
+                .trim()
+                .to_owned()
+        })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::volume::RepositoryName;
+
+    #[test]
+    fn io_errors_of_a_small_cache_are_explained() {
+        let log = "[1 Dec 2026 08:53:00 UTC] (manager 'default') switching proxy from (none) to DIRECT. Reason: cloned\n[1 Dec 2026 08:53:00 UTC] failed to open inode: 259, CAS key 7ad29e01, error code 2\n";
+        let failure = last_failure(log).unwrap();
+        assert_eq!(
+            failure,
+            "failed to open inode: 259, CAS key 7ad29e01, error code 2"
+        );
+        let snapshot = Snapshot {
+            revision: 2,
+            root_hash: "ab".into(),
+            tag: None,
+            fixed: false,
+            io_errors: 1,
+            last_failure: Some(failure),
+        };
+        let text = backend(Path::new("/etc/cvmfs")).explain_io_errors(&snapshot);
+        assert!(
+            text.starts_with("1 I/O error since it was mounted (last: failed to open inode"),
+            "{text}"
+        );
+        assert!(text.contains("the cache quota of 4000 MiB"), "{text}");
+    }
 
     fn backend(config_dir: &Path) -> CvmfsBackend {
         CvmfsBackend::new(
@@ -296,22 +388,29 @@ mod tests {
         assert!(text.contains("CVMFS_KEYS_DIR=/etc/cvmfs/keys/site"));
         assert!(text.contains("CVMFS_CACHE_BASE=/var/lib/hepbatch/state/cache\n"));
         assert!(text.contains("CVMFS_SHARED_CACHE=yes"));
-        assert!(text.contains("CVMFS_USYSLOG=/var/lib/hepbatch/state/log/cms.cern.ch.log"));
+        assert!(
+            text.contains("CVMFS_USYSLOG=/var/lib/hepbatch/state/latest/cms.cern.ch/client.log")
+        );
         assert!(!text.contains("CVMFS_REPOSITORY_TAG"));
     }
 
     #[test]
     fn pinned_instances_get_their_own_workspace_cache_and_revision() {
         let backend = backend(Path::new("/etc/cvmfs"));
-        let text = backend.instance_config(&instance(Some(Pin::Tag("v2".into()))));
+        let pinned = instance(Some(Pin::Tag("v2".into())));
+        let text = backend.instance_config(&pinned);
+        let own = backend.pinned_dir(&pinned).display().to_string();
+        assert!(own.starts_with("/var/lib/hepbatch/state/pinned/"), "{own}");
         assert!(text.contains("CVMFS_REPOSITORY_TAG=v2"));
-        assert!(text.contains(
-            "CVMFS_WORKSPACE=/var/lib/hepbatch/state/cache-pinned/cms.cern.ch@tag-v2/workspace"
-        ));
-        assert!(text.contains(
-            "CVMFS_CACHE_BASE=/var/lib/hepbatch/state/cache-pinned/cms.cern.ch@tag-v2\n"
-        ));
+        assert!(text.contains(&format!("CVMFS_WORKSPACE={own}\n")));
+        assert!(text.contains(&format!("CVMFS_CACHE_BASE={own}\n")));
         assert!(text.contains("CVMFS_SHARED_CACHE=no"));
+        // The client's sockets fit a unix socket path even for the longest pins.
+        let longest = instance(Some(Pin::RootHash(
+            "0123456789abcdef0123456789abcdef01234567-shake128".into(),
+        )));
+        let socket = backend.pinned_dir(&longest).join("cvmfs_io.cms.cern.ch");
+        assert!(socket.as_os_str().len() < 108, "{}", socket.display());
         let hash = Pin::RootHash("0123456789abcdef0123456789abcdef01234567".into());
         let text = backend.instance_config(&instance(Some(hash)));
         assert!(text.contains("CVMFS_ROOT_HASH=0123456789abcdef0123456789abcdef01234567"));
@@ -349,7 +448,7 @@ mod tests {
                 "/default.local",
                 "/domain.d/cern.ch.conf",
                 "/config.d/cms.cern.ch.local",
-                "/var/lib/hepbatch/state/cvmfs/cms.cern.ch.conf",
+                "/var/lib/hepbatch/state/latest/cms.cern.ch/client.conf",
             ]
         );
     }
@@ -362,6 +461,7 @@ mod tests {
             tag: Some("v2".into()),
             fixed: true,
             io_errors: 0,
+            last_failure: None,
         };
         assert!(snapshot.satisfies(&Pin::Tag("v2".into())));
         assert!(!snapshot.satisfies(&Pin::Tag("v1".into())));
