@@ -257,6 +257,19 @@ impl Testbed {
         let node_setup = if options.real_nodes.is_empty() {
             None
         } else {
+            let mut names: Vec<&str> = options
+                .nodes
+                .iter()
+                .map(|n| n.name.as_str())
+                .chain(options.real_nodes.iter().map(|n| n.name.as_str()))
+                .collect();
+            names.sort_unstable();
+            if let Some(twice) = names.windows(2).find(|pair| pair[0] == pair[1]) {
+                return Err(TestbedError::Config(format!(
+                    "two nodes are named {}",
+                    twice[0]
+                )));
+            }
             let layout = node::preflight()?;
             let removed = node::remove_stale_nodes()?;
             if !removed.is_empty() {

@@ -107,6 +107,26 @@ impl RealNodeSpec {
     pub fn numbered(index: usize) -> Self {
         Self::named(format!("node-{index}"))
     }
+
+    /// Node names are DNS labels here (lower-case letters, digits, `-`; at most 63),
+    /// which also keeps them safe as directory and log file names.
+    fn validate(&self) -> Result<(), TestbedError> {
+        let name = &self.name;
+        let label = !name.is_empty()
+            && name.len() <= 63
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !name.starts_with('-')
+            && !name.ends_with('-');
+        if label {
+            Ok(())
+        } else {
+            Err(TestbedError::Config(format!(
+                "real node name {name:?} is not a DNS label (a-z, 0-9, '-', at most 63)"
+            )))
+        }
+    }
 }
 
 /// What a node needs from its testbed.
@@ -180,6 +200,8 @@ pub struct RealNode {
     layout: NodeLayout,
     cgroups: CgroupTree,
     namespaces: Option<Namespaces>,
+    /// The keeper's pid (set with `namespaces`; a started node always has both).
+    keeper_pid: u32,
     containerd: Option<Component>,
     kubelet: Option<Component>,
     tasks: TaskSet,
@@ -209,13 +231,14 @@ impl RealNode {
         ctx: NodeContext<'_>,
     ) -> Result<Self, TestbedError> {
         let began = Instant::now();
+        spec.validate()?;
         let index = u8::try_from(ctx.index)
             .ok()
             .filter(|i| *i < 250)
             .ok_or_else(|| TestbedError::Config("at most 250 real nodes".into()))?;
         let io = |what: String| move |source| TestbedError::Io { what, source };
         let layout = NodeLayout {
-            root: ctx.work_dir.join(&spec.name),
+            root: ctx.work_dir.join("nodes").join(&spec.name),
         };
         for dir in [
             layout.root.clone(),
@@ -240,6 +263,7 @@ impl RealNode {
             layout,
             cgroups: tree,
             namespaces: None,
+            keeper_pid: 0,
             containerd: None,
             kubelet: None,
             tasks: TaskSet::new(Handle::current()),
@@ -276,6 +300,7 @@ impl RealNode {
         self.registrations
             .push(register(Registered::MountNamespace(namespaces.ids().mount)));
         let netns = namespaces.network_path();
+        self.keeper_pid = namespaces.keeper().pid();
         self.namespaces = Some(namespaces);
         forward::expose_in(
             &netns,
@@ -513,16 +538,7 @@ impl RealNode {
     /// (`nsenter --net=… --mount=… -- program`), e.g. to look at its mounts or
     /// addresses. It runs as root in the host's cgroups.
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
-        match &self.namespaces {
-            Some(namespaces) => namespaces.command(program),
-            // Unreachable once started (the namespaces live as long as the node);
-            // a command that fails says so.
-            None => {
-                let mut command = Command::new("false");
-                command.arg(program);
-                command
-            }
-        }
+        namespaces::enter(self.keeper_pid, program)
     }
 
     /// Name and pid of each of the node's processes (namespace keeper, containerd,
@@ -703,5 +719,28 @@ impl NodeFootprint {
             left.push(format!("work directory {}", self.work_dir.display()));
         }
         left
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_names_must_be_dns_labels() {
+        for good in ["node-0", "worker", "a1"] {
+            assert!(RealNodeSpec::named(good).validate().is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "Node-0",
+            "node_0",
+            "-x",
+            "x-",
+            "../etc",
+            &"n".repeat(64),
+        ] {
+            assert!(RealNodeSpec::named(bad).validate().is_err(), "{bad:?}");
+        }
     }
 }

@@ -212,20 +212,9 @@ impl Namespaces {
         PathBuf::from(format!("/proc/{}/ns/net", self.keeper.pid()))
     }
 
-    /// `/proc/<keeper>/ns/mnt`.
-    pub fn mount_path(&self) -> PathBuf {
-        PathBuf::from(format!("/proc/{}/ns/mnt", self.keeper.pid()))
-    }
-
     /// A command that runs `program` inside the namespaces (through `nsenter`).
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
-        let mut command = Command::new("nsenter");
-        command
-            .arg(format!("--net={}", self.network_path().display()))
-            .arg(format!("--mount={}", self.mount_path().display()))
-            .arg("--")
-            .arg(program);
-        command
+        enter(self.keeper.pid(), program)
     }
 
     /// The keeper process.
@@ -237,6 +226,18 @@ impl Namespaces {
     pub fn keeper_mut(&mut self) -> &mut Component {
         &mut self.keeper
     }
+}
+
+/// A command that runs `program` in the network and mount namespaces of process `pid`
+/// (`nsenter --net=/proc/<pid>/ns/net --mount=/proc/<pid>/ns/mnt -- program`).
+pub fn enter(pid: u32, program: impl AsRef<OsStr>) -> Command {
+    let mut command = Command::new("nsenter");
+    command
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .arg(format!("--mount=/proc/{pid}/ns/mnt"))
+        .arg("--")
+        .arg(program);
+    command
 }
 
 /// The inode number of `/proc/<pid>/ns/<kind>`.

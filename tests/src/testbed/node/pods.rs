@@ -33,7 +33,11 @@ pub async fn measure_pod_starts(
     timeout: Duration,
 ) -> Result<Vec<PodStart>, TestbedError> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let run = format!("start-{}", std::process::id());
+    let run = {
+        use rand::distr::{Alphanumeric, SampleString};
+        let suffix = Alphanumeric.sample_string(&mut rand::rng(), 5);
+        format!("start-{}", suffix.to_ascii_lowercase())
+    };
     let selector = format!("testbed.hepbatch.io/measure={run}");
     let config = watcher::Config::default().labels(&selector);
     // The watch runs beside the creations, so no transition is seen late.
