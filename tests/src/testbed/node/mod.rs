@@ -15,14 +15,14 @@
 //!                                  │                                 pods 10.214.<n>.0/24
 //! ```
 //!
-//! - [`namespaces`]: the keeper process and its setup (addresses, `/run` tmpfs, `/var`
+//! - `namespaces`: the keeper process and its setup (addresses, `/run` tmpfs, `/var`
 //!   overlay, sysctl values), `nsenter` into it;
-//! - [`cgroups`]: the node's cgroup tree, the kill-and-remove that stops it, and the
+//! - `cgroups`: the node's cgroup tree, the kill-and-remove that stops it, and the
 //!   removal of trees a SIGKILLed run left;
-//! - [`forward`] and [`egress`]: TCP between host and node without any host route;
-//! - [`config`]: containerd, CNI and kubelet configuration (pure, unit-tested);
-//! - [`images`]: the images of `images/node-images.sh`, imported with `ctr`;
-//! - [`tasks`]: forwarder tasks stopped synchronously, so no socket keeps a namespace.
+//! - `forward` and `egress`: TCP between host and node without any host route;
+//! - `config`: containerd, CNI and kubelet configuration (pure, unit-tested);
+//! - `images`: the images of `images/node-images.sh`, imported with `ctr`;
+//! - `tasks`: forwarder tasks stopped synchronously, so no socket keeps a namespace.
 //!
 //! Start order: cgroups → namespaces → forwarder → credentials → containerd → images →
 //! kubelet; the testbed then waits for the Node to be Ready and untainted. Stopping runs
