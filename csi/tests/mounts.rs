@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::Node;
 use hepbatch_csi::proto::csi::NodeGetVolumeStatsRequest;
@@ -162,12 +162,9 @@ async fn publish_and_unpublish_are_idempotent() {
         .unwrap_err();
     assert_eq!(on_demand.code(), tonic::Code::InvalidArgument);
     // The idle repository is unmounted after the idle delay (1 s here).
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(15);
     while node.mountinfo().len() != baseline {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "mounts not back to baseline"
-        );
+        assert!(Instant::now() < deadline, "mounts not back to baseline");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -340,7 +337,7 @@ async fn volume_stats_report_a_broken_repository() {
     .unwrap();
     node.kill_client("sft.cern.ch");
     // The kernel reports the real failure once the client is gone.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         match node.read(&target.join("sft.cern.ch/version")) {
             Err(message) => {
@@ -352,7 +349,7 @@ async fn volume_stats_report_a_broken_repository() {
                 );
                 break;
             }
-            Ok(_) => assert!(std::time::Instant::now() < deadline, "client did not die"),
+            Ok(_) => assert!(Instant::now() < deadline, "client did not die"),
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -501,4 +498,213 @@ async fn on_demand_volume_mounts_repositories_on_first_access_and_heals() {
         .await
         .unwrap();
     assert!(!all.exists() && !pinned.exists());
+}
+
+/// Opens `path` as seen in the node's mount namespace (through the keeper's root).
+fn open_in_node(node: &Node, path: &std::path::Path) -> std::fs::File {
+    let inside = std::path::PathBuf::from(format!("/proc/{}/root", node.keeper.id()))
+        .join(path.strip_prefix("/").unwrap());
+    std::fs::File::open(inside).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_on_demand_daemon_is_reported_then_taken_over_beneath_running_readers() {
+    // A slow watchdog, so the broken state can be observed before it is healed.
+    let mut node = Node::start().await;
+    node.kill_plugin();
+    node.heal_interval_ms = 4000;
+    node.start_plugin().await;
+    let mut client = node.node_client().await;
+    let target = node.target("pod-od");
+    node.publish(&mut client, "vol-od", &target, &[])
+        .await
+        .unwrap();
+    let container = node.container(&target);
+    assert_eq!(
+        container.read("sft.cern.ch/version").unwrap(),
+        "sft latest\n"
+    );
+    let (abnormal, message) = node.condition(&mut client, "vol-od", &target).await;
+    assert!(!abnormal, "{message}");
+
+    // What a dead daemon leaves: the volume's autofs mount catatonic.
+    let root = open_in_node(&node, &target);
+    hepbatch_csi::autofs::kernel::catatonic(std::os::fd::AsFd::as_fd(&root)).unwrap();
+    // The repository already mounted keeps working; a new name cannot be mounted...
+    assert_eq!(
+        container.read("sft.cern.ch/version").unwrap(),
+        "sft latest\n"
+    );
+    assert!(container.read("cms.cern.ch/version").is_err());
+    // ...and Probe and the volume condition say so.
+    let (abnormal, message) = node.condition(&mut client, "vol-od", &target).await;
+    assert!(abnormal && message.contains("not served"), "{message}");
+    let probe = node
+        .identity_client()
+        .await
+        .probe(hepbatch_csi::proto::csi::ProbeRequest {})
+        .await;
+    assert!(probe.is_err(), "Probe is ready with a catatonic volume");
+    // The watchdog takes the volume over in place: new names work again, in the very
+    // mount the container holds.
+    container.wait_for(
+        "cms.cern.ch/version",
+        "cms latest\n",
+        Duration::from_secs(10),
+    );
+    let (abnormal, message) = node.condition(&mut client, "vol-od", &target).await;
+    assert!(!abnormal, "{message}");
+    node.identity_client()
+        .await
+        .probe(hepbatch_csi::proto::csi::ProbeRequest {})
+        .await
+        .unwrap();
+    node.unpublish(&mut client, "vol-od", &target)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_publish_leaves_nothing_and_unpublishes_fine() {
+    let node = Node::start().await;
+    let mut client = node.node_client().await;
+    let baseline = node.mountinfo().len();
+    let specs = node.state_dir().join("specs");
+    let records = || std::fs::read_dir(&specs).map_or(0, |d| d.count());
+    for (name, attributes) in [
+        ("pod-f1", vec![("pins", "cms.cern.ch@tag=v9")]),
+        (
+            "pod-f2",
+            vec![("repositories", "cms.cern.ch,nothere.cern.ch")],
+        ),
+        (
+            "pod-f3",
+            vec![
+                ("repositories", "cms.cern.ch"),
+                ("pins", "cms.cern.ch@tag=v9"),
+            ],
+        ),
+    ] {
+        let target = node.target(name);
+        let result = node.publish(&mut client, name, &target, &attributes).await;
+        assert!(result.is_err(), "{attributes:?} was published");
+        assert!(!target.exists(), "{attributes:?} left its target");
+        assert_eq!(records(), 0, "{attributes:?} left a spec record");
+        node.unpublish(&mut client, name, &target).await.unwrap();
+    }
+    // Instances the failed publishes mounted go with the idle delay; nothing else stays.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while node.mountinfo().len() != baseline {
+        assert!(
+            Instant::now() < deadline,
+            "mounts left: {:#?}",
+            node.mountinfo()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_releases_on_demand_volumes_and_ends_the_plugin_promptly() {
+    let mut node = Node::start().await;
+    let mut client = node.node_client().await;
+    let (on_demand, listed) = (node.target("pod-t1"), node.target("pod-t2"));
+    node.publish(&mut client, "vol-t1", &on_demand, &[])
+        .await
+        .unwrap();
+    node.publish(
+        &mut client,
+        "vol-t2",
+        &listed,
+        &[("repositories", "atlas.cern.ch")],
+    )
+    .await
+    .unwrap();
+    let (c_on_demand, c_listed) = (node.container(&on_demand), node.container(&listed));
+    assert_eq!(
+        c_on_demand.read("sft.cern.ch/version").unwrap(),
+        "sft latest\n"
+    );
+    // A client that no longer answers: the watchdog's probes of it hang.
+    let stopped = node.clients("atlas.cern.ch");
+    for pid in &stopped {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid),
+            nix::sys::signal::Signal::SIGSTOP,
+        )
+        .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let took = node.terminate_plugin(Duration::from_secs(5));
+    eprintln!("plugin exited {took:?} after SIGTERM");
+    for pid in &stopped {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid),
+            nix::sys::signal::Signal::SIGCONT,
+        );
+    }
+    // Mounts stay: what was mounted reads on; new names fail at once instead of waiting.
+    assert_eq!(
+        c_on_demand.read("sft.cern.ch/version").unwrap(),
+        "sft latest\n"
+    );
+    let asked = Instant::now();
+    assert!(c_on_demand.read("cms.cern.ch/version").is_err());
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "a lookup waited {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(
+        c_listed.read("atlas.cern.ch/version").unwrap(),
+        "atlas latest\n"
+    );
+    // The next plugin takes the volume over.
+    node.start_plugin().await;
+    c_on_demand.wait_for(
+        "cms.cern.ch/version",
+        "cms latest\n",
+        Duration::from_secs(10),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_input_is_refused_with_a_short_message() {
+    let node = Node::start().await;
+    let mut client = node.node_client().await;
+    let huge = "a".repeat(1_000_000);
+    let too_many: Vec<String> = (0..129).map(|i| format!("r{i}.cern.ch")).collect();
+    let too_many = too_many.join(",");
+    for (attributes, expected) in [
+        (
+            vec![("repositories", huge.as_str())],
+            "at most 32768 are allowed",
+        ),
+        (vec![("pins", huge.as_str())], "at most 32768 are allowed"),
+        (vec![(huge.as_str(), "x")], "unknown volume attribute"),
+        (
+            vec![("repositories", too_many.as_str())],
+            "129 given, at most 128 are allowed",
+        ),
+    ] {
+        let target = node.target("pod-big");
+        let status = node
+            .publish(&mut client, "vol-big", &target, &attributes)
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(
+            status.message().len() < 1024,
+            "{} characters",
+            status.message().len()
+        );
+        assert!(status.message().contains(expected), "{}", status.message());
+    }
+    let log = std::fs::metadata(node.dir.path().join("plugin.log"))
+        .unwrap()
+        .len();
+    assert!(
+        log < 64 * 1024,
+        "the plugin logged {log} bytes for four refused requests"
+    );
 }

@@ -112,3 +112,46 @@ async fn healthz_and_metrics() {
     assert!(health.starts_with("HTTP/1.1 503"), "{health}");
     node.kill_plugin();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_send_a_socket_path_as_authority_get_normal_answers() {
+    use hepbatch_csi::proto::csi::{GetPluginInfoRequest, GetPluginInfoResponse};
+    use hepbatch_csi::proto::registration::PluginInfo;
+    use prost::Message;
+    let node = Node::start().await;
+    let registration = node
+        .kubelet
+        .join("plugins_registry/cvmfs.hepbatch.io-reg.sock");
+    let path = registration.display().to_string();
+    let encoded = path.replace('/', "%2F");
+    // The socket path itself (grpc-go before 1.57 with a bare-path target), the
+    // percent-encoded path (grpc-go 1.57 and later, the kubelet 1.35's plugin watcher), the
+    // form grpc-core sends for unix:/path, and a valid authority.
+    for authority in [
+        path.as_str(),
+        encoded.as_str(),
+        encoded.trim_start_matches("%2F"),
+        "localhost",
+    ] {
+        let info = common::call_with_authority(
+            &registration,
+            authority,
+            "/pluginregistration.Registration/GetInfo",
+            &InfoRequest {}.encode_to_vec(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("registration with :authority {authority}: {e}"));
+        let info = PluginInfo::decode(info.as_slice()).unwrap();
+        assert_eq!(info.name, hepbatch_crds::CSI_DRIVER_NAME);
+        let answer = common::call_with_authority(
+            &node.socket,
+            authority,
+            "/csi.v1.Identity/GetPluginInfo",
+            &GetPluginInfoRequest {}.encode_to_vec(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("CSI with :authority {authority}: {e}"));
+        let answer = GetPluginInfoResponse::decode(answer.as_slice()).unwrap();
+        assert_eq!(answer.name, hepbatch_crds::CSI_DRIVER_NAME);
+    }
+}

@@ -27,6 +27,9 @@ pub struct Mount {
     pub source: String,
     /// Peer group id if the mount is shared.
     pub shared: Option<u32>,
+    /// For autofs: the daemon's pipe as the kernel shows it (`fd=`); -1 once the mount is
+    /// catatonic (its daemon is gone).
+    pub autofs_pipe: Option<i64>,
 }
 
 /// All mounts of this mount namespace, in mountinfo order (parents before children).
@@ -42,6 +45,10 @@ impl MountTable {
         let mounts = infos
             .into_iter()
             .map(|m| Mount {
+                autofs_pipe: (m.fs_type == "autofs")
+                    .then(|| m.super_options.get("fd").cloned().flatten())
+                    .flatten()
+                    .and_then(|fd| fd.parse().ok()),
                 id: m.mnt_id,
                 parent: m.pid,
                 device: m.majmin,

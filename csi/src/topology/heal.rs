@@ -160,7 +160,7 @@ impl Topology {
         };
         let mut failures = Vec::new();
         for volume in self.published_volumes(table) {
-            if volume.kind != VolumeKind::OnDemand {
+            if volume.kind != VolumeKind::OnDemand || self.is_served(&volume) {
                 continue;
             }
             let target = volume.mount.mount_point.clone();

@@ -117,15 +117,17 @@ impl Topology {
         Ok(())
     }
 
-    /// Whether lookups of `volume` reach this process (always true for explicit lists).
+    /// Whether lookups of `volume` reach this process (always true for explicit lists):
+    /// it is connected to our pipe, and the kernel does not show it catatonic (`fd=-1`).
     pub fn is_served(&self, volume: &PublishedVolume) -> bool {
         if volume.kind != VolumeKind::OnDemand {
             return true;
         }
-        match (&self.autofs, device_number(&volume.mount.device)) {
+        let connected = match (&self.autofs, device_number(&volume.mount.device)) {
             (Some(autofs), Ok(dev)) => autofs.is_connected(dev),
             _ => false,
-        }
+        };
+        connected && volume.mount.autofs_pipe != Some(-1)
     }
 
     /// What `volume` shows and what is wrong with it: one problem per repository that is

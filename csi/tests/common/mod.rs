@@ -398,6 +398,40 @@ impl Node {
         self.root.join("repos").join(instance)
     }
 
+    /// Sends SIGTERM to the plugin and waits for it to exit; returns how long that took
+    /// (panics after `limit`).
+    pub fn terminate_plugin(&mut self, limit: Duration) -> Duration {
+        let mut plugin = self.plugin.take().expect("the plugin runs");
+        let started = Instant::now();
+        let pid = plugin.id();
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        for target in children
+            .split_whitespace()
+            .filter_map(|c| c.parse::<i32>().ok())
+            .chain([pid as i32])
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(target),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        loop {
+            if plugin.try_wait().unwrap().is_some() {
+                return started.elapsed();
+            }
+            if started.elapsed() > limit {
+                kill_tree(pid);
+                let _ = plugin.wait();
+                panic!(
+                    "the plugin did not exit within {limit:?} of SIGTERM\n{}",
+                    self.diagnostics()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Kills the plugin process (SIGKILL: no clean shutdown).
     pub fn kill_plugin(&mut self) {
         if let Some(mut plugin) = self.plugin.take() {
@@ -732,4 +766,103 @@ pub async fn unix_channel(socket: PathBuf) -> Result<Channel, tonic::transport::
             }
         }))
         .await
+}
+
+/// Calls the gRPC method `path` (e.g. `/csi.v1.Identity/GetPluginInfo`) on the unix socket
+/// `socket` over raw HTTP/2, with `authority` as the `:authority` pseudo-header exactly as
+/// given (grpc-go's passthrough dialling sends the socket path, grpc-core a percent-encoded
+/// one), and returns the response message bytes, or why there is none (an
+/// `RST_STREAM`, a non-zero grpc-status).
+pub async fn call_with_authority(
+    socket: &Path,
+    authority: &str,
+    path: &str,
+    message: &[u8],
+) -> Result<Vec<u8>, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = payload.len();
+        let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+        out.extend_from_slice(&stream.to_be_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+    fn literal(block: &mut Vec<u8>, name: &str, value: &str) {
+        // Literal without indexing, new name, no Huffman (lengths < 127).
+        block.push(0x00);
+        block.push(name.len() as u8);
+        block.extend_from_slice(name.as_bytes());
+        assert!(value.len() < 127, "value too long for this test client");
+        block.push(value.len() as u8);
+        block.extend_from_slice(value.as_bytes());
+    }
+    let mut stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut block = Vec::new();
+    for (name, value) in [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", path),
+        (":authority", authority),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ] {
+        literal(&mut block, name, value);
+    }
+    let mut grpc = vec![0u8];
+    grpc.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    grpc.extend_from_slice(message);
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(frame(0x4, 0, 0, &[]));
+    out.extend(frame(0x1, 0x4, 1, &block));
+    out.extend(frame(0x0, 0x1, 1, &grpc));
+    stream.write_all(&out).await.map_err(|e| e.to_string())?;
+    let mut decoder = loona_hpack::Decoder::new();
+    let mut data = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut header = [0u8; 9];
+        tokio::time::timeout_at(deadline, stream.read_exact(&mut header))
+            .await
+            .map_err(|_| "no answer".to_owned())?
+            .map_err(|e| format!("connection closed: {e}"))?;
+        let len =
+            (usize::from(header[0]) << 16) | (usize::from(header[1]) << 8) | usize::from(header[2]);
+        let (kind, flags) = (header[3], header[4]);
+        let mut payload = vec![0u8; len];
+        stream
+            .read_exact(&mut payload)
+            .await
+            .map_err(|e| e.to_string())?;
+        match kind {
+            0x4 if flags & 0x1 == 0 => {
+                stream
+                    .write_all(&frame(0x4, 0x1, 0, &[]))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            0x3 => {
+                let code = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]);
+                return Err(format!("RST_STREAM with error code {code}"));
+            }
+            0x0 => data.extend_from_slice(&payload),
+            0x1 => {
+                let fields = decoder
+                    .decode(&payload)
+                    .map_err(|e| format!("HPACK: {e:?}"))?;
+                let status = fields
+                    .iter()
+                    .find(|(n, _)| n == b"grpc-status")
+                    .map(|(_, v)| String::from_utf8_lossy(v).into_owned());
+                if let Some(status) = status {
+                    if status != "0" {
+                        return Err(format!("grpc-status {status}"));
+                    }
+                    return Ok(data.get(5..).unwrap_or_default().to_vec());
+                }
+            }
+            _ => {}
+        }
+    }
 }
