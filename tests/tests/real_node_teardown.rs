@@ -125,12 +125,21 @@ fn wait_for_exit(child: &mut Child, timeout: Duration) {
     }
 }
 
-fn pids_in_namespace(kind: &str, id: u64) -> Vec<String> {
+/// Processes in the namespace with inode `id` that are the node's: namespace numbers
+/// are reused once freed (other tests and builds make namespaces too), so a match
+/// counts only with the node's cgroup root or work directory in sight.
+fn pids_in_namespace(launched: &Launched, kind: &str, id: u64) -> Vec<String> {
+    let work = launched.work_dir.to_string_lossy().into_owned();
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
         .filter(|e| std::fs::metadata(e.path().join("ns").join(kind)).is_ok_and(|m| m.ino() == id))
+        .filter(|e| {
+            let cgroups = std::fs::read_to_string(e.path().join("cgroup")).unwrap_or_default();
+            let mounts = std::fs::read_to_string(e.path().join("mountinfo")).unwrap_or_default();
+            cgroups.contains(&format!("/{}", launched.cgroup_root)) || mounts.contains(&work)
+        })
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect()
 }
@@ -165,7 +174,7 @@ fn leftovers(launched: &Launched) -> Vec<String> {
     loop {
         let mut left = Vec::new();
         for (kind, id) in [("mnt", launched.mount_ns), ("net", launched.net_ns)] {
-            let pids = pids_in_namespace(kind, id);
+            let pids = pids_in_namespace(launched, kind, id);
             if !pids.is_empty() {
                 left.push(format!("{kind} namespace held by {pids:?}"));
             }
@@ -201,7 +210,7 @@ fn ctrl_c_with_a_running_pod_leaves_nothing_of_the_node_behind() {
         "the node's cgroups exist while it runs"
     );
     assert!(
-        !pids_in_namespace("mnt", launched.mount_ns).is_empty(),
+        !pids_in_namespace(&launched, "mnt", launched.mount_ns).is_empty(),
         "the node's mount namespace is in use while it runs"
     );
 

@@ -297,8 +297,6 @@ impl RealNode {
             &self.cgroups.system_procs(),
         )
         .await?;
-        self.registrations
-            .push(register(Registered::MountNamespace(namespaces.ids().mount)));
         let netns = namespaces.network_path();
         self.keeper_pid = namespaces.keeper().pid();
         self.namespaces = Some(namespaces);
@@ -591,6 +589,7 @@ impl RealNode {
     pub fn footprint(&self) -> NodeFootprint {
         NodeFootprint {
             node: self.spec.name.clone(),
+            cgroup_root: self.cgroups.root().to_owned(),
             cgroup_dirs: self.cgroups.dirs(),
             namespaces: self.namespaces.as_ref().map(Namespaces::ids),
             work_dir: self.layout.root.clone(),
@@ -638,6 +637,7 @@ impl RealNode {
                     "processes {left:?} survived in its mount namespace"
                 ));
             }
+            // Ends the signal cleanup's registration, then lets the namespaces go.
             drop(namespaces);
         }
         self.egress.remove_node(&self.spec.name);
@@ -670,6 +670,8 @@ impl Drop for RealNode {
 pub struct NodeFootprint {
     /// The node's name.
     pub node: String,
+    /// Its cgroup root's name (`hepbatch-<pid>-<n>-<id>`).
+    pub cgroup_root: String,
     /// Its cgroup tree's top directory in every hierarchy.
     pub cgroup_dirs: Vec<PathBuf>,
     /// Its namespaces (absent if the node never got that far).
@@ -682,11 +684,18 @@ impl NodeFootprint {
     /// Everything of the node still present: processes (or threads of this process) in
     /// its namespaces, cgroup directories, mounts below its work directory in the
     /// host's mount table, the work directory. Empty once the node is fully gone.
+    /// Processes in a namespace with the node's inode number count only if they are
+    /// the node's (its cgroups or its mounts): freed namespace numbers are reused.
     pub fn leftovers(&self) -> Vec<String> {
         let mut left = Vec::new();
         if let Some(ids) = self.namespaces {
             for (kind, id) in [("mnt", ids.mount), ("net", ids.network)] {
-                let pids = namespaces::processes_in(kind, id);
+                let pids: Vec<i32> = namespaces::processes_in(kind, id)
+                    .into_iter()
+                    .filter(|pid| {
+                        namespaces::belongs_to_node(*pid, &self.cgroup_root, &self.work_dir)
+                    })
+                    .collect();
                 if !pids.is_empty() {
                     left.push(format!("processes {pids:?} in the node's {kind} namespace"));
                 }
@@ -725,6 +734,33 @@ impl NodeFootprint {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn leftovers_name_what_is_still_there_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let cgroup = dir.path().join("cgroup-dir");
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&cgroup).unwrap();
+        std::fs::create_dir_all(&work).unwrap();
+        let footprint = NodeFootprint {
+            node: "node-0".into(),
+            cgroup_root: "hepbatch-0-0-test".into(),
+            cgroup_dirs: vec![cgroup.clone()],
+            // Namespace inode numbers start far above these: no process is in them.
+            namespaces: Some(NamespaceIds {
+                mount: 1,
+                network: 2,
+            }),
+            work_dir: work.clone(),
+        };
+        let left = footprint.leftovers();
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert!(left[0].starts_with("cgroup "), "{left:?}");
+        assert!(left[1].starts_with("work directory "), "{left:?}");
+        std::fs::remove_dir(&cgroup).unwrap();
+        std::fs::remove_dir(&work).unwrap();
+        assert!(footprint.leftovers().is_empty());
+    }
 
     #[test]
     fn node_names_must_be_dns_labels() {

@@ -21,6 +21,7 @@
 //! -- <binary>`; nsenter execs, so the death signal and the process group still hold.
 
 use std::ffi::OsStr;
+use std::fs::File;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -32,7 +33,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::testbed::TestbedError;
-use crate::testbed::process::Component;
+use crate::testbed::process::{Component, Registered, register, unregister};
 
 /// The kernel settings the kubelet checks at start (`setupKernelTunables` in
 /// `pkg/kubelet/cm/container_manager_linux.go`) and the values it wants. It writes each
@@ -150,10 +151,24 @@ pub struct NamespaceIds {
 }
 
 /// The running keeper and the namespaces it holds.
+///
+/// Namespace inode numbers are reused as soon as a namespace is freed, so finding a
+/// node's processes by inode is only safe while the namespace cannot be freed: open
+/// handles to both namespaces are held as long as this value lives, and the signal
+/// cleanup's registration of the mount namespace ends before they close.
 #[derive(Debug)]
 pub struct Namespaces {
     keeper: Component,
     ids: NamespaceIds,
+    registration: u64,
+    _handles: [File; 2],
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        unregister(self.registration);
+        // Then the fields: the keeper is stopped (if it still runs), the handles close.
+    }
 }
 
 impl Namespaces {
@@ -189,17 +204,21 @@ impl Namespaces {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let ids = NamespaceIds {
-            mount: namespace_id(keeper.pid(), "mnt")?,
-            network: namespace_id(keeper.pid(), "net")?,
-        };
+        let (mount_handle, mount) = hold(keeper.pid(), "mnt")?;
+        let (network_handle, network) = hold(keeper.pid(), "net")?;
+        let ids = NamespaceIds { mount, network };
         let own_mount = namespace_id(std::process::id(), "mnt")?;
         if ids.mount == own_mount {
             return Err(TestbedError::Config(
                 "the keeper shares the testbed's mount namespace".into(),
             ));
         }
-        Ok(Self { keeper, ids })
+        Ok(Self {
+            keeper,
+            ids,
+            registration: register(Registered::MountNamespace(ids.mount)),
+            _handles: [mount_handle, network_handle],
+        })
     }
 
     /// The namespaces' identities.
@@ -240,6 +259,41 @@ pub fn enter(pid: u32, program: impl AsRef<OsStr>) -> Command {
     command
 }
 
+/// Opens `/proc/<pid>/ns/<kind>` (which keeps the namespace alive) and returns the
+/// handle with the namespace's inode number.
+fn hold(pid: u32, kind: &str) -> Result<(File, u64), TestbedError> {
+    let path = format!("/proc/{pid}/ns/{kind}");
+    let io = |source| TestbedError::Io {
+        what: format!("opening {path}"),
+        source,
+    };
+    let file = File::open(&path).map_err(io)?;
+    let id = file.metadata().map_err(io)?.ino();
+    Ok((file, id))
+}
+
+/// Whether process `pid` is one of a node's: in its cgroup tree `/<cgroup_root>`, or
+/// with its work directory in its mount table (the node's `/var` overlay). This tells a
+/// node's namespace from a later one that got the same inode number.
+pub fn belongs_to_node(pid: i32, cgroup_root: &str, work_dir: &Path) -> bool {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    in_cgroup_tree(&cgroups, cgroup_root) || {
+        let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
+        mounts.contains(&*work_dir.to_string_lossy())
+    }
+}
+
+/// Whether a `/proc/<pid>/cgroup` text places the process in the tree `/<root>` in
+/// some hierarchy.
+fn in_cgroup_tree(cgroups: &str, root: &str) -> bool {
+    cgroups.lines().any(|line| {
+        let path = line.splitn(3, ':').nth(2).unwrap_or_default();
+        path.strip_prefix('/')
+            .and_then(|p| p.strip_prefix(root))
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    })
+}
+
 /// The inode number of `/proc/<pid>/ns/<kind>`.
 pub fn namespace_id(pid: u32, kind: &str) -> Result<u64, TestbedError> {
     let path = format!("/proc/{pid}/ns/{kind}");
@@ -266,7 +320,8 @@ pub fn processes_in(kind: &str, id: u64) -> Vec<i32> {
 }
 
 /// Kills every process in the mount namespace `id` until none is left or `deadline`
-/// passes; returns those still there.
+/// passes; returns those still there. Only call it while the namespace is held
+/// ([`Namespaces`] alive): a freed namespace's number may already be another's.
 pub fn kill_mount_namespace(id: u64, deadline: Instant) -> Vec<i32> {
     let me = i32::try_from(std::process::id()).unwrap_or(0);
     loop {
@@ -332,6 +387,25 @@ mod tests {
         let mut plan = plan();
         plan.var_overlay.0 = "/var/tmp/testbed/var/upper".into();
         assert!(matches!(plan.script(), Err(TestbedError::Config(_))));
+    }
+
+    #[test]
+    fn cgroup_membership_is_read_per_path_component() {
+        let text = "9:name=systemd:/hepbatch-1-0-abc/system\n4:memory:/other\n0::/\n";
+        assert!(in_cgroup_tree(text, "hepbatch-1-0-abc"));
+        assert!(!in_cgroup_tree(text, "hepbatch-1-0-ab"));
+        assert!(!in_cgroup_tree(text, "system"));
+        assert!(in_cgroup_tree("0::/hepbatch-2-1-x\n", "hepbatch-2-1-x"));
+    }
+
+    #[test]
+    fn this_process_is_no_nodes() {
+        let me = i32::try_from(std::process::id()).unwrap();
+        assert!(!belongs_to_node(
+            me,
+            "hepbatch-0-0-none",
+            Path::new("/no/such/work")
+        ));
     }
 
     #[test]
