@@ -150,7 +150,8 @@ impl Topology {
             ops::unmount_lazy(&dir)?;
             super::clients::stop_clients(&dir);
         }
-        self.ensure_instance(instance).map(drop)
+        self.ensure_instance(instance, &MountTable::read()?)
+            .map(drop)
     }
 
     /// Takes over every on-demand volume this process does not serve; returns failures.
@@ -231,7 +232,7 @@ impl Topology {
             return Ok(false);
         }
         let _gate = self.reap_gate.read().unwrap_or_else(|p| p.into_inner());
-        let dir = self.ensure_instance(&spec.instance(repository))?;
+        let dir = self.ensure_instance(&spec.instance(repository), &table)?;
         let child = target.join(repository.as_str());
         match volume.kind {
             VolumeKind::Listed => {

@@ -91,7 +91,7 @@ impl Topology {
         };
         let instance = spec.instance(&repository);
         let _gate = self.reap_gate.read().unwrap_or_else(|p| p.into_inner());
-        let dir = self.ensure_instance(&instance)?;
+        let dir = self.ensure_instance(&instance, &table)?;
         let target = volume.mount.mount_point.clone();
         let _target_guard = self.targets.lock(target.clone());
         // The volume may have been unpublished (or republished) while the instance mounted.

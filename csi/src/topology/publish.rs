@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 
 use tracing::info;
 
-use super::probe::{Health, probe};
 use super::published::{self, VolumeKind};
 use super::specs::SpecStore;
 use super::{Topology, TopologyError, io_error};
@@ -54,8 +53,8 @@ impl Topology {
         let key = self.specs.record(spec)?;
         let source = published::source(&label, &key);
         let built = match VolumeKind::of(spec) {
-            VolumeKind::Listed => self.publish_listed(spec, &source, target),
-            VolumeKind::OnDemand => self.publish_on_demand(spec, &source, target),
+            VolumeKind::Listed => self.publish_listed(spec, &source, target, &table),
+            VolumeKind::OnDemand => self.publish_on_demand(spec, &source, target, &table),
         };
         if built.is_err() {
             discard(target);
@@ -69,10 +68,11 @@ impl Topology {
         spec: &VolumeSpec,
         source: &str,
         target: &Path,
+        table: &MountTable,
     ) -> Result<(), TopologyError> {
         let mut dirs = Vec::new();
         for instance in spec.listed_instances() {
-            let dir = self.ensure_instance(&instance)?;
+            let dir = self.ensure_instance(&instance, table)?;
             dirs.push((instance, dir));
         }
         std::fs::create_dir_all(target).map_err(io_error(target))?;
@@ -94,13 +94,14 @@ impl Topology {
         spec: &VolumeSpec,
         source: &str,
         target: &Path,
+        table: &MountTable,
     ) -> Result<(), TopologyError> {
         let autofs = self
             .autofs
             .as_ref()
             .ok_or(TopologyError::OnDemandUnavailable)?;
         for repository in spec.pins.keys() {
-            self.ensure_instance(&spec.instance(repository))?;
+            self.ensure_instance(&spec.instance(repository), table)?;
         }
         std::fs::create_dir_all(target).map_err(io_error(target))?;
         let dev = autofs.mount(target, source)?;
@@ -108,20 +109,24 @@ impl Topology {
         Ok(())
     }
 
-    /// Mounts `instance` unless it is mounted (and, when pinned, healthy); returns its
-    /// directory. A latest instance is bound without a probe: the watchdog probes it every
-    /// pass, so a publish that races with a crash binds the dead mount and the next pass
-    /// replaces it.
-    pub(crate) fn ensure_instance(&self, instance: &Instance) -> Result<PathBuf, TopologyError> {
+    /// Mounts `instance` unless it is mounted; returns its directory. An instance that
+    /// `known` (a table read by the caller, under the reap gate) shows mounted is bound as
+    /// it is, without a lock or a probe: the watchdog probes every instance every pass, so
+    /// a publish that races with a crash binds the dead mount and the next pass replaces
+    /// it. Only mounting takes the instance's lock.
+    pub(crate) fn ensure_instance(
+        &self,
+        instance: &Instance,
+        known: &MountTable,
+    ) -> Result<PathBuf, TopologyError> {
         let dir = self.instance_dir(instance);
+        if known.at(&dir).is_some() {
+            return Ok(dir);
+        }
         let _guard = self.instances.lock(instance.dir_name());
         let table = MountTable::read()?;
         if table.at(&dir).is_some() {
-            if instance.pin.is_none() || probe(&dir) == Health::Healthy {
-                return Ok(dir);
-            }
-            ops::unmount_lazy(&dir)?;
-            super::clients::stop_clients(&dir);
+            return Ok(dir);
         }
         std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
         if let Err(e) = self.backend.mount(instance, &dir) {

@@ -7,8 +7,8 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -21,6 +21,7 @@ use tokio::sync::oneshot;
 pub struct FileServer {
     address: SocketAddr,
     requests: Arc<AtomicU64>,
+    paths: Arc<Mutex<Vec<String>>>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -32,6 +33,7 @@ impl FileServer {
         listener.set_nonblocking(true)?;
         let address = listener.local_addr()?;
         let requests = Arc::new(AtomicU64::new(0));
+        let paths = Arc::new(Mutex::new(Vec::new()));
         let (stop, stopped) = oneshot::channel::<()>();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -40,6 +42,7 @@ impl FileServer {
             root,
             prefix: prefix.trim_end_matches('/').to_owned(),
             requests: requests.clone(),
+            paths: paths.clone(),
         });
         let thread = std::thread::Builder::new()
             .name("stratum-http".into())
@@ -57,6 +60,7 @@ impl FileServer {
         Ok(Self {
             address,
             requests,
+            paths,
             stop: Some(stop),
             thread: Some(thread),
         })
@@ -70,6 +74,11 @@ impl FileServer {
     /// How many requests it answered so far.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// The URL paths requested so far, in order.
+    pub fn paths(&self) -> Vec<String> {
+        self.paths.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
@@ -88,6 +97,7 @@ struct Site {
     root: PathBuf,
     prefix: String,
     requests: Arc<AtomicU64>,
+    paths: Arc<Mutex<Vec<String>>>,
 }
 
 async fn accept(listener: tokio::net::TcpListener, site: Arc<Site>) {
@@ -112,6 +122,10 @@ async fn accept(listener: tokio::net::TcpListener, site: Arc<Site>) {
 impl Site {
     async fn answer(&self, request: &Request<Incoming>) -> Response<Full<Bytes>> {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        self.paths
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(request.uri().path().to_owned());
         let status = |code: StatusCode| {
             let mut response = Response::new(Full::new(Bytes::new()));
             *response.status_mut() = code;

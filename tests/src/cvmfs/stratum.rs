@@ -394,6 +394,11 @@ impl Stratum {
         self.server.requests()
     }
 
+    /// The URL paths requested so far (e.g. to count content objects, `/data/`).
+    pub fn requested_paths(&self) -> Vec<String> {
+        self.server.paths()
+    }
+
     /// The repositories it serves.
     pub fn repositories(&self) -> &[String] {
         &self.repositories
