@@ -14,6 +14,19 @@
 # VM without overlay or user namespaces.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=common.sh
+source images/common.sh
+
+# Everything below runs in a private mount namespace whose /etc, /var/lib and /var/tmp are
+# throw-away overlays (images/common.sh): the host keeps nothing of buildah.
+if [ "${1:-}" != --in-namespace ]; then
+  [ "$(id -u)" -eq 0 ] || { echo "images/build.sh needs root (buildah on vfs, debootstrap)" >&2; exit 1; }
+  overlays=$(mktemp -d -t hepbatch-images.XXXXXX)
+  trap 'rm -rf "$overlays"' EXIT
+  unshare --mount --propagation private -- bash "$0" --in-namespace "$overlays"
+  exit 0
+fi
+private_overlays "$2"
 
 target_dir=${CARGO_TARGET_DIR:-target}
 out=${IMAGES_OUT:-$target_dir/images}
@@ -31,27 +44,37 @@ binary="$target_dir/$triple/release/hepbatch-operator"
 file "$binary" 2>/dev/null || true
 printf '    binary: %s bytes\n' "$(stat -c %s "$binary")"
 
+# <name> <Containerfile> <context> <inputs...>: builds localhost/<name>:<version> into
+# $out/<name>.oci.tar and $out/<name>.docker.tar, unless the archives of exactly these
+# inputs (hashed into $out/<name>.key) exist already. The revision label is that of the
+# build that first produced them.
+build_image() {
+  local name=$1 containerfile=$2 context=$3; shift 3
+  local image="localhost/$name:$version" key
+  key=$({ sha256sum "$containerfile"; printf '%s\n' "$@"; } | sha256sum | cut -c1-16)
+  if [ "$(cat "$out/$name.key" 2>/dev/null)" = "$key" ] &&
+     [ -f "$out/$name.oci.tar" ] && [ -f "$out/$name.docker.tar" ]; then
+    echo "    $image up to date ($out/$name.oci.tar)"
+    return
+  fi
+  "${buildah[@]}" build -q -f "$containerfile" \
+    --build-arg VERSION="$version" --build-arg REVISION="$revision" \
+    -t "$image" "$context" >/dev/null
+  rm -f "$out/$name.oci.tar" "$out/$name.docker.tar" "$out/$name.key"
+  "${buildah[@]}" push -q "$image" "oci-archive:$out/$name.oci.tar:$name:$version"
+  "${buildah[@]}" push -q "$image" "docker-archive:$out/$name.docker.tar:$image"
+  echo "$key" >"$out/$name.key"
+  printf '    image archive: %s bytes (%s)\n' "$(stat -c %s "$out/$name.oci.tar")" "$out/$name.oci.tar"
+}
+
 echo "==> image hepbatch-operator:$version (FROM scratch)"
 context=$(mktemp -d)
 trap 'rm -rf "$context"' EXIT
-mkdir -p "$context/bin"
-cp "$binary" "$context/bin/hepbatch-operator"
-"${buildah[@]}" build -q -f images/operator.Containerfile \
-  --build-arg VERSION="$version" --build-arg REVISION="$revision" \
-  --build-arg BINARY=bin/hepbatch-operator \
-  -t "localhost/hepbatch-operator:$version" "$context" >/dev/null
-rm -f "$out/hepbatch-operator.oci.tar"
-"${buildah[@]}" push -q "localhost/hepbatch-operator:$version" \
-  "oci-archive:$out/hepbatch-operator.oci.tar:hepbatch-operator:$version"
-"${buildah[@]}" inspect --format '{{.OCIv1.Config.Labels}}' \
-  "localhost/hepbatch-operator:$version"
-echo
-printf '    image archive: %s bytes (%s)\n' "$(stat -c %s "$out/hepbatch-operator.oci.tar")" \
-  "$out/hepbatch-operator.oci.tar"
-
-rm -f "$out/hepbatch-operator.docker.tar"
-"${buildah[@]}" push -q "localhost/hepbatch-operator:$version" \
-  "docker-archive:$out/hepbatch-operator.docker.tar:localhost/hepbatch-operator:$version"
+# Where the Containerfile's default BINARY expects it.
+mkdir -p "$context/target/$triple/release"
+cp "$binary" "$context/target/$triple/release/hepbatch-operator"
+build_image hepbatch-operator images/operator.Containerfile "$context" \
+  "$(sha256sum "$binary" | cut -d' ' -f1)"
 
 echo "==> release build of hepbatch-csi"
 cargo build -q --release -p hepbatch-csi --bin hepbatch-csi
@@ -77,14 +100,6 @@ cp "$csi_binary" "$csi_context/bin/hepbatch-csi"
   etc/cvmfs usr/libexec/cvmfs usr/bin/cvmfs2 usr/bin/cvmfs_talk usr/bin/cvmfs_config \
   usr/bin/cvmfs_fsck $(ls usr/lib/libcvmfs_{fuse,fuse3,fuse_stub,fuse3_stub,crypto,util}.so* 2>/dev/null)) \
   | tar -C "$csi_context/cvmfs" -xf -
-"${buildah[@]}" build -q -f images/csi.Containerfile \
-  --build-arg VERSION="$version" --build-arg REVISION="$revision" \
-  -t "localhost/hepbatch-csi:$version" "$csi_context" >/dev/null
-rm -f "$out/hepbatch-csi.oci.tar" "$out/hepbatch-csi.docker.tar"
-"${buildah[@]}" push -q "localhost/hepbatch-csi:$version" \
-  "oci-archive:$out/hepbatch-csi.oci.tar:hepbatch-csi:$version"
-"${buildah[@]}" push -q "localhost/hepbatch-csi:$version" \
-  "docker-archive:$out/hepbatch-csi.docker.tar:localhost/hepbatch-csi:$version"
-printf '    image archive: %s bytes (%s)\n' "$(stat -c %s "$out/hepbatch-csi.oci.tar")" \
-  "$out/hepbatch-csi.oci.tar"
+build_image hepbatch-csi images/csi.Containerfile "$csi_context" \
+  "$(sha256sum "$csi_binary" | cut -d' ' -f1)" "$rootfs" "$cvmfs_root"
 printf '    unpacked: %s\n' "$(du -sh --apparent-size "$csi_context" | cut -f1) (context)"

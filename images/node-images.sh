@@ -38,17 +38,12 @@ suite=bookworm
 log() { printf 'node-images: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-debian_mirror() {
-  if [ -n "${HEPBATCH_DEBIAN_MIRROR:-}" ]; then echo "$HEPBATCH_DEBIAN_MIRROR"; return; fi
-  local found
-  found=$(sed -n 's/^URIs: *\(http[^ ]*\/debian\)\/\?$/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -1)
-  [ -n "$found" ] || found=$(sed -n 's/^deb \(http[^ ]*\/debian\)\/\? .*/\1/p' /etc/apt/sources.list 2>/dev/null | head -1)
-  echo "${found:-http://deb.debian.org/debian}"
-}
+# shellcheck source=common.sh
+source "$here/common.sh"
 
 version_of() { dpkg-query -W -f '${Version}' "$1" 2>/dev/null || echo "not-installed"; }
 
-key() { { sha256sum "$here/node-images.sh"; printf '%s\n' "$@"; } | sha256sum | cut -c1-16; }
+key() { { sha256sum "$here/node-images.sh" "$here/rootfs.sh" "$here/common.sh"; printf '%s\n' "$@"; } | sha256sum | cut -c1-16; }
 
 mirror=$(debian_mirror)
 pause_archive="$cache/hepbatch-pause-$(key "$pause_image" "$(version_of busybox-static)").docker.tar"
@@ -84,13 +79,7 @@ if [ -z "${work:-}" ]; then
 fi
 
 # From here on: inside the private mount namespace.
-for dir in /etc /var/lib /var/tmp; do
-  layer="$work/overlay/${dir//\//_}"
-  mkdir -p "$layer/upper" "$layer/work"
-  mount -t overlay -o "lowerdir=$dir,upperdir=$layer/upper,workdir=$layer/work" hepbatch-images "$dir"
-done
-export TMPDIR="$work/tmp"
-mkdir -p "$TMPDIR"
+private_overlays "$work"
 export BUILDAH_ISOLATION=chroot
 buildah=(buildah --storage-driver vfs --root "$work/storage" --runroot "$work/runroot")
 
@@ -130,17 +119,10 @@ fi
 
 if [ ! -f "$base_archive" ]; then
   start=$SECONDS
-  command -v debootstrap >/dev/null || die "debootstrap is not installed"
   context="$work/base"
   mkdir -p "$context"
-  log "debootstrap --variant=minbase $suite from $mirror (a few minutes) ..."
-  debootstrap --variant=minbase --arch=amd64 "$suite" "$context/rootfs" "$mirror" \
-    >"$work/debootstrap.log" 2>&1 || { tail -20 "$work/debootstrap.log" >&2; die "debootstrap failed"; }
-  rm -rf "$context"/rootfs/var/cache/apt/archives/*.deb "$context"/rootfs/var/lib/apt/lists/* \
-    "$context"/rootfs/usr/share/doc/* "$context"/rootfs/usr/share/man/* \
-    "$context"/rootfs/usr/share/info/* "$context"/rootfs/var/log/*.log
-  tar --numeric-owner -C "$context/rootfs" -cf "$context/rootfs.tar" .
-  rm -rf "$context/rootfs"
+  log "debootstrap --variant=minbase $suite from $mirror (cached by images/rootfs.sh) ..."
+  cp "$(bash "$here/rootfs.sh" analysis-base)" "$context/rootfs.tar"
   cat >"$context/Containerfile" <<EOF
 FROM scratch
 ADD rootfs.tar /

@@ -16,12 +16,9 @@ name=$1; shift
 suite=bookworm
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/hepbatch/images"
 
-mirror=${HEPBATCH_DEBIAN_MIRROR:-}
-if [ -z "$mirror" ]; then
-  mirror=$(sed -n 's/^URIs: *\(http[^ ]*\/debian\)\/\?$/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -1)
-  [ -n "$mirror" ] || mirror=$(sed -n 's/^deb \(http[^ ]*\/debian\)\/\? .*/\1/p' /etc/apt/sources.list 2>/dev/null | head -1)
-  mirror=${mirror:-http://deb.debian.org/debian}
-fi
+# shellcheck source=common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+mirror=$(debian_mirror)
 key=$({ sha256sum "${BASH_SOURCE[0]}" | cut -d' ' -f1; echo "$suite $mirror $*";
   dpkg-query -W -f '${Version}' debootstrap 2>/dev/null; } | sha256sum | cut -c1-16)
 tarball="$cache/$name-$key.rootfs.tar"
