@@ -51,7 +51,7 @@ printf '    binary: %s bytes\n' "$(stat -c %s "$binary")"
 build_image() {
   local name=$1 containerfile=$2 context=$3; shift 3
   local image="localhost/$name:$version" key
-  key=$({ sha256sum "$containerfile"; printf '%s\n' "$@"; } | sha256sum | cut -c1-16)
+  key=$({ sha256sum <"$containerfile"; printf '%s\n' "$@"; } | sha256sum | cut -c1-16)
   if [ "$(cat "$out/$name.key" 2>/dev/null)" = "$key" ] &&
      [ -f "$out/$name.oci.tar" ] && [ -f "$out/$name.docker.tar" ]; then
     echo "    $image up to date ($out/$name.oci.tar)"

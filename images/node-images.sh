@@ -43,7 +43,7 @@ source "$here/common.sh"
 
 version_of() { dpkg-query -W -f '${Version}' "$1" 2>/dev/null || echo "not-installed"; }
 
-key() { { sha256sum "$here/node-images.sh" "$here/rootfs.sh" "$here/common.sh"; printf '%s\n' "$@"; } | sha256sum | cut -c1-16; }
+key() { { cat "$here/node-images.sh" "$here/rootfs.sh" "$here/common.sh" | sha256sum; printf '%s\n' "$@"; } | sha256sum | cut -c1-16; }
 
 mirror=$(debian_mirror)
 pause_archive="$cache/hepbatch-pause-$(key "$pause_image" "$(version_of busybox-static)").docker.tar"
