@@ -48,6 +48,12 @@ pub const RESERVED_ENV_PREFIX: &str = "HEPBATCH_";
 /// Label on the Job and on every shard pod naming the AnalysisJob they belong to.
 pub const ANALYSIS_JOB_LABEL: &str = "hepbatch.io/analysis-job";
 
+/// Annotation on the Job recording, as JSON, the CVMFS revision each repository was
+/// resolved to when the Job was created (`spec.cvmfs.consistency: Fleet`): the map of
+/// [`AnalysisJobStatus::cvmfs`]'s `revisions`. The Job's pod template pins the same root
+/// hashes, so the Job carries the resolution and the status is derived from it.
+pub const CVMFS_REVISIONS_ANNOTATION: &str = "hepbatch.io/cvmfs-revisions";
+
 /// Environment variable holding the shard's index (0 to shards-1).
 pub const SHARD_ENV: &str = "HEPBATCH_SHARD_INDEX";
 
@@ -432,6 +438,10 @@ pub struct AnalysisJobStatus {
     /// The image the shards run (from `image`, or the platform's image).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// The CVMFS software every shard sees, when the operator resolved it
+    /// (`spec.cvmfs.consistency: Fleet`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cvmfs: Option<CvmfsStatus>,
     /// Total number of shards.
     #[serde(default)]
     pub shards: i32,
@@ -469,6 +479,29 @@ pub struct AnalysisJobStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+/// The CVMFS software of an AnalysisJob's shards.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CvmfsStatus {
+    /// Repository → the revision every shard is pinned to, resolved from the repository's
+    /// signed manifest when the AnalysisJob started. To rerun with exactly this software,
+    /// copy each `rootHash` into `spec.cvmfs.pin.<repository>.rootHash`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub revisions: BTreeMap<String, CvmfsRevision>,
+}
+
+/// One revision of a CVMFS repository, as its signed manifest describes it.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CvmfsRevision {
+    /// The root catalog hash naming the revision (`cvmfs_talk revision`, `CVMFS_ROOT_HASH`).
+    pub root_hash: String,
+    /// The revision number (`attr -g revision`).
+    pub revision: i64,
+    /// When the revision was published.
+    pub published: Time,
 }
 
 /// What is known about one failed shard.

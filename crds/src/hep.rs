@@ -97,6 +97,32 @@ pub struct Cvmfs {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("maxProperties" = 32), transform = pin_keys_rules)]
     pub pin: Option<BTreeMap<String, Pin>>,
+    /// Whether all shards see the same software: `Node` (default) or `Fleet`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<Consistency>,
+}
+
+impl Cvmfs {
+    /// Whether the whole fleet of shards is pinned to the revisions current at the start.
+    pub fn is_fleet(&self) -> bool {
+        self.consistency == Some(Consistency::Fleet)
+    }
+}
+
+/// Whether all shards see the same software. `Node` (default): each shard sees the
+/// revision its node's CVMFS client has when the shard starts, so shards starting hours
+/// apart may run different software. `Fleet`: when the AnalysisJob starts, the operator
+/// resolves the current revision of each listed repository and pins every shard to it
+/// (repositories with a `pin` keep theirs); `status.cvmfs.revisions` records what was used,
+/// so a rerun can pin exactly that software. `Fleet` needs `repositories` and the csi CVMFS
+/// provider.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum Consistency {
+    /// Each shard sees whatever revision its node's CVMFS client has.
+    #[default]
+    Node,
+    /// Every shard sees the revision that was current when the AnalysisJob started.
+    Fleet,
 }
 
 /// One fixed revision of a repository; exactly one field.
@@ -113,7 +139,8 @@ pub struct Pin {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 20, max = 20), transform = date_rules)]
     pub date: Option<String>,
-    /// The revision with this root catalog hash (hex, as `cvmfs_talk revision` shows).
+    /// The revision with this root catalog hash (hex, as `cvmfs_talk revision` and
+    /// `status.cvmfs.revisions` of a `Fleet` AnalysisJob show it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 40, max = 128), transform = root_hash_rules)]
     pub root_hash: Option<String>,
@@ -362,12 +389,21 @@ fn pin_keys_rules(schema: &mut Schema) {
 fn cvmfs_rules(schema: &mut Schema) {
     set_rules(
         schema,
-        &[Rule::new(
-            "!has(self.pin) || !has(self.repositories) || \
+        &[
+            Rule::new(
+                "!has(self.pin) || !has(self.repositories) || \
              self.pin.all(r, r in self.repositories)",
-            "spec.cvmfs.pin names a repository that is not in spec.cvmfs.repositories; add \
+                "spec.cvmfs.pin names a repository that is not in spec.cvmfs.repositories; add \
              it to the list or remove the pin",
-        )],
+            ),
+            Rule::new(
+                "!has(self.consistency) || self.consistency != 'Fleet' || has(self.repositories)",
+                "spec.cvmfs.consistency: Fleet needs spec.cvmfs.repositories: the revision of \
+                 each listed repository is resolved when the AnalysisJob starts, and every \
+                 repository on demand cannot be resolved ahead; list the repositories or use \
+                 consistency: Node",
+            ),
+        ],
     );
 }
 
@@ -407,8 +443,9 @@ fn root_hash_rules(schema: &mut Schema) {
     set_rules(
         schema,
         &[Rule::new(
-            "self.matches('^[0-9a-f]+$')",
-            "a pinned rootHash must be lowercase hexadecimal",
+            "self.matches('^[0-9a-f]+(-rmd160|-shake128)?$')",
+            "a pinned rootHash must be lowercase hexadecimal, optionally followed by -rmd160 \
+             or -shake128 (as status.cvmfs.revisions and cvmfs_talk revision show it)",
         )],
     );
 }

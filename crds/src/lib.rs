@@ -10,11 +10,12 @@ pub mod analysis_job;
 pub mod hep;
 
 pub use analysis_job::{
-    AnalysisJob, AnalysisJobSpec, AnalysisJobStatus, FailedShard, Phase, ShardResources,
+    AnalysisJob, AnalysisJobSpec, AnalysisJobStatus, CvmfsRevision, CvmfsStatus, FailedShard,
+    Phase, ShardResources,
 };
 pub use hep::{
-    Cmssw, ConfigMapKey, Cvmfs, GpuRequest, GpuVendor, Inputs, IntelDriver, Output, OutputVolume,
-    Pin,
+    Cmssw, ConfigMapKey, Consistency, Cvmfs, GpuRequest, GpuVendor, Inputs, IntelDriver, Output,
+    OutputVolume, Pin,
 };
 
 /// API group of every hepbatch custom resource.

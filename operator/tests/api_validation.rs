@@ -114,6 +114,23 @@ async fn bad_inputs_rejected(ctx: TestContext) -> TestResult {
             "a pinned rootHash must be lowercase hexadecimal",
         ),
         (
+            "fleet consistency on demand",
+            json!({"platform": "el9", "cvmfs": {"consistency": "Fleet"}}),
+            "spec.cvmfs.consistency: Fleet needs spec.cvmfs.repositories",
+        ),
+        (
+            "unknown consistency",
+            json!({"platform": "el9", "cvmfs": {"repositories": ["cms.cern.ch"],
+                "consistency": "Cluster"}}),
+            "spec.cvmfs.consistency: Unsupported value",
+        ),
+        (
+            "pin root hash with an unknown algorithm",
+            json!({"platform": "el9", "cvmfs": {"pin": {"cms.cern.ch":
+                {"rootHash": "0123456789abcdef0123456789abcdef01234567-md5"}}}}),
+            "a pinned rootHash must be lowercase hexadecimal",
+        ),
+        (
             "relative output path",
             json!({"platform": "el9", "output": {"path": "out"}}),
             "spec.output.path must be an absolute path",
@@ -292,8 +309,10 @@ async fn bad_inputs_rejected(ctx: TestContext) -> TestResult {
         "platform": "el8",
         "cmssw": {"release": "CMSSW_10_6_30_patch1", "scramArch": "slc7_amd64_gcc700"},
         "script": "cmsRun cfg.py",
-        "cvmfs": {"repositories": ["cms.cern.ch", "sft.cern.ch"],
-            "pin": {"sft.cern.ch": {"date": "2025-06-01T00:00:00Z"}}},
+        "cvmfs": {"repositories": ["cms.cern.ch", "sft.cern.ch", "atlas.cern.ch"],
+            "consistency": "Fleet",
+            "pin": {"sft.cern.ch": {"date": "2025-06-01T00:00:00Z"},
+                "atlas.cern.ch": {"rootHash": "0123456789abcdef0123456789abcdef01234567-rmd160"}}},
         "output": {"path": "/output", "volume": {"persistentVolumeClaim": {"claimName": "out"}}},
         "inputs": {"files": ["/store/a.root", "/store/b.root"], "filesPerShard": 1},
         "maxRuntime": "workday",
@@ -388,6 +407,26 @@ async fn immutable_fields(ctx: TestContext) -> TestResult {
         if let Err(failure) = expect_invalid(case, result, expected) {
             failures.push(failure);
         }
+    }
+    // The software a running fleet sees cannot be switched between Node and Fleet.
+    api.create(
+        &PostParams::default(),
+        &common::untyped_analysis_job(
+            "immutable-cvmfs",
+            json!({"image": "busybox", "command": ["true"],
+                "cvmfs": {"repositories": ["cms.cern.ch"]}}),
+        )?,
+    )
+    .await?;
+    let result = api
+        .patch(
+            "immutable-cvmfs",
+            &params,
+            &Patch::Merge(&json!({"spec": {"cvmfs": {"consistency": "Fleet"}}})),
+        )
+        .await;
+    if let Err(failure) = expect_invalid("ask for Fleet later", result, "spec.cvmfs is immutable") {
+        failures.push(failure);
     }
     // The fields a Job can change may change.
     for (case, patch) in [
