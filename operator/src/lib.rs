@@ -11,8 +11,10 @@
 //!   [`pacing`] of progress-only status writes;
 //! - [`leader`]: Lease-based leader election so only one replica reconciles;
 //! - [`metrics`] and [`admin`]: Prometheus metrics, `/livez`, `/readyz`, `/metrics`;
-//! - [`config`]: the cluster admin's configuration (platforms, CVMFS provider, GPU
-//!   runtime), reloaded when its file changes;
+//! - [`revision`]: the current revision of CVMFS repositories, read from their signed
+//!   manifests and verified, for `consistency: Fleet` AnalysisJobs;
+//! - [`config`]: the cluster admin's configuration (platforms, CVMFS provider and
+//!   servers, GPU runtime), reloaded when its file changes;
 //! - [`cli`]: flags and environment of the binary and the process around the loop.
 
 pub mod admin;
@@ -27,4 +29,5 @@ pub mod inputs;
 pub mod leader;
 pub mod metrics;
 pub mod pacing;
+pub mod revision;
 pub mod status;
