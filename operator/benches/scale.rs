@@ -230,7 +230,12 @@ async fn baseline_half(fleet: Fleet) -> Result<Half, BoxError> {
         let mut aj = fleet.analysis_job(&format!("job-{i}"))?;
         aj.metadata.namespace = Some("bench-baseline".to_owned());
         aj.metadata.uid = Some(format!("bench-{i}"));
-        let mut job = hepbatch_operator::build::job(&aj, &OperatorConfig::default(), None)?;
+        let mut job = hepbatch_operator::build::job(
+            &aj,
+            &OperatorConfig::default(),
+            None,
+            &hepbatch_operator::revision::Snapshot::new(),
+        )?;
         job.metadata.owner_references = None;
         templates.push(job);
     }

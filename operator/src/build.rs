@@ -17,7 +17,9 @@
 //! - `platform` → the configured image (`image` overrides); an unknown platform is a
 //!   [`BuildError`] the controller reports, never a pod,
 //! - `cvmfs` (and `cmssw`) → the `/cvmfs` volume of the configured provider
-//!   ([`crate::cvmfs`]),
+//!   ([`crate::cvmfs`]); with `consistency: Fleet` each resolved repository is pinned
+//!   `@rootHash=` and the Job's annotation [`CVMFS_REVISIONS_ANNOTATION`] records the
+//!   revisions, so the Job carries the resolution and the status reads it from there,
 //! - `resources.gpu` → device-plugin limits, node affinity, tolerations ([`crate::gpu`]),
 //! - `inputs` → `completions` from the planned split and the projected volume of the
 //!   shards' lists ([`crate::inputs`]),
@@ -30,7 +32,8 @@
 use std::collections::BTreeMap;
 
 use hepbatch_crds::analysis_job::{
-    ANALYSIS_JOB_LABEL, OUTPUT_DIR_ENV, SHARD_ENV, SHARDS_ENV, ShardResources,
+    ANALYSIS_JOB_LABEL, CVMFS_REVISIONS_ANNOTATION, OUTPUT_DIR_ENV, SHARD_ENV, SHARDS_ENV,
+    ShardResources,
 };
 use hepbatch_crds::hep::max_runtime_seconds;
 use hepbatch_crds::{AnalysisJob, Output};
@@ -52,6 +55,7 @@ use crate::config::OperatorConfig;
 use crate::cvmfs::{self, CvmfsError};
 use crate::gpu::{self, GpuError};
 use crate::inputs::{self, InputPlan};
+use crate::revision::Snapshot;
 
 /// Label Kueue reads to queue a Job.
 pub const KUEUE_QUEUE_LABEL: &str = "kueue.x-k8s.io/queue-name";
@@ -89,6 +93,9 @@ pub enum BuildError {
     /// `maxRuntime` is not a duration (the schema should have caught it).
     #[error("spec.maxRuntime {0:?} is not a JobFlavour or a duration such as 2h")]
     MaxRuntime(String),
+    /// The resolved revisions cannot be written into the Job's annotation.
+    #[error("cannot record the resolved CVMFS revisions: {0}")]
+    Record(String),
     /// `inputs` is set but its split has not been planned.
     #[error("the input split of this AnalysisJob has not been planned yet")]
     InputsNotPlanned,
@@ -115,9 +122,15 @@ impl BuildError {
         match self {
             BuildError::UnknownPlatform { .. } => Some("UnknownPlatform"),
             BuildError::Cvmfs(CvmfsError::PinUnsupported { .. }) => Some("CvmfsPinUnsupported"),
+            BuildError::Cvmfs(CvmfsError::ConsistencyUnsupported { .. }) => {
+                Some("CvmfsConsistencyUnsupported")
+            }
+            BuildError::Cvmfs(CvmfsError::FleetOnDemand) => Some("InvalidCvmfs"),
+            BuildError::Cvmfs(CvmfsError::Unresolved { .. }) => None,
             BuildError::Gpu(_) => Some("InvalidGpuRequest"),
             BuildError::MaxRuntime(_) => Some("InvalidMaxRuntime"),
             BuildError::InputsNotPlanned
+            | BuildError::Record(_)
             | BuildError::MissingNamespace { .. }
             | BuildError::MissingUid { .. } => None,
         }
@@ -146,11 +159,14 @@ pub fn image(analysis_job: &AnalysisJob, config: &OperatorConfig) -> Result<Stri
 }
 
 /// The Job that runs `analysis_job`'s shards: same name and namespace, controlled by it.
-/// `inputs` is the planned split when the spec has `inputs`.
+/// `inputs` is the planned split when the spec has `inputs`; `snapshot` holds the
+/// revisions resolved for `consistency: Fleet` ([`cvmfs::to_resolve`]), which the pod
+/// template pins and the Job's [`CVMFS_REVISIONS_ANNOTATION`] records.
 pub fn job(
     analysis_job: &AnalysisJob,
     config: &OperatorConfig,
     inputs: Option<&InputPlan>,
+    snapshot: &Snapshot,
 ) -> Result<Job, BuildError> {
     let name = analysis_job.name_any();
     let namespace = analysis_job
@@ -178,7 +194,18 @@ pub fn job(
     let mut container = container(analysis_job, image(analysis_job, config)?, shards);
     let mut volumes = Vec::new();
     let mut mounts = Vec::new();
-    if let Some(cvmfs) = cvmfs::mount(spec.cvmfs.as_ref(), spec.cmssw.is_some(), &config.cvmfs)? {
+    let mut job_annotations = BTreeMap::new();
+    if let Some(cvmfs) = cvmfs::mount(
+        spec.cvmfs.as_ref(),
+        spec.cmssw.is_some(),
+        &config.cvmfs,
+        snapshot,
+    )? {
+        if !cvmfs.revisions.is_empty() {
+            let recorded = serde_json::to_string(&cvmfs.revisions)
+                .map_err(|error| BuildError::Record(error.to_string()))?;
+            job_annotations.insert(CVMFS_REVISIONS_ANNOTATION.to_owned(), recorded);
+        }
         volumes.push(cvmfs.volume);
         mounts.extend(cvmfs.mounts);
     }
@@ -239,6 +266,7 @@ pub fn job(
             name: Some(name),
             namespace: Some(namespace),
             labels: Some(job_labels),
+            annotations: (!job_annotations.is_empty()).then_some(job_annotations),
             owner_references: Some(vec![owner]),
             ..ObjectMeta::default()
         },
@@ -433,7 +461,7 @@ mod tests {
     use super::*;
 
     fn job_of(aj: &AnalysisJob) -> Result<Job, BuildError> {
-        job(aj, &OperatorConfig::default(), None)
+        job(aj, &OperatorConfig::default(), None, &Snapshot::new())
     }
 
     fn analysis_job(spec: Value) -> AnalysisJob {
@@ -609,16 +637,16 @@ mod tests {
     fn platform_selects_the_configured_image_and_image_overrides_it() {
         let config = OperatorConfig::default();
         let el9 = analysis_job(json!({"platform": "el9", "script": "true"}));
-        let pod = pod_of(job(&el9, &config, None).expect("translates"));
+        let pod = pod_of(job(&el9, &config, None, &Snapshot::new()).expect("translates"));
         assert_eq!(
             pod.containers[0].image.as_deref(),
             Some(crate::config::EL9_IMAGE)
         );
         let own = analysis_job(json!({"platform": "el9", "image": "own:1"}));
-        let pod = pod_of(job(&own, &config, None).expect("translates"));
+        let pod = pod_of(job(&own, &config, None, &Snapshot::new()).expect("translates"));
         assert_eq!(pod.containers[0].image.as_deref(), Some("own:1"));
         let unknown = analysis_job(json!({"platform": "alma10", "script": "true"}));
-        let error = job(&unknown, &config, None).expect_err("unknown platform");
+        let error = job(&unknown, &config, None, &Snapshot::new()).expect_err("unknown platform");
         assert_eq!(error.reason(), Some("UnknownPlatform"));
         assert!(
             error.to_string().contains("use one of cc7, el8, el9"),
@@ -631,7 +659,7 @@ mod tests {
         let config = OperatorConfig::default();
         let with_script = analysis_job(json!({"platform": "cc7", "script": "cmsRun a.py",
             "cmssw": {"release": "CMSSW_10_6_30", "scramArch": "slc7_amd64_gcc700"}}));
-        let pod = pod_of(job(&with_script, &config, None).expect("translates"));
+        let pod = pod_of(job(&with_script, &config, None, &Snapshot::new()).expect("translates"));
         let command = pod.containers[0].command.clone().expect("command");
         assert_eq!(&command[..4], ["bash", "-euo", "pipefail", "-c"]);
         assert!(command[4].contains("scram project CMSSW 'CMSSW_10_6_30'"));
@@ -651,7 +679,7 @@ mod tests {
         let with_command = analysis_job(json!({"platform": "cc7", "command": ["cmsRun"],
             "args": ["a.py"],
             "cmssw": {"release": "CMSSW_10_6_30", "scramArch": "slc7_amd64_gcc700"}}));
-        let pod = pod_of(job(&with_command, &config, None).expect("translates"));
+        let pod = pod_of(job(&with_command, &config, None, &Snapshot::new()).expect("translates"));
         let command = pod.containers[0].command.clone().expect("command");
         assert!(command[4].ends_with("exec \"$@\"\n"));
         assert_eq!(&command[5..], ["hepbatch-cmssw", "cmsRun", "a.py"]);
@@ -685,11 +713,83 @@ mod tests {
         assert_eq!(job_of(&aj), Err(BuildError::InputsNotPlanned));
         let files: Vec<String> = ["a", "b", "c"].map(str::to_owned).to_vec();
         let plan = inputs::plan(&aj, &files, 2).expect("plans");
-        let built = job(&aj, &OperatorConfig::default(), Some(&plan)).expect("translates");
+        let built = job(
+            &aj,
+            &OperatorConfig::default(),
+            Some(&plan),
+            &Snapshot::new(),
+        )
+        .expect("translates");
         assert_eq!(built.spec.as_ref().and_then(|s| s.completions), Some(2));
         let pod = pod_of(built);
         let env = pod.containers[0].env.clone().expect("env");
         let names: Vec<&str> = env.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(&names[..3], [SHARD_ENV, SHARDS_ENV, "HEPBATCH_INPUT_FILES"]);
+    }
+
+    #[test]
+    fn fleet_jobs_pin_the_resolved_revisions_and_record_them() {
+        let aj = analysis_job(json!({"platform": "el9", "script": "true",
+            "cvmfs": {"repositories": ["cms.cern.ch", "sft.cern.ch"], "consistency": "Fleet"}}));
+        let revision = |hash: &str, number: i64| hepbatch_crds::CvmfsRevision {
+            root_hash: hash.to_owned(),
+            revision: number,
+            published: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2026-01-01T00:00:00Z".parse().expect("time"),
+            ),
+        };
+        let snapshot = Snapshot::from([
+            (
+                "cms.cern.ch".to_owned(),
+                revision("1111111111111111111111111111111111111111", 5),
+            ),
+            (
+                "sft.cern.ch".to_owned(),
+                revision("2222222222222222222222222222222222222222", 2),
+            ),
+        ]);
+        let built = job(&aj, &OperatorConfig::default(), None, &snapshot).expect("translates");
+        let recorded = built
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(CVMFS_REVISIONS_ANNOTATION))
+            .expect("recorded");
+        assert_eq!(
+            serde_json::from_str::<Snapshot>(recorded).expect("json"),
+            snapshot
+        );
+        let pod = pod_of(built);
+        let cvmfs = pod
+            .volumes
+            .expect("volumes")
+            .into_iter()
+            .find(|v| v.name == "cvmfs")
+            .and_then(|v| v.csi)
+            .and_then(|c| c.volume_attributes)
+            .expect("attributes");
+        assert_eq!(
+            cvmfs["pins"],
+            "cms.cern.ch@rootHash=1111111111111111111111111111111111111111;\
+             sft.cern.ch@rootHash=2222222222222222222222222222222222222222"
+        );
+        // Without the resolution there is no Job to create, only the operator's error.
+        let error =
+            job(&aj, &OperatorConfig::default(), None, &Snapshot::new()).expect_err("unresolved");
+        assert_eq!(error.reason(), None);
+        // Node consistency records nothing.
+        let node = analysis_job(json!({"platform": "el9", "script": "true",
+            "cvmfs": {"repositories": ["cms.cern.ch"]}}));
+        let built = job(&node, &OperatorConfig::default(), None, &snapshot).expect("translates");
+        assert_eq!(built.metadata.annotations, None);
+        // A provider that cannot pin rejects Fleet with a reason of its own.
+        let pvc = OperatorConfig {
+            cvmfs: crate::config::CvmfsProvider::Pvc {
+                claim_name: "cvmfs".into(),
+            },
+            ..OperatorConfig::default()
+        };
+        let error = job(&aj, &pvc, None, &snapshot).expect_err("pvc");
+        assert_eq!(error.reason(), Some("CvmfsConsistencyUnsupported"));
     }
 }

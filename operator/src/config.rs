@@ -5,7 +5,8 @@
 //! - `platforms`: platform name → light-weight base image (built-in defaults for `cc7`,
 //!   `el8` and `el9`, which the file may override or extend),
 //! - `cvmfs`: how pods get `/cvmfs` — the `csi` driver (default), an existing `pvc` of a
-//!   cvmfs-csi style driver, or a `hostPath`,
+//!   cvmfs-csi style driver, or a `hostPath`; with `csi`, the servers, proxies and master
+//!   keys the repositories' signed manifests are read with (`consistency: Fleet`),
 //! - `gpu`: the RuntimeClass NVIDIA GPU pods run with, where `nvidia` is not the default
 //!   runtime.
 //!
@@ -23,6 +24,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
+
+use crate::revision::Source;
 use tracing::{error, info};
 
 /// Image of the `cc7` platform: CentOS 7 with the system packages CMSSW needs.
@@ -62,13 +65,27 @@ impl Default for OperatorConfig {
 }
 
 /// How `/cvmfs` reaches a pod.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "provider", rename_all = "camelCase", deny_unknown_fields)]
 pub enum CvmfsProvider {
     /// One inline volume of the hepbatch CSI driver carrying the job's repositories and
-    /// pins.
-    #[default]
-    Csi,
+    /// pins. The servers, proxies and keys are where the operator reads the repositories'
+    /// signed manifests to pin `consistency: Fleet` AnalysisJobs (the Helm chart copies
+    /// the CSI plugin's settings).
+    #[serde(rename_all = "camelCase")]
+    Csi {
+        /// `CVMFS_SERVER_URL`: `;`-separated `http://` URLs with `@fqrn@`, tried in order.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        server_url: Option<String>,
+        /// `CVMFS_HTTP_PROXY`: `;`-separated groups of `|`-separated proxies
+        /// (`http://squid:3128`) or `DIRECT`; absent: direct.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        http_proxy: Option<String>,
+        /// Master public keys by file name, PEM: `<repository>.pub` is used for that
+        /// repository, otherwise every key is tried.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        public_keys: BTreeMap<String, String>,
+    },
     /// An existing PersistentVolumeClaim of a cvmfs-csi style driver in the job's
     /// namespace, one `subPath` per repository. Cannot pin.
     #[serde(rename_all = "camelCase")]
@@ -85,11 +102,26 @@ pub enum CvmfsProvider {
     },
 }
 
+impl Default for CvmfsProvider {
+    fn default() -> Self {
+        CvmfsProvider::csi()
+    }
+}
+
 impl CvmfsProvider {
+    /// The csi provider with no servers configured.
+    pub fn csi() -> Self {
+        CvmfsProvider::Csi {
+            server_url: None,
+            http_proxy: None,
+            public_keys: BTreeMap::new(),
+        }
+    }
+
     /// The provider's name as written in the configuration.
     pub fn name(&self) -> &'static str {
         match self {
-            CvmfsProvider::Csi => "csi",
+            CvmfsProvider::Csi { .. } => "csi",
             CvmfsProvider::Pvc { .. } => "pvc",
             CvmfsProvider::HostPath { .. } => "hostPath",
         }
@@ -97,7 +129,20 @@ impl CvmfsProvider {
 
     /// Whether the provider can mount a repository at a pinned revision.
     pub fn can_pin(&self) -> bool {
-        matches!(self, CvmfsProvider::Csi)
+        matches!(self, CvmfsProvider::Csi { .. })
+    }
+
+    /// Where the repositories' manifests are read from (only the csi provider, which can
+    /// pin, has one); an error names the configuration key at fault.
+    pub fn manifest_source(&self) -> Result<Option<Source>, String> {
+        match self {
+            CvmfsProvider::Csi {
+                server_url,
+                http_proxy,
+                public_keys,
+            } => Source::new(server_url.as_deref(), http_proxy.as_deref(), public_keys).map(Some),
+            CvmfsProvider::Pvc { .. } | CvmfsProvider::HostPath { .. } => Ok(None),
+        }
     }
 }
 
@@ -209,6 +254,7 @@ impl OperatorConfig {
             )),
             _ => Ok(()),
         }?;
+        self.cvmfs.manifest_source()?;
         if let Some(class) = &self.gpu.nvidia_runtime_class_name
             && class.is_empty()
         {
@@ -317,7 +363,7 @@ mod tests {
         let config = parse("").expect("valid");
         assert_eq!(config, OperatorConfig::default());
         assert_eq!(config.platform_image("cc7"), Some(CC7_IMAGE));
-        assert_eq!(config.cvmfs, CvmfsProvider::Csi);
+        assert_eq!(config.cvmfs, CvmfsProvider::csi());
     }
 
     #[test]
@@ -353,7 +399,41 @@ mod tests {
             }
         );
         assert!(!CvmfsProvider::HostPath { path: "/x".into() }.can_pin());
-        assert!(CvmfsProvider::Csi.can_pin());
+        assert!(CvmfsProvider::csi().can_pin());
+    }
+
+    #[test]
+    fn the_csi_provider_names_the_servers_manifests_are_read_from() {
+        let config = parse(
+            "cvmfs:\n  provider: csi\n  serverUrl: http://s1/cvmfs/@fqrn@;http://s2/cvmfs/@fqrn@\n  \
+             httpProxy: http://squid:3128;DIRECT\n",
+        )
+        .expect("valid");
+        let CvmfsProvider::Csi {
+            server_url,
+            http_proxy,
+            public_keys,
+        } = &config.cvmfs
+        else {
+            panic!("csi expected");
+        };
+        assert_eq!(
+            server_url.as_deref(),
+            Some("http://s1/cvmfs/@fqrn@;http://s2/cvmfs/@fqrn@")
+        );
+        assert_eq!(http_proxy.as_deref(), Some("http://squid:3128;DIRECT"));
+        assert!(public_keys.is_empty());
+        let source = config
+            .cvmfs
+            .manifest_source()
+            .expect("valid")
+            .expect("csi has a source");
+        assert_eq!(
+            source.urls_of("cms.cern.ch")[1],
+            "http://s2/cvmfs/cms.cern.ch"
+        );
+        let pvc = parse("cvmfs:\n  provider: pvc\n  claimName: c\n").expect("valid");
+        assert_eq!(pvc.cvmfs.manifest_source(), Ok(None));
     }
 
     #[test]
@@ -366,6 +446,22 @@ mod tests {
             ("platforms:\n  EL9: x\n", "DNS label"),
             ("platforms:\n  el9: ''\n", "image reference"),
             ("gpu:\n  nvidiaRuntimeClassName: ''\n", "must not be empty"),
+            (
+                "cvmfs:\n  provider: csi\n  serverUrl: https://s1/cvmfs/@fqrn@\n",
+                "https",
+            ),
+            (
+                "cvmfs:\n  provider: csi\n  httpProxy: squid\n",
+                "cvmfs.httpProxy",
+            ),
+            (
+                "cvmfs:\n  provider: csi\n  publicKeys:\n    cms.cern.ch.pub: nope\n",
+                "cvmfs.publicKeys",
+            ),
+            (
+                "cvmfs:\n  provider: pvc\n  claimName: c\n  serverUrl: http://s1\n",
+                "serverUrl",
+            ),
         ] {
             let error = parse(text).expect_err(text).to_string();
             assert!(error.contains(expected), "{text:?} gave {error:?}");

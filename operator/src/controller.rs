@@ -6,8 +6,11 @@
 //! 2. reads the Job from the reflector store that also triggers reconciles (Jobs are
 //!    watched by label, so only ours are cached and trigger); only when the store has no
 //!    such Job is the apiserver asked, so the steady state costs no read request:
-//!    absent → server-side applies the full translation with the fixed field manager
-//!    (idempotent, never get-then-create); present → patches only `parallelism` and
+//!    absent → resolves the CVMFS revisions a `consistency: Fleet` AnalysisJob pins
+//!    ([`revision::resolve`]; a failure is reported like any rejection) and server-side
+//!    applies the full translation with the fixed field manager (idempotent, never
+//!    get-then-create), so the Job carries the resolution: a crash before it exists
+//!    resolves again, after it the Job is the truth; present → patches only `parallelism` and
 //!    `suspend` when they differ ([`build::live_update`]), and never touches `suspend` of a
 //!    Kueue-managed Job. A stale cached Job is harmless: the patch is an idempotent merge
 //!    patch, and the watch event that follows triggers the next reconcile;
@@ -39,10 +42,12 @@ use serde_json::json;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::build;
-use crate::config::ConfigWatch;
+use crate::config::{ConfigWatch, OperatorConfig};
+use crate::cvmfs;
 use crate::inputs::{self, InputPlan, InputsError};
 use crate::metrics::{ErrorCategory, Metrics};
 use crate::pacing::{self, Decision, NotBefore, StatusPacer};
+use crate::revision::{self, Snapshot};
 use crate::status::{self, Happening};
 
 /// Field manager of every write the operator makes.
@@ -432,7 +437,15 @@ async fn reconcile_analysis_job(
                     return reject(analysis_job, context, &reference, reason, &message).await;
                 }
             };
-            let desired = match build::job(analysis_job, &config, plan.as_ref()) {
+            // The revisions a Fleet pins are resolved here, once per Job: the Job
+            // created below carries them, and until it exists nothing else does.
+            let snapshot = match resolve_revisions(analysis_job, &config).await {
+                Ok(snapshot) => snapshot,
+                Err(Rejection { reason, message }) => {
+                    return reject(analysis_job, context, &reference, reason, &message).await;
+                }
+            };
+            let desired = match build::job(analysis_job, &config, plan.as_ref(), &snapshot) {
                 Ok(job) => job,
                 Err(error) if let Some(reason) = error.reason() => {
                     let message = error.to_string();
@@ -477,13 +490,15 @@ async fn reconcile_analysis_job(
             if !is_controlled_by(&applied, analysis_job) {
                 return Ok(Action::requeue(Duration::from_secs(10)));
             }
-            happenings_before.push((
-                "JobCreated",
-                format!(
-                    "created Job {name} for {shards} shards, {} at a time",
-                    analysis_job.spec.effective_parallelism(shards)
-                ),
-            ));
+            let mut note = format!(
+                "created Job {name} for {shards} shards, {} at a time",
+                analysis_job.spec.effective_parallelism(shards)
+            );
+            if !snapshot.is_empty() {
+                note.push_str("; every shard sees ");
+                note.push_str(&describe_snapshot(&snapshot));
+            }
+            happenings_before.push(("JobCreated", note));
             applied
         }
     };
@@ -729,6 +744,55 @@ async fn plan_inputs(
     inputs::plan(analysis_job, &files, spec.files_per_shard)
         .map(Some)
         .map_err(rejection)
+}
+
+/// Resolves the current revision of the repositories a `consistency: Fleet` AnalysisJob
+/// pins (none for other AnalysisJobs) from their signed manifests.
+async fn resolve_revisions(
+    analysis_job: &AnalysisJob,
+    config: &OperatorConfig,
+) -> Result<Snapshot, Rejection> {
+    let spec = &analysis_job.spec;
+    let repositories = cvmfs::to_resolve(spec.cvmfs.as_ref(), spec.cmssw.is_some(), &config.cvmfs)
+        .map_err(|error| {
+            let error = build::BuildError::Cvmfs(error);
+            Rejection {
+                reason: error.reason().unwrap_or("InvalidCvmfs"),
+                message: error.to_string(),
+            }
+        })?;
+    if repositories.is_empty() {
+        return Ok(Snapshot::new());
+    }
+    let unresolved = |message: String| Rejection {
+        reason: "CvmfsRevisionUnresolved",
+        message,
+    };
+    // The configuration was checked when it was loaded; a source is there for csi.
+    let source = config
+        .cvmfs
+        .manifest_source()
+        .map_err(unresolved)?
+        .ok_or_else(|| unresolved("the CVMFS provider cannot pin".to_owned()))?;
+    let snapshot = revision::resolve(&source, &repositories, Timestamp::now())
+        .await
+        .map_err(|error| unresolved(error.to_string()))?;
+    info!(revisions = %describe_snapshot(&snapshot), "resolved the fleet's CVMFS revisions");
+    Ok(snapshot)
+}
+
+/// `cms.cern.ch at revision 5 (root hash 1a2b…, published …)` for each repository.
+fn describe_snapshot(snapshot: &Snapshot) -> String {
+    snapshot
+        .iter()
+        .map(|(repository, revision)| {
+            format!(
+                "{repository} at revision {} (root hash {}, published {})",
+                revision.revision, revision.root_hash, revision.published.0
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Reports that the AnalysisJob cannot run as it stands: an `Accepted=False` condition

@@ -17,6 +17,13 @@
 //!
 //! Only `csi` can pin; a pin with another provider is an error for the status, never a pod
 //! that silently shows the latest revision. No container gets privileges for any of this.
+//!
+//! `consistency: Fleet` is pins the operator chooses: [`to_resolve`] names the
+//! repositories whose current revision the controller must resolve before the Job exists
+//! (the listed ones without a pin of the user's), and [`mount`] pins each of them
+//! `@rootHash=<hash>` from the resolved [`Snapshot`], which it returns beside the volume
+//! for the Job to record. A repository to pin that was not resolved is an error, never a
+//! pod that floats.
 
 use std::collections::BTreeMap;
 
@@ -27,6 +34,7 @@ use k8s_openapi::api::core::v1::{
 };
 
 use crate::config::CvmfsProvider;
+use crate::revision::Snapshot;
 
 /// Where CVMFS appears in the container.
 pub const CVMFS_MOUNT_PATH: &str = "/cvmfs";
@@ -41,6 +49,8 @@ pub struct CvmfsMount {
     pub volume: Volume,
     /// The container's mounts of it.
     pub mounts: Vec<VolumeMount>,
+    /// The resolved revisions the volume pins (`consistency: Fleet`), by repository.
+    pub revisions: Snapshot,
 }
 
 /// Why `/cvmfs` cannot be provided as asked.
@@ -56,6 +66,57 @@ pub enum CvmfsError {
         /// The configured provider.
         provider: &'static str,
     },
+    /// Fleet consistency pins, so it needs the CSI provider too.
+    #[error(
+        "spec.cvmfs.consistency: Fleet pins every shard to the revision current when the \
+         AnalysisJob starts, which needs the csi CVMFS provider, but this cluster provides \
+         /cvmfs with {provider} (cvmfs.provider of the operator configuration), which shows \
+         each node's latest revision; remove spec.cvmfs.consistency or ask the cluster admin \
+         for the csi provider"
+    )]
+    ConsistencyUnsupported {
+        /// The configured provider.
+        provider: &'static str,
+    },
+    /// Fleet consistency without a list (the schema refuses it; kept for objects stored
+    /// before the rule existed).
+    #[error(
+        "spec.cvmfs.consistency: Fleet needs spec.cvmfs.repositories: every repository on \
+         demand cannot be resolved ahead; list the repositories"
+    )]
+    FleetOnDemand,
+    /// A repository to pin was not resolved before the Job was built.
+    #[error("the current revision of {repository} has not been resolved")]
+    Unresolved {
+        /// The repository.
+        repository: String,
+    },
+}
+
+/// The repositories whose current revision must be resolved before the Job is built:
+/// with `consistency: Fleet`, every repository the shard sees that has no pin of its own;
+/// none otherwise. Fleet needs a provider that pins and an explicit list.
+pub fn to_resolve(
+    cvmfs: Option<&Cvmfs>,
+    cmssw: bool,
+    provider: &CvmfsProvider,
+) -> Result<Vec<String>, CvmfsError> {
+    let Some(cvmfs) = cvmfs.filter(|c| c.is_fleet()) else {
+        return Ok(Vec::new());
+    };
+    if !provider.can_pin() {
+        return Err(CvmfsError::ConsistencyUnsupported {
+            provider: provider.name(),
+        });
+    }
+    let Some(Some(listed)) = repositories(Some(cvmfs), cmssw) else {
+        return Err(CvmfsError::FleetOnDemand);
+    };
+    let pinned = cvmfs.pin.as_ref();
+    Ok(listed
+        .into_iter()
+        .filter(|repository| !pinned.is_some_and(|pins| pins.contains_key(repository)))
+        .collect())
 }
 
 /// The repositories a shard needs: `None` for no `/cvmfs`, `Some(None)` for every
@@ -97,24 +158,41 @@ pub fn pins_attribute(pins: &BTreeMap<String, Pin>) -> String {
         .join(";")
 }
 
-/// The volume and mounts for `cvmfs` (and `cmssw`) under `provider`; `None` when the shard
-/// needs no `/cvmfs`.
+/// The volume and mounts for `cvmfs` (and `cmssw`) under `provider`, with the
+/// repositories [`to_resolve`] names pinned to their revision in `snapshot`; `None` when
+/// the shard needs no `/cvmfs`.
 pub fn mount(
     cvmfs: Option<&Cvmfs>,
     cmssw: bool,
     provider: &CvmfsProvider,
+    snapshot: &Snapshot,
 ) -> Result<Option<CvmfsMount>, CvmfsError> {
     let Some(repositories) = repositories(cvmfs, cmssw) else {
         return Ok(None);
     };
-    let pins = cvmfs
-        .and_then(|c| c.pin.as_ref())
-        .filter(|pins| !pins.is_empty());
-    if pins.is_some() && !provider.can_pin() {
+    let mut pins = cvmfs.and_then(|c| c.pin.clone()).unwrap_or_default();
+    if !pins.is_empty() && !provider.can_pin() {
         return Err(CvmfsError::PinUnsupported {
             provider: provider.name(),
         });
     }
+    let mut revisions = Snapshot::new();
+    for repository in to_resolve(cvmfs, cmssw, provider)? {
+        let revision = snapshot
+            .get(&repository)
+            .ok_or_else(|| CvmfsError::Unresolved {
+                repository: repository.clone(),
+            })?;
+        pins.insert(
+            repository.clone(),
+            Pin {
+                root_hash: Some(revision.root_hash.clone()),
+                ..Pin::default()
+            },
+        );
+        revisions.insert(repository, revision.clone());
+    }
+    let pins = Some(&pins).filter(|pins| !pins.is_empty());
     let read_only_mount = |path: String, sub_path: Option<String>| VolumeMount {
         name: CVMFS_VOLUME.to_owned(),
         mount_path: path,
@@ -131,7 +209,7 @@ pub fn mount(
             .collect(),
     };
     let mount = match provider {
-        CvmfsProvider::Csi => {
+        CvmfsProvider::Csi { .. } => {
             let mut attributes = BTreeMap::new();
             if let Some(list) = &repositories {
                 attributes.insert(CSI_ATTRIBUTE_REPOSITORIES.to_owned(), list.join(","));
@@ -151,6 +229,7 @@ pub fn mount(
                     ..Volume::default()
                 },
                 mounts: vec![read_only_mount(CVMFS_MOUNT_PATH.to_owned(), None)],
+                revisions,
             }
         }
         CvmfsProvider::Pvc { claim_name } => CvmfsMount {
@@ -163,6 +242,7 @@ pub fn mount(
                 ..Volume::default()
             },
             mounts: per_repository_mounts(&repositories),
+            revisions: Snapshot::new(),
         },
         CvmfsProvider::HostPath { path } => CvmfsMount {
             volume: Volume {
@@ -174,6 +254,7 @@ pub fn mount(
                 ..Volume::default()
             },
             mounts: per_repository_mounts(&repositories),
+            revisions: Snapshot::new(),
         },
     };
     Ok(Some(mount))
@@ -211,7 +292,7 @@ mod tests {
             "repositories": ["cms.cern.ch", "sft.cern.ch"],
             "pin": {"cms.cern.ch": {"tag": "v2"}, "sft.cern.ch": {"date": "2025-06-01T00:00:00Z"}}
         }));
-        let mount = mount(Some(&spec), false, &CvmfsProvider::Csi)
+        let mount = mount(Some(&spec), false, &CvmfsProvider::csi(), &Snapshot::new())
             .expect("csi pins")
             .expect("a volume");
         let csi = mount.volume.csi.expect("csi volume");
@@ -234,9 +315,14 @@ mod tests {
 
     #[test]
     fn on_demand_csi_volume_has_no_attributes() {
-        let mount = mount(Some(&Cvmfs::default()), false, &CvmfsProvider::Csi)
-            .expect("ok")
-            .expect("a volume");
+        let mount = mount(
+            Some(&Cvmfs::default()),
+            false,
+            &CvmfsProvider::csi(),
+            &Snapshot::new(),
+        )
+        .expect("ok")
+        .expect("a volume");
         assert_eq!(mount.volume.csi.expect("csi").volume_attributes, None);
     }
 
@@ -246,7 +332,9 @@ mod tests {
         let pvc = CvmfsProvider::Pvc {
             claim_name: "cvmfs".into(),
         };
-        let mount = mount(Some(&spec), true, &pvc).expect("ok").expect("volume");
+        let mount = mount(Some(&spec), true, &pvc, &Snapshot::new())
+            .expect("ok")
+            .expect("volume");
         assert_eq!(
             mount
                 .volume
@@ -270,7 +358,7 @@ mod tests {
         let host = CvmfsProvider::HostPath {
             path: "/cvmfs".into(),
         };
-        let whole = super::mount(Some(&Cvmfs::default()), false, &host)
+        let whole = super::mount(Some(&Cvmfs::default()), false, &host, &Snapshot::new())
             .expect("ok")
             .expect("volume");
         assert_eq!(whole.volume.host_path.expect("host path").path, "/cvmfs");
@@ -287,6 +375,7 @@ mod tests {
             &CvmfsProvider::HostPath {
                 path: "/cvmfs".into(),
             },
+            &Snapshot::new(),
         )
         .expect_err("host paths cannot pin");
         assert_eq!(
@@ -296,5 +385,96 @@ mod tests {
             }
         );
         assert!(error.to_string().contains("remove the pin"));
+    }
+
+    fn revision(root_hash: &str, revision: i64) -> hepbatch_crds::CvmfsRevision {
+        hepbatch_crds::CvmfsRevision {
+            root_hash: root_hash.into(),
+            revision,
+            published: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2026-01-01T00:00:00Z".parse().expect("time"),
+            ),
+        }
+    }
+
+    #[test]
+    fn fleet_resolves_the_listed_repositories_without_a_pin() {
+        let spec = cvmfs(serde_json::json!({
+            "repositories": ["sft.cern.ch", "atlas.cern.ch"], "consistency": "Fleet",
+            "pin": {"atlas.cern.ch": {"tag": "v2"}}
+        }));
+        let csi = CvmfsProvider::csi();
+        // cmssw adds cms.cern.ch, which is resolved too; atlas keeps its own pin.
+        assert_eq!(
+            to_resolve(Some(&spec), true, &csi),
+            Ok(vec!["cms.cern.ch".to_owned(), "sft.cern.ch".to_owned()])
+        );
+        let node = cvmfs(serde_json::json!({"repositories": ["sft.cern.ch"]}));
+        assert_eq!(to_resolve(Some(&node), true, &csi), Ok(Vec::new()));
+        assert_eq!(to_resolve(None, true, &csi), Ok(Vec::new()));
+        let on_demand = cvmfs(serde_json::json!({"consistency": "Fleet"}));
+        assert_eq!(
+            to_resolve(Some(&on_demand), false, &csi),
+            Err(CvmfsError::FleetOnDemand)
+        );
+        let pvc = CvmfsProvider::Pvc {
+            claim_name: "cvmfs".into(),
+        };
+        let error = to_resolve(Some(&spec), false, &pvc).expect_err("pvc cannot pin");
+        assert_eq!(
+            error,
+            CvmfsError::ConsistencyUnsupported { provider: "pvc" }
+        );
+        let message = error.to_string();
+        assert!(
+            message.starts_with("spec.cvmfs.consistency: Fleet")
+                && message.contains("cvmfs.provider")
+                && message.contains("with pvc"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn fleet_pins_each_resolved_repository_by_root_hash() {
+        let spec = cvmfs(serde_json::json!({
+            "repositories": ["cms.cern.ch", "sft.cern.ch", "atlas.cern.ch"],
+            "consistency": "Fleet", "pin": {"atlas.cern.ch": {"tag": "v2"}}
+        }));
+        let cms = revision("1111111111111111111111111111111111111111", 5);
+        let sft = revision("2222222222222222222222222222222222222222-rmd160", 9);
+        let snapshot = Snapshot::from([
+            ("cms.cern.ch".to_owned(), cms.clone()),
+            ("sft.cern.ch".to_owned(), sft.clone()),
+            // Not asked for: not used.
+            ("unpacked.cern.ch".to_owned(), cms.clone()),
+        ]);
+        let pinned = mount(Some(&spec), false, &CvmfsProvider::csi(), &snapshot)
+            .expect("pins")
+            .expect("a volume");
+        let attributes = pinned
+            .volume
+            .csi
+            .and_then(|c| c.volume_attributes)
+            .expect("attributes");
+        assert_eq!(
+            attributes["pins"],
+            "atlas.cern.ch@tag=v2;cms.cern.ch@rootHash=1111111111111111111111111111111111111111;\
+             sft.cern.ch@rootHash=2222222222222222222222222222222222222222-rmd160"
+        );
+        assert_eq!(
+            pinned.revisions,
+            Snapshot::from([
+                ("cms.cern.ch".to_owned(), cms),
+                ("sft.cern.ch".to_owned(), sft)
+            ])
+        );
+        // A repository to pin that was not resolved is an error, not a floating pod.
+        let partial = Snapshot::from([("cms.cern.ch".to_owned(), revision("1", 1))]);
+        assert_eq!(
+            mount(Some(&spec), false, &CvmfsProvider::csi(), &partial),
+            Err(CvmfsError::Unresolved {
+                repository: "sft.cern.ch".into()
+            })
+        );
     }
 }

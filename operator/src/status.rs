@@ -1,5 +1,5 @@
 //! The pure derivation of an AnalysisJob's status from what the cluster shows: the Job
-//! (counts, index ranges, conditions, times) and, when shards failed for good, the failed
+//! (counts, index ranges, conditions, times, the CVMFS revisions it pins) and, when shards failed for good, the failed
 //! shard pods (attempts, exit code, reason, node).
 //!
 //! [`derive`] is deterministic: it reads no clock and copies every timestamp from the Job,
@@ -9,7 +9,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use hepbatch_crds::analysis_job::{AnalysisJob, AnalysisJobStatus, FailedShard, Phase};
+use hepbatch_crds::analysis_job::{
+    AnalysisJob, AnalysisJobStatus, CVMFS_REVISIONS_ANNOTATION, CvmfsRevision, CvmfsStatus,
+    FailedShard, Phase,
+};
 use k8s_openapi::api::batch::v1::{Job, JobCondition};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -61,6 +64,7 @@ pub fn derive(
         .unwrap_or_default();
     AnalysisJobStatus {
         phase: Some(phase(job, &job_conditions)),
+        cvmfs: cvmfs(job),
         conditions: job_conditions
             .iter()
             .map(|c| condition(c, job, generation))
@@ -80,6 +84,19 @@ pub fn derive(
         completion_time: job_status.completion_time,
         observed_generation: generation,
     }
+}
+
+/// The CVMFS revisions the Job pins, as it recorded them when it was created
+/// (`consistency: Fleet`); `None` for a Job without the record (or with one that is not
+/// readable, which the operator never writes).
+fn cvmfs(job: &Job) -> Option<CvmfsStatus> {
+    let recorded = job
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(CVMFS_REVISIONS_ANNOTATION)?;
+    let revisions: BTreeMap<String, CvmfsRevision> = serde_json::from_str(recorded).ok()?;
+    (!revisions.is_empty()).then_some(CvmfsStatus { revisions })
 }
 
 /// The shard count before the Job exists: the spec's, or the inline input list's split
@@ -565,5 +582,39 @@ mod tests {
         assert_eq!(parse_ranges("0-3,7"), BTreeSet::from([0, 1, 2, 3, 7]));
         assert_eq!(parse_ranges(""), BTreeSet::new());
         assert_eq!(parse_ranges("x,5"), BTreeSet::from([5]));
+    }
+
+    #[test]
+    fn the_cvmfs_revisions_come_from_the_job_that_pins_them() {
+        let aj = analysis_job(
+            json!({"image": "i", "cvmfs": {"repositories": ["cms.cern.ch"],
+            "consistency": "Fleet"}}),
+        );
+        let mut pinned = job(json!({"template": {}}), json!({}));
+        pinned.metadata.annotations = Some(BTreeMap::from([(
+            CVMFS_REVISIONS_ANNOTATION.to_owned(),
+            r#"{"cms.cern.ch":{"rootHash":"1111111111111111111111111111111111111111","revision":5,"published":"2026-01-01T00:00:00Z"}}"#.to_owned(),
+        )]));
+        let status = derive(&aj, Some(&pinned), &[]);
+        let revisions = status.cvmfs.clone().expect("recorded").revisions;
+        assert_eq!(revisions.len(), 1);
+        let cms = &revisions["cms.cern.ch"];
+        assert_eq!(cms.root_hash, "1111111111111111111111111111111111111111");
+        assert_eq!(cms.revision, 5);
+        assert_eq!(
+            cms.published,
+            Time("2026-01-01T00:00:00Z".parse().expect("time"))
+        );
+        assert_eq!(status, derive(&aj, Some(&pinned), &[]), "deterministic");
+        // Before the Job exists nothing is recorded, and a Job without the record
+        // (Node consistency, or made before Fleet existed) shows none.
+        assert_eq!(derive(&aj, None, &[]).cvmfs, None);
+        assert_eq!(
+            derive(&aj, Some(&job(json!({"template": {}}), json!({}))), &[]).cvmfs,
+            None
+        );
+        // The Job's record is news of the first status, not progress to hold back.
+        let bare = derive(&aj, Some(&job(json!({"template": {}}), json!({}))), &[]);
+        assert!(!is_progress_only(&bare, &status));
     }
 }
