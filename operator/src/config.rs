@@ -447,8 +447,8 @@ mod tests {
             ("platforms:\n  el9: ''\n", "image reference"),
             ("gpu:\n  nvidiaRuntimeClassName: ''\n", "must not be empty"),
             (
-                "cvmfs:\n  provider: csi\n  serverUrl: https://s1/cvmfs/@fqrn@\n",
-                "https",
+                "cvmfs:\n  provider: csi\n  serverUrl: ftp://s1/cvmfs/@fqrn@\n",
+                "must be an http:// URL",
             ),
             (
                 "cvmfs:\n  provider: csi\n  httpProxy: squid\n",

@@ -31,6 +31,8 @@ pub enum Route {
     Direct,
     /// Through this forward proxy, `http://host:port`.
     Proxy(Uri),
+    /// Through proxies discovered by WPAD (`auto`), which this client does not do.
+    Auto,
 }
 
 impl std::fmt::Display for Route {
@@ -38,6 +40,7 @@ impl std::fmt::Display for Route {
         match self {
             Route::Direct => f.write_str("directly"),
             Route::Proxy(proxy) => write!(f, "through proxy {proxy}"),
+            Route::Auto => f.write_str("through auto-discovered proxies"),
         }
     }
 }
@@ -71,6 +74,13 @@ pub async fn get(url: &Uri, route: &Route) -> Result<Vec<u8>, FetchError> {
 }
 
 async fn exchange(url: &Uri, route: &Route) -> Result<Vec<u8>, String> {
+    if url.scheme_str() != Some("http") {
+        return Err(
+            "https is not supported for reading manifests; what travels is signed and \
+             verified, so give the server's http:// URL in cvmfs.serverUrl"
+                .to_owned(),
+        );
+    }
     let authority = url
         .authority()
         .ok_or_else(|| "the URL has no host".to_owned())?
@@ -83,6 +93,13 @@ async fn exchange(url: &Uri, route: &Route) -> Result<Vec<u8>, String> {
                 .unwrap_or_else(|| "/".to_owned()),
         ),
         Route::Proxy(proxy) => (proxy, url.to_string()),
+        Route::Auto => {
+            return Err(
+                "proxy auto-discovery (auto in cvmfs.httpProxy) is not supported; name the \
+                 proxies"
+                    .to_owned(),
+            );
+        }
     };
     let host = dial
         .host()

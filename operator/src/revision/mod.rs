@@ -111,13 +111,10 @@ impl Source {
 }
 
 fn check_server_url(server: &str) -> Result<(), String> {
-    if server.starts_with("https://") {
-        return Err(format!(
-            "cvmfs.serverUrl {server:?}: https is not supported for reading manifests; use \
-             the server's http:// URL (what travels is signed and verified)"
-        ));
-    }
-    if !server.starts_with("http://") {
+    // https is valid CVMFS configuration (the CSI plugin's clients may use it), so it
+    // does not make the configuration fail; a download from such a server is refused
+    // with a reason instead (see fetch).
+    if !server.starts_with("http://") && !server.starts_with("https://") {
         return Err(format!(
             "cvmfs.serverUrl {server:?} must be an http:// URL such as \
              http://cvmfs-stratum-one.cern.ch/cvmfs/@fqrn@"
@@ -144,11 +141,8 @@ fn parse_proxies(text: &str) -> Result<Vec<Route>, String> {
             continue;
         }
         if proxy == "auto" {
-            return Err(
-                "cvmfs.httpProxy: \"auto\" (proxy auto-discovery) is not supported; name the \
-                 proxies"
-                    .to_owned(),
-            );
+            routes.push(Route::Auto);
+            continue;
         }
         let uri = proxy
             .parse::<Uri>()
@@ -363,17 +357,11 @@ mod tests {
         let none = BTreeMap::new();
         for (server, proxy, expected) in [
             (
-                Some("https://s1/cvmfs/@fqrn@"),
-                None,
-                "https is not supported",
-            ),
-            (
                 Some("ftp://s1/cvmfs/@fqrn@"),
                 None,
                 "must be an http:// URL",
             ),
             (Some(" ; "), None, "names no server"),
-            (Some("http://s1/@fqrn@"), Some("auto"), "auto"),
             (
                 Some("http://s1/@fqrn@"),
                 Some("squid:3128"),
@@ -532,6 +520,42 @@ mod tests {
             error
                 .to_string()
                 .contains("the manifest is of repository \"cms.cern.ch\""),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn https_servers_and_proxy_discovery_are_refused_in_words() {
+        let published = verify::tests::Published::new();
+        let keys = BTreeMap::from([("cms.cern.ch.pub".to_owned(), {
+            use rsa::pkcs8::EncodePublicKey;
+            published
+                .master
+                .to_public_key()
+                .to_public_key_pem(x509_cert::der::pem::LineEnding::LF)
+                .expect("pem")
+        })]);
+        let repositories = ["cms.cern.ch".to_owned()];
+        let https = Source::new(Some("https://s1.example.org/cvmfs/@fqrn@"), None, &keys)
+            .expect("valid configuration");
+        let error = resolve(&https, &repositories, Timestamp::now())
+            .await
+            .expect_err("https");
+        assert!(
+            error.to_string().contains("https is not supported"),
+            "{error}"
+        );
+        let auto = Source::new(
+            Some("http://s1.example.org/cvmfs/@fqrn@"),
+            Some("auto"),
+            &keys,
+        )
+        .expect("valid configuration");
+        let error = resolve(&auto, &repositories, Timestamp::now())
+            .await
+            .expect_err("auto");
+        assert!(
+            error.to_string().contains("proxy auto-discovery"),
             "{error}"
         );
     }
