@@ -82,8 +82,14 @@ csi_binary="$target_dir/release/hepbatch-csi"
 printf '    binary: %s bytes\n' "$(stat -c %s "$csi_binary")"
 
 echo "==> CVMFS client (tests/cvmfs/build.sh)"
+# The DESTDIR tree of our build, or "installed" on a machine with the CERN packages (then
+# the client's files are taken from / and its libraries from wherever they are).
 cvmfs_root=$(bash tests/cvmfs/build.sh)
-[ -d "$cvmfs_root" ] || { echo "    needs the CVMFS build tree, got: $cvmfs_root" >&2; exit 1; }
+case "$cvmfs_root" in
+  installed) cvmfs_src=/ ;;
+  *) [ -d "$cvmfs_root" ] || { echo "    no CVMFS build tree at $cvmfs_root" >&2; exit 1; }
+     cvmfs_src=$cvmfs_root ;;
+esac
 
 echo "==> base root file system (debootstrap bookworm minbase, cached)"
 rootfs=$(bash images/rootfs.sh csi-base fuse3 libfuse2 squashfuse libssl3 libuuid1)
@@ -93,13 +99,19 @@ echo "==> image hepbatch-csi:$version (Debian bookworm minbase + CVMFS client)"
 csi_context=$(mktemp -d)
 trap 'rm -rf "$context" "$csi_context"' EXIT
 cp "$rootfs" "$csi_context/rootfs.tar"
-mkdir -p "$csi_context/bin" "$csi_context/cvmfs"
+mkdir -p "$csi_context/bin" "$csi_context/cvmfs/usr/lib"
 cp "$csi_binary" "$csi_context/bin/hepbatch-csi"
-# The client half: no server tools, no debug libraries.
-(cd "$cvmfs_root" && tar -cf - \
+# The client half: no server tools, no debug libraries; the libraries into /usr/lib.
+(cd "$cvmfs_src" && tar -cf - \
   etc/cvmfs usr/libexec/cvmfs usr/bin/cvmfs2 usr/bin/cvmfs_talk usr/bin/cvmfs_config \
-  usr/bin/cvmfs_fsck $(ls usr/lib/libcvmfs_{fuse,fuse3,fuse_stub,fuse3_stub,crypto,util}.so* 2>/dev/null)) \
-  | tar -C "$csi_context/cvmfs" -xf -
+  usr/bin/cvmfs_fsck) | tar -C "$csi_context/cvmfs" -xf -
+find "$cvmfs_src/usr/lib" "$cvmfs_src/usr/lib64" -maxdepth 2 \
+  \( -name 'libcvmfs_fuse*.so*' -o -name 'libcvmfs_crypto.so*' -o -name 'libcvmfs_util.so*' \) \
+  -not -name '*debug*' -exec cp -a {} "$csi_context/cvmfs/usr/lib/" \; 2>/dev/null || true
+ls "$csi_context"/cvmfs/usr/lib/libcvmfs_fuse3*.so* >/dev/null 2>&1 ||
+  { echo "    no libcvmfs_fuse3 in $cvmfs_src/usr/lib*" >&2; exit 1; }
+# Keyed by content: the same client from another path (or from /) is the same image.
+cvmfs_hash=$(cd "$csi_context/cvmfs" && find . -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
 build_image hepbatch-csi images/csi.Containerfile "$csi_context" \
-  "$(sha256sum "$csi_binary" | cut -d' ' -f1)" "$rootfs" "$cvmfs_root"
+  "$(sha256sum "$csi_binary" | cut -d' ' -f1)" "$rootfs" "cvmfs $cvmfs_hash"
 printf '    unpacked: %s\n' "$(du -sh --apparent-size "$csi_context" | cut -f1) (context)"
