@@ -5,13 +5,15 @@ CARGO ?= cargo
 .PHONY: test demo cluster testbed cvmfs node-images images lint-chart fmt clippy
 
 ## test: formatting, lints, and every test (unit, real-mount, real-cluster, real-node) in the
-## workspace with the real CVMFS client; then the CSI mount suites again with the stand-in
+## workspace with the real CVMFS client; then the CSI mount suites and the end-to-end
+## suite again with the squashfuse stand-in (a site without the real client)
 test: testbed cvmfs node-images images lint-chart
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) test --workspace
 	HEPBATCH_CSI_TEST_BACKEND=squashfuse $(CARGO) test -p hepbatch-csi \
 	  --test mounts --test load --test services --test controller --test sanity
+	HEPBATCH_E2E_BACKEND=squashfuse $(CARGO) test -p hepbatch-tests --test e2e
 
 ## demo: start the testbed, helm install the chart, run the operator with the chart's
 ## ServiceAccount, submit every example, show them succeed; the cluster stays up until Ctrl-C

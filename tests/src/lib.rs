@@ -8,10 +8,14 @@
 //! - [`http`]: a bare GET of an admin endpoint and a metric sample out of its answer.
 //! - [`fixtures`]: file trees standing in for CVMFS content (a stub CMS repository).
 //! - [`cvmfs`]: a real CVMFS stratum 0 with tagged revisions, served on 127.0.0.1.
+//! - [`chart`]: the Helm chart's values for a testbed with real nodes, and installing it.
+//! - [`reader`]: a shard reading `/cvmfs` in a loop, and the outages its log shows.
 
+pub mod chart;
 pub mod cvmfs;
 pub mod fixtures;
 pub mod harness;
 pub mod http;
+pub mod reader;
 pub mod testbed;
 pub mod wait;

@@ -9,15 +9,15 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test code: a failed expectation is a failed test
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hepbatch_crds::{AnalysisJob, CSI_DRIVER_NAME, Phase};
+use hepbatch_tests::chart::{self, Backend, NAMESPACE, RELEASE, chart_dir as chart};
 use hepbatch_tests::cvmfs::{Stratum, content};
 use hepbatch_tests::harness::{self, TestContext, TestResult, test};
+use hepbatch_tests::reader;
 use hepbatch_tests::testbed::node::ANALYSIS_BASE_IMAGE;
 use hepbatch_tests::testbed::{RealNode, TestbedOptions};
 use hepbatch_tests::wait;
@@ -26,19 +26,8 @@ use k8s_openapi::api::storage::v1::CSINode;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
 
-/// Where the chart is installed.
-const NAMESPACE: &str = "hepbatch-system";
-/// Its release name.
-const RELEASE: &str = "hepbatch";
 /// How long a shard pod may take to run to the end.
 const JOB_TIMEOUT: Duration = Duration::from_secs(180);
-
-/// The backend the plugin runs with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Backend {
-    Cvmfs,
-    Squashfuse,
-}
 
 fn backend() -> Backend {
     match std::env::var("HEPBATCH_E2E_BACKEND").as_deref() {
@@ -58,22 +47,14 @@ fn stratum() -> Arc<Stratum> {
         .expect("the real backend's stratum was started in main")
 }
 
-fn images_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    target.join("images")
-}
-
 fn main() -> ExitCode {
-    let images = ["hepbatch-operator", "hepbatch-csi"]
-        .map(|name| images_dir().join(format!("{name}.docker.tar")));
-    for image in &images {
-        if !image.is_file() {
-            eprintln!("{} is missing: run `make images` first", image.display());
+    let images = match chart::image_archives() {
+        Ok(images) => images,
+        Err(why) => {
+            eprintln!("{why}");
             return ExitCode::FAILURE;
         }
-    }
+    };
     if backend() == Backend::Cvmfs {
         match Stratum::start(&content::standard()) {
             Ok(stratum) => *STRATUM.lock().unwrap() = Some(Arc::new(stratum)),
@@ -84,7 +65,7 @@ fn main() -> ExitCode {
         }
     }
     let mut options = TestbedOptions::one_real_node();
-    options.images = images.to_vec();
+    options.images = images;
     let long = Duration::from_secs(420);
     let code = harness::run(
         options,
@@ -165,131 +146,31 @@ fn helm(ctx: &TestContext) -> std::process::Command {
     command
 }
 
-fn chart() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/hepbatch")
-}
-
-/// The chart's values for this node: the local images, the node's kubelet directory, the
-/// stratum (or the stand-in's images on the node), the analysis base image for every
-/// platform.
+/// The chart's values for the suite's node and backend.
 fn values(ctx: &TestContext) -> Result<serde_json::Value, String> {
-    let real = node(ctx);
-    let platforms: BTreeMap<&str, &str> = ["cc7", "el8", "el9"]
-        .into_iter()
-        .map(|p| (p, ANALYSIS_BASE_IMAGE))
-        .collect();
-    let mut csi = json!({
-        "image": {"repository": "localhost/hepbatch-csi", "tag": "0.1.0", "pullPolicy": "Never"},
-        "kubeletDir": real.kubelet_dir().display().to_string(),
-        "healIntervalMs": 500,
-        "logFormat": "text",
-    });
-    match backend() {
-        Backend::Cvmfs => {
-            let stratum = stratum();
-            let exposed = real
-                .expose(stratum.address().port())
-                .map_err(|e| e.to_string())?;
-            let mut keys = serde_json::Map::new();
-            for repository in stratum.repositories() {
-                let key =
-                    std::fs::read_to_string(stratum.keys_dir().join(format!("{repository}.pub")))
-                        .map_err(|e| e.to_string())?;
-                keys.insert(format!("{repository}.pub"), key.into());
-            }
-            csi["cvmfs"] = json!({
-                "httpProxy": "DIRECT",
-                "serverUrl": format!("http://{exposed}/cvmfs/@fqrn@"),
-                "publicKeys": keys,
-                "quotaLimitMib": 1000,
-            });
-        }
-        Backend::Squashfuse => {
-            csi["backend"] = "squashfuse".into();
-            write_stand_in_images(real)?;
-        }
-    }
-    Ok(json!({
-        "operator": {
-            "image": {"repository": "localhost/hepbatch-operator", "tag": "0.1.0", "pullPolicy": "Never"},
-            "logFormat": "text",
-            "config": {"platforms": platforms},
-        },
-        "csi": csi,
-    }))
-}
-
-/// The stand-in's images, one squashfs per repository and revision, in the node's
-/// `/var/lib/hepbatch/images` (the chart's default `csi.squashfuseImages`).
-fn write_stand_in_images(real: &RealNode) -> Result<(), String> {
-    let images = real.var_upper_dir().join("lib/hepbatch/images");
-    std::fs::create_dir_all(&images).map_err(|e| e.to_string())?;
-    for repository in content::standard() {
-        let count = repository.revisions.len();
-        for (i, revision) in repository.revisions.iter().enumerate() {
-            let instance = match (&revision.tag, i + 1 == count) {
-                (_, true) => repository.name.clone(),
-                (Some(tag), false) => format!("{}@tag-{tag}", repository.name),
-                (None, false) => continue,
-            };
-            let tree = tempfile::tempdir().map_err(|e| e.to_string())?;
-            revision.write(tree.path()).map_err(|e| e.to_string())?;
-            run(std::process::Command::new("mksquashfs")
-                .arg(tree.path())
-                .arg(images.join(format!("{instance}.squashfs")))
-                .args(["-noappend", "-quiet", "-no-progress", "-no-xattrs"]))?;
-        }
-    }
-    Ok(())
+    let stratum = (backend() == Backend::Cvmfs).then(stratum);
+    chart::values(node(ctx), backend(), stratum.as_deref())
 }
 
 /// The installed chart: installed once by the first test that needs it.
 static INSTALLED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
 
-async fn installed(ctx: &TestContext) -> TestResult {
+/// Held for reading by every test while it runs, for writing by the one that restarts and
+/// upgrades the plugin: the others count the plugin's metrics and must not see them reset.
+static CALM: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+type Calm = tokio::sync::RwLockReadGuard<'static, ()>;
+
+/// The chart installed, and the plugin left alone while the guard lives.
+async fn installed(ctx: &TestContext) -> Result<Calm, Box<dyn std::error::Error + Send + Sync>> {
     INSTALLED
-        .get_or_try_init(|| async {
-            let values = values(ctx)?;
-            let file = tempfile::Builder::new()
-                .suffix(".json")
-                .tempfile()
-                .map_err(|e| e.to_string())?;
-            std::fs::write(file.path(), values.to_string()).map_err(|e| e.to_string())?;
-            run(helm(ctx)
-                .args(["install", RELEASE])
-                .arg(chart())
-                .args([
-                    "--namespace",
-                    NAMESPACE,
-                    "--create-namespace",
-                    "--wait",
-                    "--timeout",
-                    "180s",
-                ])
-                .arg("-f")
-                .arg(file.path()))?;
-            wait_for_registration(ctx).await?;
-            Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
-        })
-        .await
-        .map(drop)
+        .get_or_try_init(|| async { chart::install(&ctx.testbed, node(ctx), &values(ctx)?).await })
+        .await?;
+    Ok(CALM.read().await)
 }
 
-/// Waits until the kubelet lists the driver in the node's CSINode object: proof that it
-/// called the plugin's registration service and got its answer.
 async fn wait_for_registration(ctx: &TestContext) -> Result<CSINode, String> {
-    let api: Api<CSINode> = Api::all(ctx.client.clone());
-    wait::until(
-        &api,
-        node(ctx).name(),
-        "the CSI driver registered with the kubelet",
-        Duration::from_secs(120),
-        |csinode: Option<&CSINode>| {
-            csinode.is_some_and(|n| n.spec.drivers.iter().any(|d| d.name == CSI_DRIVER_NAME))
-        },
-    )
-    .await
-    .map_err(|e| e.to_string())
+    chart::wait_for_registration(&ctx.client, node(ctx).name()).await
 }
 
 /// Creates an AnalysisJob from a spec and waits for `phase`.
@@ -386,7 +267,7 @@ fn csi_targets_on_node(real: &RealNode) -> Result<Vec<String>, String> {
 }
 
 async fn chart_runs_and_plugin_registers(ctx: TestContext) -> TestResult {
-    installed(&ctx).await?;
+    let _calm = installed(&ctx).await?;
     let csinode = wait_for_registration(&ctx).await?;
     let driver = csinode
         .spec
@@ -421,7 +302,7 @@ async fn chart_runs_and_plugin_registers(ctx: TestContext) -> TestResult {
 }
 
 async fn shards_read_listed_repositories(ctx: TestContext) -> TestResult {
-    installed(&ctx).await?;
+    let _calm = installed(&ctx).await?;
     let before = plugin_metrics(&ctx).await?;
     let job = analysis_job(
         &ctx,
@@ -490,7 +371,7 @@ async fn shards_read_listed_repositories(ctx: TestContext) -> TestResult {
 }
 
 async fn on_demand_in_a_real_pod(ctx: TestContext) -> TestResult {
-    installed(&ctx).await?;
+    let _calm = installed(&ctx).await?;
     analysis_job(
         &ctx,
         "on-demand",
@@ -517,7 +398,7 @@ async fn on_demand_in_a_real_pod(ctx: TestContext) -> TestResult {
 }
 
 async fn two_pinned_fleets(ctx: TestContext) -> TestResult {
-    installed(&ctx).await?;
+    let _calm = installed(&ctx).await?;
     let spec = |tag: &str| {
         json!({
             "image": ANALYSIS_BASE_IMAGE,
@@ -548,7 +429,7 @@ async fn two_pinned_fleets(ctx: TestContext) -> TestResult {
 }
 
 async fn cmssw_bootstrap(ctx: TestContext) -> TestResult {
-    installed(&ctx).await?;
+    let _calm = installed(&ctx).await?;
     analysis_job(
         &ctx,
         "cmssw",
@@ -570,7 +451,7 @@ async fn cmssw_bootstrap(ctx: TestContext) -> TestResult {
 }
 
 async fn security_from_inside(ctx: TestContext) -> TestResult {
-    installed(&ctx).await?;
+    let _calm = installed(&ctx).await?;
     analysis_job(
         &ctx,
         "inside",
@@ -616,7 +497,7 @@ async fn security_from_inside(ctx: TestContext) -> TestResult {
 }
 
 async fn bad_attributes_in_a_pod(ctx: TestContext) -> TestResult {
-    installed(&ctx).await?;
+    let _calm = installed(&ctx).await?;
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     let pod: Pod = serde_json::from_value(json!({
         "apiVersion": "v1",
@@ -673,34 +554,9 @@ async fn bad_attributes_in_a_pod(ctx: TestContext) -> TestResult {
     Ok(())
 }
 
-/// Outages a reading shard logged: `fail <t>` and `ok <t>` lines at each change.
-fn longest_outage(log: &str) -> Duration {
-    let mut failing_since: Option<f64> = None;
-    let mut longest: f64 = 0.0;
-    for line in log.lines() {
-        let Some((state, time)) = line.split_once(' ') else {
-            continue;
-        };
-        let Ok(time) = time.parse::<f64>() else {
-            continue;
-        };
-        match state {
-            "fail" => {
-                failing_since.get_or_insert(time);
-            }
-            "ok" => {
-                if let Some(since) = failing_since.take() {
-                    longest = longest.max(time - since);
-                }
-            }
-            _ => {}
-        }
-    }
-    Duration::from_secs_f64(longest)
-}
-
 async fn healing_in_a_real_pod(ctx: TestContext) -> TestResult {
-    installed(&ctx).await?;
+    drop(installed(&ctx).await?);
+    let _alone = CALM.write().await;
     let api: Api<AnalysisJob> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     let job: AnalysisJob = serde_json::from_value(json!({
         "apiVersion": "hepbatch.io/v1alpha1",
@@ -711,10 +567,7 @@ async fn healing_in_a_real_pod(ctx: TestContext) -> TestResult {
             "cvmfs": {"repositories": ["cms.cern.ch"]},
             // Reads in a loop, logging each change between readable and not, until told
             // to stop.
-            "script": "state=; while [ ! -e /tmp/stop ]; do \
-                         if cat /cvmfs/cms.cern.ch/version >/dev/null 2>&1; then now=ok; else now=fail; fi; \
-                         if [ \"$now\" != \"$state\" ]; then echo \"$now $(date +%s.%N)\"; state=$now; fi; \
-                         sleep 0.1; done; echo stopped",
+            "script": reader::read_loop("/cvmfs/cms.cern.ch/version"),
             "shards": 1,
         }
     }))?;
@@ -741,7 +594,7 @@ async fn healing_in_a_real_pod(ctx: TestContext) -> TestResult {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let text = log()?;
-            if text.lines().last().is_some_and(|l| l.starts_with("ok")) {
+            if reader::reads_now(&text) {
                 return Ok::<String, String>(text);
             }
             if Instant::now() > deadline {
@@ -751,14 +604,14 @@ async fn healing_in_a_real_pod(ctx: TestContext) -> TestResult {
         }
     };
     let outage_since = |text: &str, lines: usize| {
-        longest_outage(&text.lines().skip(lines).collect::<Vec<_>>().join("\n"))
+        reader::longest_outage(&text.lines().skip(lines).collect::<Vec<_>>().join("\n"))
     };
     settle_and_read().await?;
     let mut outages = Vec::new();
 
     // 1. The client dies: its process on the node is killed.
     let lines = log()?.lines().count();
-    let killed = kill_client(node(&ctx), "cms.cern.ch");
+    let killed = reader::kill_clients("cms.cern.ch");
     assert!(killed > 0, "no client of cms.cern.ch found on the node");
     let text = settle_and_read().await?;
     outages.push((
@@ -863,36 +716,4 @@ async fn healing_in_a_real_pod(ctx: TestContext) -> TestResult {
         );
     }
     Ok(())
-}
-
-/// Kills (SIGKILL) the client processes serving `repository` on the node; how many.
-fn kill_client(real: &RealNode, repository: &str) -> usize {
-    // The node shares the host's PID namespace: its processes are in our /proc. Clients
-    // of other nodes (or of the CSI mount tests) would match too; this suite runs one node.
-    let _ = real;
-    let suffix = format!("/repos/{repository}");
-    let mut killed = 0;
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        let client = args
-            .first()
-            .is_some_and(|a| a.ends_with(b"cvmfs2") || a.ends_with(b"squashfuse"));
-        if client
-            && args.iter().any(|a| a.ends_with(suffix.as_bytes()))
-            && nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            )
-            .is_ok()
-        {
-            killed += 1;
-        }
-    }
-    killed
 }

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use hepbatch_tests::chart::Backend;
+use hepbatch_tests::cvmfs::{Stratum, content};
 use hepbatch_tests::testbed::{
     self, Binaries, FakeNode, RealNodeSpec, Registered, Testbed, TestbedOptions,
 };
@@ -45,6 +47,15 @@ enum Command {
         /// node; repeatable.
         #[arg(long = "image")]
         images: Vec<PathBuf>,
+        /// Write Helm values for installing the chart on the first real node here (JSON):
+        /// local images, its kubelet directory and a CVMFS test stratum started by the
+        /// testbed (cms.cern.ch with tags v1 and v2, sft.cern.ch, atlas.cern.ch,
+        /// unpacked.cern.ch), exposed on the node.
+        #[arg(long, requires = "real_nodes")]
+        chart_values: Option<PathBuf>,
+        /// With --chart-values: the squashfuse stand-in instead of the real CVMFS client.
+        #[arg(long, requires = "chart_values")]
+        stand_in: bool,
     },
 }
 
@@ -77,6 +88,8 @@ async fn main() -> ExitCode {
             nodes,
             pods_per_node,
             images,
+            chart_values,
+            stand_in,
         } => {
             let mut fake = match nodes {
                 Some(count) => (0..count)
@@ -94,17 +107,54 @@ async fn main() -> ExitCode {
                     .collect(),
                 images,
             };
+            let chart = chart_values.map(|path| ChartValues {
+                path,
+                backend: if stand_in {
+                    Backend::Squashfuse
+                } else {
+                    Backend::Cvmfs
+                },
+            });
             up(
                 binaries,
                 options,
                 kubeconfig.unwrap_or_else(default_kubeconfig),
+                chart,
             )
             .await
         }
     }
 }
 
-async fn up(binaries: Binaries, options: TestbedOptions, kubeconfig: PathBuf) -> ExitCode {
+/// Where to write the chart's values for the first real node, and for which backend.
+struct ChartValues {
+    path: PathBuf,
+    backend: Backend,
+}
+
+async fn up(
+    binaries: Binaries,
+    options: TestbedOptions,
+    kubeconfig: PathBuf,
+    chart: Option<ChartValues>,
+) -> ExitCode {
+    // The stratum first: it is independent of the cluster and takes seconds.
+    let stratum = match &chart {
+        Some(ChartValues {
+            backend: Backend::Cvmfs,
+            ..
+        }) => {
+            eprintln!("testbed: starting a CVMFS stratum 0 with the test repositories ...");
+            match Stratum::start(&content::standard()) {
+                Ok(stratum) => Some(stratum),
+                Err(error) => {
+                    eprintln!("testbed: {error}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        _ => None,
+    };
     eprintln!(
         "testbed: starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok{} ...",
         if options.real_nodes.is_empty() {
@@ -128,6 +178,23 @@ async fn up(binaries: Binaries, options: TestbedOptions, kubeconfig: PathBuf) ->
         return ExitCode::FAILURE;
     }
     let registration = testbed::register(Registered::Path(kubeconfig.clone()));
+    if let (Some(chart), Some(node)) = (&chart, testbed.real_nodes().first()) {
+        let written = hepbatch_tests::chart::values(node, chart.backend, stratum.as_ref())
+            .and_then(|values| {
+                std::fs::write(&chart.path, values.to_string()).map_err(|e| e.to_string())
+            });
+        if let Err(error) = written {
+            eprintln!("testbed: writing {}: {error}", chart.path.display());
+            return ExitCode::FAILURE;
+        }
+        println!(
+            "chart values for {} ({:?} backend): {}\n  helm install hepbatch charts/hepbatch -n hepbatch-system --create-namespace -f {}\n",
+            node.name(),
+            chart.backend,
+            chart.path.display(),
+            chart.path.display(),
+        );
+    }
     let nodes: Vec<&str> = testbed
         .nodes()
         .iter()
@@ -182,6 +249,7 @@ async fn up(binaries: Binaries, options: TestbedOptions, kubeconfig: PathBuf) ->
     // file on SIGINT/SIGTERM/SIGHUP; until then, serve.
     let _ = tokio::signal::ctrl_c().await;
     drop(testbed);
+    drop(stratum);
     let _ = std::fs::remove_file(&kubeconfig);
     testbed::unregister(registration);
     ExitCode::SUCCESS

@@ -103,6 +103,7 @@ pub struct Stratum {
     dir: tempfile::TempDir,
     keeper: Child,
     registration: u64,
+    namespace_registration: Option<u64>,
     server: FileServer,
     repositories: Vec<String>,
 }
@@ -187,10 +188,17 @@ impl Stratum {
             dir,
             keeper,
             registration,
+            namespace_registration: None,
             server,
             repositories: Vec::new(),
         };
         stratum.wait_for_namespace()?;
+        // A run stopped by a signal kills what cvmfs_server started in the namespace too.
+        if let Ok(ns) = std::fs::metadata(format!("/proc/{}/ns/mnt", stratum.keeper.id())) {
+            stratum.namespace_registration = Some(register(Registered::MountNamespace(
+                std::os::unix::fs::MetadataExt::ino(&ns),
+            )));
+        }
         stratum.prepare_namespace()?;
         for repository in repositories {
             stratum.create(repository)?;
@@ -437,6 +445,9 @@ impl Drop for Stratum {
         let _ = self.keeper.kill();
         let _ = self.keeper.wait();
         unregister(self.registration);
+        if let Some(id) = self.namespace_registration {
+            unregister(id);
+        }
     }
 }
 

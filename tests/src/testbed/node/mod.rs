@@ -55,7 +55,7 @@ use egress::EgressProxy;
 pub use images::{ANALYSIS_BASE_IMAGE, ImageArchive, PAUSE_IMAGE};
 pub use namespaces::NamespaceIds;
 use namespaces::{NamespacePlan, Namespaces};
-pub use pods::{PodStart, measure_pod_starts};
+pub use pods::{MEASURED_LABEL, PodShape, PodStart, measure_pod_starts, measure_pod_starts_of};
 use tasks::TaskSet;
 
 use super::pki::Authority;

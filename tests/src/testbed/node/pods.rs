@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Volume, VolumeMount};
 use kube::api::{Api, PostParams};
 use kube::runtime::watcher::{self, Event, watcher};
 
@@ -20,6 +20,29 @@ pub struct PodStart {
     pub created_to_running: Duration,
 }
 
+/// The label on every pod [`measure_pod_starts_of`] creates; its value names the run.
+pub const MEASURED_LABEL: &str = "testbed.hepbatch.io/measure";
+
+/// What the measured pods look like: a container running `sleep 3600` from `image`, with
+/// `volumes` mounted into it.
+#[derive(Debug, Clone, Default)]
+pub struct PodShape {
+    /// The container's image.
+    pub image: String,
+    /// Volumes of the pod, each with its mount in the container.
+    pub volumes: Vec<(Volume, VolumeMount)>,
+}
+
+impl PodShape {
+    /// A pod of `image` without volumes.
+    pub fn plain(image: &str) -> PodShape {
+        PodShape {
+            image: image.to_owned(),
+            volumes: Vec::new(),
+        }
+    }
+}
+
 /// Creates `count` pods running `sleep 3600` from `image` on the node `node` (through
 /// the scheduler, with a `kubernetes.io/hostname` selector) in `namespace`, and returns
 /// how long each took to reach `Running`, in creation order. The pods are left running
@@ -32,13 +55,34 @@ pub async fn measure_pod_starts(
     count: usize,
     timeout: Duration,
 ) -> Result<Vec<PodStart>, TestbedError> {
+    measure_pod_starts_of(
+        client,
+        namespace,
+        node,
+        &PodShape::plain(image),
+        count,
+        timeout,
+    )
+    .await
+}
+
+/// [`measure_pod_starts`] for pods of `shape`. Every measured pod carries the label
+/// [`MEASURED_LABEL`] (delete them by it).
+pub async fn measure_pod_starts_of(
+    client: &kube::Client,
+    namespace: &str,
+    node: &str,
+    shape: &PodShape,
+    count: usize,
+    timeout: Duration,
+) -> Result<Vec<PodStart>, TestbedError> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let run = {
         use rand::distr::{Alphanumeric, SampleString};
         let suffix = Alphanumeric.sample_string(&mut rand::rng(), 5);
         format!("start-{}", suffix.to_ascii_lowercase())
     };
-    let selector = format!("testbed.hepbatch.io/measure={run}");
+    let selector = format!("{MEASURED_LABEL}={run}");
     let config = watcher::Config::default().labels(&selector);
     // The watch runs beside the creations, so no transition is seen late.
     let (ran, mut running_rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
@@ -75,14 +119,21 @@ pub async fn measure_pod_starts(
         let mut created: Vec<(String, Instant)> = Vec::with_capacity(count);
         for index in 0..count {
             let name = format!("{run}-{index}");
+            let (volumes, mounts): (Vec<_>, Vec<_>) = shape.volumes.iter().cloned().unzip();
             let pod: Pod = serde_json::from_value(serde_json::json!({
                 "apiVersion": "v1",
                 "kind": "Pod",
-                "metadata": { "name": name, "labels": { "testbed.hepbatch.io/measure": run } },
+                "metadata": { "name": name, "labels": { MEASURED_LABEL: run } },
                 "spec": {
                     "nodeSelector": { "kubernetes.io/hostname": node },
                     "terminationGracePeriodSeconds": 0,
-                    "containers": [{ "name": "main", "image": image, "command": ["sleep", "3600"] }],
+                    "containers": [{
+                        "name": "main",
+                        "image": shape.image,
+                        "command": ["sleep", "3600"],
+                        "volumeMounts": mounts,
+                    }],
+                    "volumes": volumes,
                 },
             }))
             .map_err(|e| TestbedError::Config(format!("building pod {name}: {e}")))?;
