@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make demo`: a local hepbatch in one command.
+# `make demo`: a local hepbatch in one command (`DEMO_NODE=real make demo`: on a real
+# kubelet node, hack/demo-real-node.sh).
 #   1. builds the testbed components (cached) and our binaries,
 #   2. starts the testbed (real control plane, fake CPU/GPU nodes),
 #   3. installs the Helm chart (charts/hepbatch) like a cluster admin would, with the
@@ -29,6 +30,10 @@ trap 'exit 130' INT TERM
 step_started=$SECONDS
 step() { step_started=$SECONDS; printf '\n==> %s\n' "$*"; }
 took() { printf '    done in %d s\n' $((SECONDS - step_started)); }
+
+if [ "${DEMO_NODE:-fake}" = real ]; then
+  exec bash hack/demo-real-node.sh
+fi
 
 step "Building the testbed components (cached after the first time) and hepbatch"
 bin=$(bash tests/testbed/build.sh)
