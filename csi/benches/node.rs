@@ -1,10 +1,17 @@
-//! Benchmark of the node plugin (prints figures; asserts nothing about speed):
-//! - NodePublish/NodeUnpublish of an already-mounted repository, p50/p99 over 1,000 cycles;
+//! Benchmark of the node plugin (prints figures; asserts nothing about speed), with the
+//! backend the mount tests use (the real CVMFS client by default, the stand-in with
+//! `HEPBATCH_CSI_TEST_BACKEND=squashfuse`):
+//! - NodePublish/NodeUnpublish of already-mounted repositories, p50/p99 over 1,000 cycles,
+//!   alone and under 16- and 64-parallel mixed load (on-demand volumes looked up once);
 //! - time from a killed client to a readable target, seen from an rslave container, for
 //!   an explicit-list volume and an on-demand volume;
+//! - the first read of files through a published volume against a plain `cvmfs2` mount of
+//!   the same repository on the node (real client only);
 //! - plugin RSS when idle and at the peak of 64 parallel publishes.
 //!
 //! Runs as root, like the mount tests, in private mount namespaces (see tests/common).
+//! Arguments choose parts: `cargo bench -p hepbatch-csi --bench node -- mixed heal`
+//! (publish, mixed, first-read, heal, rss; all by default).
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -189,25 +196,252 @@ async fn rss(node: &Node) {
     );
 }
 
+/// 1,000 publish/unpublish cycles of mixed volumes, `parallel` at a time; an on-demand
+/// volume is looked up once (from a blocking thread, as a container would) before it is
+/// unpublished.
+async fn mixed_load(node: &std::sync::Arc<Node>, parallel: usize) {
+    const CYCLES: usize = 1000;
+    let variants: [&[(&str, &str)]; 5] = [
+        &[],
+        &[("pins", "cms.cern.ch@tag=v2")],
+        &[("repositories", "cms.cern.ch,sft.cern.ch")],
+        &[
+            ("repositories", "cms.cern.ch"),
+            ("pins", "cms.cern.ch@tag=v1"),
+        ],
+        &[("repositories", "atlas.cern.ch")],
+    ];
+    let client = node.node_client().await;
+    let mut setup = client.clone();
+    let keepers: [(&str, &[(&str, &str)]); 3] = [
+        (
+            "keeper-a",
+            &[("repositories", "atlas.cern.ch,cms.cern.ch,sft.cern.ch")],
+        ),
+        (
+            "keeper-b",
+            &[
+                ("repositories", "cms.cern.ch"),
+                ("pins", "cms.cern.ch@tag=v1"),
+            ],
+        ),
+        (
+            "keeper-c",
+            &[
+                ("repositories", "cms.cern.ch"),
+                ("pins", "cms.cern.ch@tag=v2"),
+            ],
+        ),
+    ];
+    for (name, attributes) in keepers {
+        node.publish(&mut setup, name, &node.target(name), attributes)
+            .await
+            .unwrap();
+    }
+    let started = Instant::now();
+    let workers = (0..parallel).map(|worker| {
+        let node = node.clone();
+        let mut client = client.clone();
+        async move {
+            let mut latencies = Vec::new();
+            for cycle in (worker..CYCLES).step_by(parallel) {
+                let attributes = variants[cycle % variants.len()];
+                let volume = format!("mixed-{worker}");
+                let target = node.target(&volume);
+                let begun = Instant::now();
+                node.publish(&mut client, &volume, &target, attributes)
+                    .await
+                    .unwrap();
+                latencies.push(begun.elapsed());
+                if attributes.iter().all(|(k, _)| *k != "repositories") {
+                    let node = node.clone();
+                    let file = target.join("cms.cern.ch/version");
+                    tokio::task::spawn_blocking(move || node.read(&file).unwrap())
+                        .await
+                        .unwrap();
+                }
+                node.unpublish(&mut client, &volume, &target).await.unwrap();
+            }
+            latencies
+        }
+    });
+    let mut latencies: Vec<Duration> = futures::future::join_all(workers)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    let took = started.elapsed();
+    latencies.sort();
+    println!(
+        "publish under {parallel}-parallel mixed load ({CYCLES} cycles, on demand looked up once, {:.1} s): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        took.as_secs_f64(),
+        ms(percentile(&latencies, 0.5)),
+        ms(percentile(&latencies, 0.99)),
+        ms(*latencies.last().unwrap())
+    );
+    for (name, _) in keepers {
+        node.unpublish(&mut setup, name, &node.target(name))
+            .await
+            .unwrap();
+    }
+}
+
+/// Runs `work` on a thread that entered the mount namespace of process `pid` (a thread of
+/// its own file-system context, which setns needs in a multi-threaded process).
+fn in_namespace_of<T: Send + 'static>(pid: u32, work: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS).unwrap();
+        let ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt")).unwrap();
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
+        work()
+    })
+    .join()
+    .unwrap()
+}
+
+/// First reads of files through a published volume (in a container) against a plain
+/// `cvmfs2` mount of the same repository on the node, each with a cold cache of its own.
+async fn first_reads(stratum: std::sync::Arc<hepbatch_tests::cvmfs::Stratum>, files: usize) {
+    let mut node = Node::start_with_stratum(stratum.clone(), &[]).await;
+    let mut client = node.node_client().await;
+    let target = node.target("reads");
+    node.publish(
+        &mut client,
+        "reads",
+        &target,
+        &[("repositories", "data.cern.ch")],
+    )
+    .await
+    .unwrap();
+    let container = node.container(&target);
+    // The plain mount: the same configuration as the plugin's client, another cache.
+    let plain = node.dir.path().join("plain");
+    let cache = node.dir.path().join("plain-cache");
+    std::fs::create_dir_all(&plain).unwrap();
+    std::fs::create_dir_all(&cache).unwrap();
+    let config = node.dir.path().join("plain.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "CVMFS_SERVER_URL={}\nCVMFS_HTTP_PROXY=DIRECT\nCVMFS_KEYS_DIR={}\nCVMFS_CACHE_BASE={c}\nCVMFS_SHARED_CACHE=no\nCVMFS_RELOAD_SOCKETS={c}\n",
+            stratum.server_url(),
+            stratum.keys_dir().display(),
+            c = cache.display()
+        ),
+    )
+    .unwrap();
+    common::run_ok(
+        node.in_ns("cvmfs2")
+            .arg("-o")
+            .arg(format!(
+                "config=/etc/cvmfs/default.conf:{},allow_other,ro",
+                config.display()
+            ))
+            .arg("data.cern.ch")
+            .arg(&plain),
+    );
+    // File by file, alternating which of the two reads it first, so that drift (the
+    // stratum's page cache, other work on the machine) hits both alike.
+    let read = |pid: u32, path: std::path::PathBuf| {
+        in_namespace_of(pid, move || {
+            let started = Instant::now();
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(!bytes.is_empty());
+            started.elapsed()
+        })
+    };
+    let (mut volume, mut host) = (Vec::new(), Vec::new());
+    for i in 0..files {
+        let name = format!("file-{i:03}");
+        let through_volume = || {
+            read(
+                container.pid,
+                container.mount.join("data.cern.ch").join(&name),
+            )
+        };
+        let through_plain = || read(node.keeper.id(), plain.join(&name));
+        if i % 2 == 0 {
+            volume.push(through_volume());
+            host.push(through_plain());
+        } else {
+            host.push(through_plain());
+            volume.push(through_volume());
+        }
+    }
+    volume.sort();
+    host.sort();
+    let (v, h) = (percentile(&volume, 0.5), percentile(&host, 0.5));
+    let (v_total, h_total): (Duration, Duration) = (volume.iter().sum(), host.iter().sum());
+    println!(
+        "first read of {files} files of 256 KiB: through a published volume median {:.2} ms (total {:.0} ms), plain cvmfs2 mount median {:.2} ms (total {:.0} ms): ratio {:.3} (median), {:.3} (total)",
+        ms(v),
+        ms(v_total),
+        ms(h),
+        ms(h_total),
+        v.as_secs_f64() / h.as_secs_f64(),
+        v_total.as_secs_f64() / h_total.as_secs_f64()
+    );
+    let _ = common::run(node.in_ns("umount").arg("-l").arg(&plain));
+    drop(container);
+}
+
+/// How many files the first-read comparison reads through each mount.
+const FIRST_READ_FILES: usize = 100;
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
+    // `cargo bench -p hepbatch-csi --bench node -- mixed heal`: only those parts.
+    let chosen: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let runs = |part: &str| chosen.is_empty() || chosen.iter().any(|c| c == part);
     runtime.block_on(async {
-        let node = Node::start().await;
-        publish_cycles(&node, "latest via autofs").await;
-        drop(node);
-        // Baseline in the same session: no on-demand support, latest revisions mounted
-        // directly by the backend.
-        let node = Node::start_with(common::STANDARD, &["--on-demand", "false"]).await;
-        publish_cycles(&node, "baseline, no autofs").await;
-        drop(node);
-        let mut node = Node::start().await;
-        heal_times(&mut node, 10).await;
-        drop(node);
-        let node = Node::start().await;
-        rss(&node).await;
+        println!("backend: {:?}", common::TestBackend::chosen());
+        if runs("publish") {
+            let node = Node::start().await;
+            publish_cycles(&node, "explicit list").await;
+        }
+        if runs("mixed") {
+            let node = std::sync::Arc::new(Node::start().await);
+            mixed_load(&node, 16).await;
+            mixed_load(&node, 64).await;
+        }
+        if runs("first-read") && common::TestBackend::chosen() == common::TestBackend::Cvmfs {
+            // Files of 256 KiB, hardly compressible, so each first read downloads.
+            let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+            let files: Vec<hepbatch_tests::cvmfs::File> = (0..FIRST_READ_FILES)
+                .map(|i| {
+                    let content: String = (0..262_144)
+                        .map(|_| {
+                            state ^= state << 13;
+                            state ^= state >> 7;
+                            state ^= state << 17;
+                            char::from(b'A' + (state % 58) as u8)
+                        })
+                        .collect();
+                    hepbatch_tests::cvmfs::File::new(&format!("file-{i:03}"), &content)
+                })
+                .collect();
+            let stratum =
+                hepbatch_tests::cvmfs::Stratum::start(&[hepbatch_tests::cvmfs::Repository {
+                    name: "data.cern.ch".into(),
+                    revisions: vec![hepbatch_tests::cvmfs::Revision::untagged(files)],
+                }])
+                .unwrap();
+            first_reads(std::sync::Arc::new(stratum), FIRST_READ_FILES).await;
+        }
+        if runs("heal") {
+            let mut node = Node::start().await;
+            heal_times(&mut node, 10).await;
+        }
+        if runs("rss") {
+            let node = Node::start().await;
+            rss(&node).await;
+        }
     });
 }
