@@ -13,23 +13,9 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-target_dir=${CARGO_TARGET_DIR:-target}
-work=$(mktemp -d -t hepbatch-demo.XXXXXX)
-kubeconfig="$work/kubeconfig"
+# shellcheck source=demo-common.sh
+source hack/demo-common.sh
 values="$work/values.json"
-pids=()
-
-cleanup() {
-  for pid in "${pids[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-step_started=$SECONDS
-step() { step_started=$SECONDS; printf '\n==> %s\n' "$*"; }
-took() { printf '    done in %d s\n' $((SECONDS - step_started)); }
 
 [ "$(id -u)" -eq 0 ] || { echo "the real-node demo needs root (containerd, kubelet, mounts)"; exit 1; }
 

@@ -14,26 +14,12 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-target_dir=${CARGO_TARGET_DIR:-target}
-work=$(mktemp -d -t hepbatch-demo.XXXXXX)
-kubeconfig="$work/kubeconfig"
-pids=()
-
-cleanup() {
-  for pid in "${pids[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-step_started=$SECONDS
-step() { step_started=$SECONDS; printf '\n==> %s\n' "$*"; }
-took() { printf '    done in %d s\n' $((SECONDS - step_started)); }
-
 if [ "${DEMO_NODE:-fake}" = real ]; then
   exec bash hack/demo-real-node.sh
 fi
+
+# shellcheck source=demo-common.sh
+source hack/demo-common.sh
 
 step "Building the testbed components (cached after the first time) and hepbatch"
 bin=$(bash tests/testbed/build.sh)
