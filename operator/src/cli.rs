@@ -1,8 +1,10 @@
-//! The operator process: flags and environment, logging, the admin server, leader
-//! election, the controller, and a graceful stop on SIGTERM or SIGINT (stop reconciling,
-//! release the Lease, exit 0). Losing the Lease ends the process with a failure so that a
-//! supervisor restarts it as a standby.
+//! The operator process: flags and environment, logging, the admin server, waiting for
+//! the AnalysisJob CRD ([`crate::crd`]), leader election, the controller, and a graceful
+//! stop on SIGTERM or SIGINT in every one of these states (stop reconciling, release the
+//! Lease, exit 0). Losing the Lease ends the process with a failure so that a supervisor
+//! restarts it as a standby.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::num::NonZeroU16;
 use std::path::PathBuf;
@@ -21,6 +23,7 @@ use tracing::{error, info};
 use crate::admin::{self, AdminState};
 use crate::config::{ConfigWatch, OperatorConfig};
 use crate::controller::{self, DEFAULT_MAX_CONCURRENT_RECONCILES, Namespaces, Scope};
+use crate::crd::{self, CrdError};
 use crate::leader::Elector;
 use crate::metrics::Metrics;
 
@@ -119,6 +122,9 @@ pub enum RunError {
     /// The cluster configuration is unusable.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// The AnalysisJob CRD could not be waited for.
+    #[error(transparent)]
+    Crd(#[from] CrdError),
 }
 
 /// Runs the operator with `args` and returns the process exit code.
@@ -146,8 +152,10 @@ pub fn main(args: Args) -> ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only for a person at a terminal, never in a file or a pipe.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -214,7 +222,9 @@ async fn run(args: Args) -> Result<(), RunError> {
             address: args.metrics_address,
             source,
         })?;
-    info!(address = %args.metrics_address, "admin server listening");
+    // The address really bound: a configured port 0 means any free one.
+    let address = listener.local_addr().unwrap_or(args.metrics_address);
+    info!(%address, "admin server listening");
     let admin_state = AdminState {
         metrics: metrics.clone(),
         ready: ready.clone(),
@@ -239,6 +249,12 @@ async fn run(args: Args) -> Result<(), RunError> {
         max_concurrent_reconciles: args.max_concurrent_reconciles,
     };
     let identity = args.identity.clone().unwrap_or_else(default_identity);
+
+    // Without the CRD no watch can start; wait for it, and still stop on a signal.
+    tokio::select! {
+        waited = crd::wait_established(client.clone()) => waited?,
+        () = stopped.clone() => return Ok(()),
+    }
 
     if args.no_leader_election {
         controller::run(client, scope, config, metrics, ready, identity, stopped).await;

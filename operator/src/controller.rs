@@ -274,17 +274,27 @@ pub async fn run(
             .boxed(),
         );
     }
+    // Watches that never sync (the CRD was deleted, RBAC forbids a list) must not hold
+    // up the stop: the wait for readiness ends with the shutdown too.
     runs.push(
         async move {
-            for (analysis_jobs, jobs) in readiness {
-                if analysis_jobs.wait_until_ready().await.is_err()
-                    || jobs.wait_until_ready().await.is_err()
-                {
-                    return;
+            let synced = async {
+                for (analysis_jobs, jobs) in readiness {
+                    if analysis_jobs.wait_until_ready().await.is_err()
+                        || jobs.wait_until_ready().await.is_err()
+                    {
+                        return false;
+                    }
                 }
+                true
+            };
+            tokio::select! {
+                synced = synced => if synced {
+                    ready.store(true, Ordering::SeqCst);
+                    info!("watches synced; ready");
+                },
+                () = shutdown => {}
             }
-            ready.store(true, Ordering::SeqCst);
-            info!("watches synced; ready");
         }
         .boxed(),
     );

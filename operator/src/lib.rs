@@ -15,6 +15,7 @@
 //!   manifests and verified, for `consistency: Fleet` AnalysisJobs;
 //! - [`config`]: the cluster admin's configuration (platforms, CVMFS provider and
 //!   servers, GPU runtime), reloaded when its file changes;
+//! - [`crd`]: waiting for the AnalysisJob CRD to be served before the watches start;
 //! - [`cli`]: flags and environment of the binary and the process around the loop.
 
 pub mod admin;
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod cmssw;
 pub mod config;
 pub mod controller;
+pub mod crd;
 pub mod cvmfs;
 pub mod gpu;
 pub mod inputs;

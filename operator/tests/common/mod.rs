@@ -148,6 +148,28 @@ impl Operator {
         })
     }
 
+    /// Sends `signal` and waits up to `timeout` for the process to exit; its exit status.
+    pub async fn stop_with(
+        mut self,
+        signal: nix::sys::signal::Signal,
+        timeout: Duration,
+    ) -> Result<std::process::ExitStatus, BoxError> {
+        let pid = self
+            .child
+            .id()
+            .ok_or("the operator has already been reaped")?;
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(pid)?);
+        nix::sys::signal::kill(pid, signal)?;
+        match tokio::time::timeout(timeout, self.child.wait()).await {
+            Ok(status) => Ok(status?),
+            Err(_) => Err(format!(
+                "the operator still runs {timeout:?} after {signal}; its log:\n{}",
+                self.log_tail()
+            )
+            .into()),
+        }
+    }
+
     /// SIGKILL and reap.
     pub async fn kill(mut self) -> Result<(), BoxError> {
         self.child.kill().await?;
