@@ -144,13 +144,19 @@ const IMMUTABLE_REQUIRED_FIELDS: &[&str] = &["maxRetriesPerShard"];
         name = "Failed",
         type_ = "integer",
         json_path = ".status.failed",
-        description = "Failed shard attempts"
+        description = "Shards that failed for good"
+    ),
+    printcolumn(
+        name = "Retries",
+        type_ = "integer",
+        json_path = ".status.retries",
+        description = "Failed attempts of shards that were run again"
     ),
     printcolumn(
         name = "Phase",
         type_ = "string",
         json_path = ".status.phase",
-        description = "Pending, Running, Suspended, Succeeded or Failed"
+        description = "Pending, Running, Unschedulable, Suspended, Succeeded or Failed"
     ),
     printcolumn(
         name = "Age",
@@ -170,6 +176,13 @@ const IMMUTABLE_REQUIRED_FIELDS: &[&str] = &["maxRetriesPerShard"];
         json_path = ".status.image",
         priority = 1,
         description = "Container image of every shard"
+    ),
+    printcolumn(
+        name = "Waiting For",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"ShardsUnschedulable\")].message",
+        priority = 1,
+        description = "Why shards wait for a node, in the scheduler's words"
     )
 )]
 #[serde(rename_all = "camelCase")]
@@ -385,6 +398,10 @@ pub enum Phase {
     Pending,
     /// Shards are running or waiting to run.
     Running,
+    /// No shard runs: the scheduler finds no node with the resources they ask for (the
+    /// `ShardsUnschedulable` condition quotes it). Shards that wait while others run
+    /// leave the phase `Running` and set the same condition.
+    Unschedulable,
     /// Suspended by the user (or waiting for Kueue admission): no shard runs.
     Suspended,
     /// Every shard succeeded.
@@ -396,9 +413,10 @@ pub enum Phase {
 
 impl Phase {
     /// Every phase, for metrics that report one series per phase.
-    pub const ALL: [Phase; 5] = [
+    pub const ALL: [Phase; 6] = [
         Phase::Pending,
         Phase::Running,
+        Phase::Unschedulable,
         Phase::Suspended,
         Phase::Succeeded,
         Phase::Failed,
@@ -409,6 +427,7 @@ impl Phase {
         match self {
             Phase::Pending => "Pending",
             Phase::Running => "Running",
+            Phase::Unschedulable => "Unschedulable",
             Phase::Suspended => "Suspended",
             Phase::Succeeded => "Succeeded",
             Phase::Failed => "Failed",
@@ -425,11 +444,13 @@ impl Phase {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AnalysisJobStatus {
-    /// Pending, Running, Suspended, Succeeded or Failed.
+    /// Pending, Running, Unschedulable, Suspended, Succeeded or Failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
     /// The Job's conditions (Suspended, FailureTarget, SuccessCriteriaMet, Complete, Failed)
-    /// with their reasons and messages.
+    /// with their reasons and messages; `ShardsUnschedulable` while shards wait for a node
+    /// the scheduler cannot find (its message quotes the scheduler); `Accepted=False`
+    /// while the operator cannot run the AnalysisJob as it stands.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Name of the Job that runs the shards.
@@ -454,9 +475,13 @@ pub struct AnalysisJobStatus {
     /// Shards that succeeded.
     #[serde(default)]
     pub succeeded: i32,
-    /// Failed shard attempts (pods), including retried ones.
+    /// Shards that failed for good (their retries used up, or a fatal exit code).
     #[serde(default)]
     pub failed: i32,
+    /// Failed attempts of shards that were then run again (each failed attempt but the
+    /// last of a shard that failed for good). Evictions and preemptions do not count.
+    #[serde(default)]
+    pub retries: i32,
     /// Shard pods being stopped.
     #[serde(default)]
     pub terminating: i32,
@@ -467,9 +492,14 @@ pub struct AnalysisJobStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_shards: Option<String>,
     /// Detail on each shard that failed for good (or is failing): attempts, exit code,
-    /// reason, node. At most 100 entries, lowest indexes first.
+    /// reason, node, pod. At most 100 entries, lowest indexes first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed_shard_details: Vec<FailedShard>,
+    /// Shards that failed and were run again (and have not failed for good): failed
+    /// attempts so far and how the last one ended. At most 100 entries, lowest indexes
+    /// first; `retries` counts them all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retried_shards: Vec<RetriedShard>,
     /// When the Job started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,
@@ -521,6 +551,25 @@ pub struct FailedShard {
     /// Node its last attempt ran on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// Pod of its last attempt (`kubectl logs <pod>` while the pod is kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+}
+
+/// A shard that failed and was run again.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetriedShard {
+    /// The shard's index.
+    pub index: i32,
+    /// How many of its attempts failed so far.
+    pub failed_attempts: i32,
+    /// Exit code of its last failed attempt, when it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exit_code: Option<i32>,
+    /// Why its last failed attempt ended, e.g. `Error`, `OOMKilled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl AnalysisJobSpec {

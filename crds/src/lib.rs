@@ -11,7 +11,7 @@ pub mod hep;
 
 pub use analysis_job::{
     AnalysisJob, AnalysisJobSpec, AnalysisJobStatus, CvmfsRevision, CvmfsStatus, FailedShard,
-    Phase, ShardResources,
+    Phase, RetriedShard, ShardResources,
 };
 pub use hep::{
     Cmssw, ConfigMapKey, Consistency, Cvmfs, GpuRequest, GpuVendor, Inputs, IntelDriver, Output,

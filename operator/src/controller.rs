@@ -48,7 +48,7 @@ use crate::inputs::{self, InputPlan, InputsError};
 use crate::metrics::{ErrorCategory, Metrics};
 use crate::pacing::{self, Decision, NotBefore, StatusPacer};
 use crate::revision::{self, Snapshot};
-use crate::status::{self, Happening};
+use crate::status::{self, Happening, SchedulingLook};
 
 /// Field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "hepbatch-operator";
@@ -501,7 +501,8 @@ async fn reconcile_analysis_job(
                 return Ok(Action::requeue(Duration::from_secs(10)));
             }
             let mut note = format!(
-                "created Job {name} for {shards} shards, {} at a time",
+                "created Job {name} for {}, {} at a time",
+                status::shards(shards),
                 analysis_job.spec.effective_parallelism(shards)
             );
             if !snapshot.is_empty() {
@@ -513,19 +514,11 @@ async fn reconcile_analysis_job(
         }
     };
 
-    let has_failed_shards = job
-        .status
-        .as_ref()
-        .and_then(|s| s.failed_indexes.as_deref())
-        .is_some_and(|s| !s.is_empty());
     let old = analysis_job.status.clone().unwrap_or_default();
-    let failed_indexes = job.status.as_ref().and_then(|s| s.failed_indexes.clone());
-    // The failed shards were described when they failed; list their pods again only when
-    // the set of failed shards changed.
-    let described = has_failed_shards
-        && old.failed_shards == failed_indexes.filter(|s| !s.is_empty())
-        && !old.failed_shard_details.is_empty();
-    let failed_pods = if has_failed_shards && !described {
+    // Failed shards were described when they failed; their pods are listed again only
+    // when the Job counts failures the last status does not describe.
+    let list_failed_pods = status::needs_failed_pods(&old, &job);
+    let failed_pods = if list_failed_pods {
         let pods: Api<Pod> = Api::namespaced(context.client.clone(), &namespace);
         pods.list(
             &ListParams::default()
@@ -539,10 +532,57 @@ async fn reconcile_analysis_job(
         Vec::new()
     };
 
-    let mut new = status::derive(analysis_job, Some(&job), &failed_pods);
-    if described {
-        new.failed_shard_details = old.failed_shard_details.clone();
+    let new = status::keep_described(
+        &old,
+        status::derive(analysis_job, Some(&job), &failed_pods),
+        list_failed_pods,
+    );
+
+    // Shards waiting for a node: say why. Every Job status change triggers a reconcile,
+    // so the look is throttled per AnalysisJob: again after two minutes while the scheduler
+    // has not given up on any shard, after ten once the reason was reported.
+    let waiting = waiting_shards(&job);
+    let mut look_again = None;
+    let look = if waiting > 0 && !new.phase.is_some_and(|p| p.is_finished()) {
+        let age = job_age(&job);
+        let now = Instant::now();
+        if age < UNSCHEDULABLE_AFTER {
+            look_again = Some(UNSCHEDULABLE_AFTER - age);
+            SchedulingLook::NotLooked
+        } else if let Some(wait) = context.unschedulable_checks.wait_left(&key, now) {
+            look_again = Some(wait);
+            SchedulingLook::NotLooked
+        } else {
+            let look = look_at_waiting_shards(context, &namespace, &name).await;
+            let next = if matches!(look, SchedulingLook::Unschedulable { .. }) {
+                UNSCHEDULABLE_REPORTED_RECHECK
+            } else {
+                UNSCHEDULABLE_RECHECK
+            };
+            context.unschedulable_checks.set(&key, now + next);
+            look_again = Some(next);
+            look
+        }
+    } else {
+        SchedulingLook::NotLooked
+    };
+    let new = status::with_scheduling(&old, new, waiting, &look, Time(Timestamp::now()));
+    if let SchedulingLook::Unschedulable { .. } = &look
+        && let Some(condition) = new
+            .conditions
+            .iter()
+            .find(|c| c.type_ == status::UNSCHEDULABLE_CONDITION)
+    {
+        publish(
+            context,
+            &reference,
+            EventType::Warning,
+            "ShardsUnschedulable",
+            condition.message.clone(),
+        )
+        .await;
     }
+
     for (reason, note) in happenings_before {
         publish(context, &reference, EventType::Normal, reason, note).await;
     }
@@ -556,7 +596,9 @@ async fn reconcile_analysis_job(
         .pacer
         .decide(&key, analysis_job.status.as_ref(), &new, now);
     if let Decision::Later(wait) = decision {
-        return Ok(Action::requeue(wait));
+        return Ok(Action::requeue(
+            look_again.map_or(wait, |look| look.min(wait)),
+        ));
     }
     if let Decision::Write(change) = decision {
         write_status(context, analysis_job, &new)
@@ -565,35 +607,15 @@ async fn reconcile_analysis_job(
         context.pacer.wrote(&key);
         context.metrics.observe_status_write(change);
         for happening in status::events(&old, &new) {
-            let (type_, reason, note) = describe(&happening);
-            publish(context, &reference, type_, reason, note).await;
+            publish_event(context, &reference, describe(&happening, &namespace)).await;
         }
     }
 
     if new.phase.is_some_and(|p| p.is_finished()) {
         context.forget(&key);
     }
-    // Shards waiting for a node: say why. Every Job status change triggers a reconcile,
-    // so the look is throttled per AnalysisJob: again after two minutes while the scheduler
-    // has not given up on any shard, after ten once the reason was reported.
-    let waiting = waiting_shards(&job);
-    if waiting > 0 && !new.phase.is_some_and(|p| p.is_finished()) {
-        let age = job_age(&job);
-        if age < UNSCHEDULABLE_AFTER {
-            return Ok(Action::requeue(UNSCHEDULABLE_AFTER - age));
-        }
-        let now = Instant::now();
-        if let Some(wait) = context.unschedulable_checks.wait_left(&key, now) {
-            return Ok(Action::requeue(wait));
-        }
-        let reported = explain_unschedulable(context, &reference, &namespace, &name, waiting).await;
-        let next = if reported {
-            UNSCHEDULABLE_REPORTED_RECHECK
-        } else {
-            UNSCHEDULABLE_RECHECK
-        };
-        context.unschedulable_checks.set(&key, now + next);
-        return Ok(Action::requeue(next));
+    if let Some(wait) = look_again {
+        return Ok(Action::requeue(wait));
     }
 
     finish(
@@ -622,19 +644,12 @@ fn job_age(job: &Job) -> Duration {
         .unwrap_or_default()
 }
 
-/// Says on the AnalysisJob why shards wait when the scheduler cannot place them (e.g.
-/// more GPUs than any node has), quoting the scheduler; returns whether it did. Identical
-/// Events are merged into one series by the recorder, so repeating this is cheap to read.
+/// Looks whether the scheduler cannot place waiting shards (e.g. more GPUs than any node
+/// has) and what it says; the caller records it in the status and an Event.
 ///
 /// Only pods without a node are listed (`spec.nodeName` is the field the apiserver's
 /// watch cache indexes pods by), from the watch cache.
-async fn explain_unschedulable(
-    context: &Context,
-    reference: &ObjectReference,
-    namespace: &str,
-    name: &str,
-    waiting: i32,
-) -> bool {
+async fn look_at_waiting_shards(context: &Context, namespace: &str, name: &str) -> SchedulingLook {
     let pods: Api<Pod> = Api::namespaced(context.client.clone(), namespace);
     let pending = match pods
         .list(
@@ -649,7 +664,7 @@ async fn explain_unschedulable(
         Ok(list) => list.items,
         Err(error) => {
             warn!(%error, "cannot list pending pods");
-            return false;
+            return SchedulingLook::NotLooked;
         }
     };
     let unschedulable = pending.iter().find_map(|pod| {
@@ -665,18 +680,10 @@ async fn explain_unschedulable(
             })
             .and_then(|c| c.message.clone())
     });
-    if let Some(message) = unschedulable {
-        publish(
-            context,
-            reference,
-            EventType::Warning,
-            "ShardsUnschedulable",
-            format!("{waiting} shard(s) waiting; the scheduler says: {message}"),
-        )
-        .await;
-        return true;
+    match unschedulable {
+        Some(message) => SchedulingLook::Unschedulable { message },
+        None => SchedulingLook::Schedulable,
     }
-    false
 }
 
 /// Server-side applies `status` as the AnalysisJob's status with the operator's field
@@ -900,19 +907,32 @@ fn is_controlled_by(job: &Job, analysis_job: &AnalysisJob) -> bool {
         .any(|o| o.controller == Some(true) && Some(o.uid.as_str()) == uid)
 }
 
-fn describe(happening: &Happening) -> (EventType, &'static str, String) {
+/// The Event telling of `happening` on an AnalysisJob in `namespace`. A failed shard's
+/// Event is related to the pod of its last attempt: the recorder merges Events into a
+/// series by reason and related object, not by note, so without it the second shard to
+/// fail would only count up the first one's Event.
+fn describe(happening: &Happening, namespace: &str) -> Event {
+    let event = |type_, reason: &str, note: String| Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(truncate(&note)),
+        action: "Reconcile".to_owned(),
+        secondary: None,
+    };
     match happening {
-        Happening::Suspended => (
+        Happening::Suspended => event(
             EventType::Normal,
             "Suspended",
             "shards stopped; finished shards are kept".to_owned(),
         ),
-        Happening::Resumed => (EventType::Normal, "Resumed", "shards run again".to_owned()),
+        Happening::Resumed => event(EventType::Normal, "Resumed", "shards run again".to_owned()),
         Happening::ShardFailed(shard) => {
-            let mut note = format!(
-                "shard {} failed after {} attempt(s)",
-                shard.index, shard.attempts
-            );
+            let attempts = if shard.attempts == 1 {
+                "1 attempt".to_owned()
+            } else {
+                format!("{} attempts", shard.attempts)
+            };
+            let mut note = format!("shard {} failed after {attempts}", shard.index);
             if let Some(code) = shard.last_exit_code {
                 note.push_str(&format!(", exit code {code}"));
             }
@@ -922,15 +942,35 @@ fn describe(happening: &Happening) -> (EventType, &'static str, String) {
             if let Some(node) = &shard.node {
                 note.push_str(&format!(" on node {node}"));
             }
-            (EventType::Warning, "ShardFailed", note)
+            if let Some(pod) = &shard.pod {
+                note.push_str(&format!(" (pod {pod})"));
+            }
+            Event {
+                secondary: Some(ObjectReference {
+                    api_version: Some("v1".to_owned()),
+                    kind: Some("Pod".to_owned()),
+                    namespace: Some(namespace.to_owned()),
+                    name: Some(
+                        shard
+                            .pod
+                            .clone()
+                            .unwrap_or_else(|| format!("shard-{}", shard.index)),
+                    ),
+                    ..ObjectReference::default()
+                }),
+                ..event(EventType::Warning, "ShardFailed", note)
+            }
         }
-        Happening::Succeeded { shards } => (
-            EventType::Normal,
-            "Succeeded",
-            format!("all {shards} shards succeeded"),
-        ),
+        Happening::Succeeded { shards } => {
+            let note = if *shards == 1 {
+                "the shard succeeded".to_owned()
+            } else {
+                format!("all {shards} shards succeeded")
+            };
+            event(EventType::Normal, "Succeeded", note)
+        }
         Happening::Failed { reason, message } => {
-            (EventType::Warning, "Failed", format!("{reason}: {message}"))
+            event(EventType::Warning, "Failed", format!("{reason}: {message}"))
         }
     }
 }
@@ -949,8 +989,12 @@ async fn publish(
         action: "Reconcile".to_owned(),
         secondary: None,
     };
+    publish_event(context, reference, event).await;
+}
+
+async fn publish_event(context: &Context, reference: &ObjectReference, event: Event) {
     if let Err(error) = context.recorder.publish(&event, reference).await {
-        warn!(%error, reason, "cannot publish an Event");
+        warn!(%error, reason = event.reason, "cannot publish an Event");
     }
 }
 
@@ -961,4 +1005,53 @@ fn truncate(note: &str) -> String {
         end -= 1;
     }
     note[..end].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hepbatch_crds::FailedShard;
+
+    fn failed(index: i32, attempts: i32, exit: i32, pod: &str) -> Happening {
+        Happening::ShardFailed(FailedShard {
+            index,
+            attempts,
+            last_exit_code: Some(exit),
+            reason: Some("Error".to_owned()),
+            node: Some("cpu-0".to_owned()),
+            pod: Some(pod.to_owned()),
+        })
+    }
+
+    #[test]
+    fn each_failed_shard_has_an_event_of_its_own_naming_it() {
+        let five = describe(&failed(5, 1, 42, "higgs-5-abcde"), "physics");
+        let six = describe(&failed(6, 4, 1, "higgs-6-fghij"), "physics");
+        assert_eq!(
+            five.note.as_deref(),
+            Some(
+                "shard 5 failed after 1 attempt, exit code 42 (Error) on node cpu-0 (pod higgs-5-abcde)"
+            )
+        );
+        assert!(
+            six.note
+                .as_deref()
+                .is_some_and(|n| n.starts_with("shard 6 failed after 4 attempts, exit code 1")),
+            "{:?}",
+            six.note
+        );
+        // The recorder keys its series by reason and related object: they must differ.
+        assert_eq!(five.reason, six.reason);
+        let related = |event: &Event| event.secondary.as_ref().and_then(|r| r.name.clone());
+        assert_eq!(related(&five).as_deref(), Some("higgs-5-abcde"));
+        assert_ne!(related(&five), related(&six));
+    }
+
+    #[test]
+    fn one_shard_is_one_shard() {
+        let one = describe(&Happening::Succeeded { shards: 1 }, "physics");
+        assert_eq!(one.note.as_deref(), Some("the shard succeeded"));
+        let many = describe(&Happening::Succeeded { shards: 3 }, "physics");
+        assert_eq!(many.note.as_deref(), Some("all 3 shards succeeded"));
+    }
 }

@@ -41,6 +41,8 @@ pub enum PhaseLabel {
     Pending,
     /// [`Phase::Running`].
     Running,
+    /// [`Phase::Unschedulable`].
+    Unschedulable,
     /// [`Phase::Suspended`].
     Suspended,
     /// [`Phase::Succeeded`].
@@ -55,6 +57,7 @@ impl From<Option<Phase>> for PhaseLabel {
             None => PhaseLabel::Unknown,
             Some(Phase::Pending) => PhaseLabel::Pending,
             Some(Phase::Running) => PhaseLabel::Running,
+            Some(Phase::Unschedulable) => PhaseLabel::Unschedulable,
             Some(Phase::Suspended) => PhaseLabel::Suspended,
             Some(Phase::Succeeded) => PhaseLabel::Succeeded,
             Some(Phase::Failed) => PhaseLabel::Failed,
@@ -157,7 +160,7 @@ impl Metrics {
 
     /// Replaces the phase gauge with `phases` (one entry per AnalysisJob).
     pub fn set_phases(&self, phases: impl IntoIterator<Item = Option<Phase>>) {
-        let mut counts = [0i64; 6];
+        let mut counts = [0i64; 7];
         for phase in phases {
             counts[PhaseLabel::from(phase) as usize] += 1;
         }
@@ -165,6 +168,7 @@ impl Metrics {
             PhaseLabel::Unknown,
             PhaseLabel::Pending,
             PhaseLabel::Running,
+            PhaseLabel::Unschedulable,
             PhaseLabel::Suspended,
             PhaseLabel::Succeeded,
             PhaseLabel::Failed,

@@ -1,17 +1,21 @@
 //! The pure derivation of an AnalysisJob's status from what the cluster shows: the Job
-//! (counts, index ranges, conditions, times, the CVMFS revisions it pins) and, when shards failed for good, the failed
-//! shard pods (attempts, exit code, reason, node).
+//! (counts, index ranges, conditions, times, the CVMFS revisions it pins) and, when shards
+//! failed, the failed shard pods (attempts, exit code, reason, node, pod), both of shards
+//! that failed for good and of shards that were run again.
 //!
 //! [`derive`] is deterministic: it reads no clock and copies every timestamp from the Job,
 //! so the same inputs always give the same status and the controller writes the status
-//! only when it really changed. [`events`] compares two statuses and names what happened
-//! in between (suspended, resumed, shard failed, succeeded, failed).
+//! only when it really changed. [`keep_described`] carries the shard detail over from the
+//! last status when the pods were not listed again; [`with_scheduling`] adds what the
+//! last look at waiting shards found (the `ShardsUnschedulable` condition, and the phase
+//! `Unschedulable` while no shard runs). [`events`] compares two statuses and names what
+//! happened in between (suspended, resumed, shard failed, succeeded, failed).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use hepbatch_crds::analysis_job::{
     AnalysisJob, AnalysisJobStatus, CVMFS_REVISIONS_ANNOTATION, CvmfsRevision, CvmfsStatus,
-    FailedShard, Phase,
+    FailedShard, Phase, RetriedShard,
 };
 use k8s_openapi::api::batch::v1::{Job, JobCondition};
 use k8s_openapi::api::core::v1::Pod;
@@ -25,8 +29,23 @@ pub const INDEX_FAILURE_COUNT_ANNOTATION: &str = "batch.kubernetes.io/job-index-
 /// At most this many failed shards are described in detail.
 pub const MAX_FAILED_SHARD_DETAILS: usize = 100;
 
+/// At most this many retried shards are recorded (`retries` counts them all).
+pub const MAX_RETRIED_SHARDS: usize = 100;
+
+/// Type of the condition saying that shards wait for a node the scheduler cannot find.
+pub const UNSCHEDULABLE_CONDITION: &str = "ShardsUnschedulable";
+
+/// `1 shard`, `2 shards`.
+pub fn shards(count: i32) -> String {
+    if count == 1 {
+        "1 shard".to_owned()
+    } else {
+        format!("{count} shards")
+    }
+}
+
 /// The status of `analysis_job` given its Job (if it exists yet) and the failed pods of
-/// that Job (only needed when shards failed for good; may be empty).
+/// that Job (only needed when shards failed; may be empty, see [`keep_described`]).
 pub fn derive(
     analysis_job: &AnalysisJob,
     job: Option<&Job>,
@@ -62,6 +81,10 @@ pub fn derive(
         .as_deref()
         .map(parse_ranges)
         .unwrap_or_default();
+    // Each shard that failed for good ended with one counted failure; every other counted
+    // failure was followed by another attempt.
+    let failed_for_good = i32::try_from(failed_indexes.len()).unwrap_or(i32::MAX);
+    let failed_attempts = job_status.failed.unwrap_or(0);
     AnalysisJobStatus {
         phase: Some(phase(job, &job_conditions)),
         cvmfs: cvmfs(job),
@@ -75,11 +98,13 @@ pub fn derive(
         active: job_status.active.unwrap_or(0),
         ready: job_status.ready.unwrap_or(0),
         succeeded: job_status.succeeded.unwrap_or(0),
-        failed: job_status.failed.unwrap_or(0),
+        failed: failed_for_good,
+        retries: (failed_attempts - failed_for_good).max(0),
         terminating: job_status.terminating.unwrap_or(0),
         completed_shards: job_status.completed_indexes.filter(|s| !s.is_empty()),
         failed_shards,
         failed_shard_details: failed_shard_details(&failed_indexes, failed_pods),
+        retried_shards: retried_shards(&failed_indexes, failed_pods),
         start_time: job_status.start_time,
         completion_time: job_status.completion_time,
         observed_generation: generation,
@@ -136,6 +161,7 @@ pub fn is_progress_only(old: &AnalysisJobStatus, new: &AnalysisJobStatus) -> boo
     };
     !new.phase.is_some_and(|p| p.is_finished())
         && new.failed == old.failed
+        && new.retries == old.retries
         && without_progress(old) == without_progress(new)
 }
 
@@ -251,12 +277,23 @@ fn condition(job_condition: &JobCondition, job: &Job, generation: Option<i64>) -
     }
 }
 
-/// Detail on the shards in `failed_indexes`, from the last failed pod of each.
-fn failed_shard_details(failed_indexes: &BTreeSet<i32>, failed_pods: &[Pod]) -> Vec<FailedShard> {
-    // For each index, the pod with the highest failure count is its last attempt.
+/// For each shard index with a counted failed attempt among `failed_pods`, the number of
+/// counted failures before its last one and that last failed pod. Pods failed by a
+/// disruption (`DisruptionTarget`: eviction, preemption) are not counted failures.
+fn last_failures(failed_pods: &[Pod]) -> BTreeMap<i32, (i32, &Pod)> {
     let mut last: BTreeMap<i32, (i32, &Pod)> = BTreeMap::new();
     for pod in failed_pods {
-        if pod.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Failed") {
+        let status = pod.status.as_ref();
+        if status.and_then(|s| s.phase.as_deref()) != Some("Failed") {
+            continue;
+        }
+        let disrupted = status
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c.type_ == "DisruptionTarget" && c.status == "True")
+            });
+        if disrupted {
             continue;
         }
         let annotations = pod.metadata.annotations.as_ref();
@@ -266,13 +303,11 @@ fn failed_shard_details(failed_indexes: &BTreeSet<i32>, failed_pods: &[Pod]) -> 
         else {
             continue;
         };
-        if !failed_indexes.contains(&index) {
-            continue;
-        }
         let earlier_failures = annotations
             .and_then(|a| a.get(INDEX_FAILURE_COUNT_ANNOTATION))
             .and_then(|v| v.parse::<i32>().ok())
             .unwrap_or(0);
+        // The pod with the highest failure count is the index's last attempt.
         let newer = last
             .get(&index)
             .is_none_or(|(count, _)| earlier_failures > *count);
@@ -280,6 +315,32 @@ fn failed_shard_details(failed_indexes: &BTreeSet<i32>, failed_pods: &[Pod]) -> 
             last.insert(index, (earlier_failures, pod));
         }
     }
+    last
+}
+
+/// The shards with failed attempts that are not in `failed_indexes` (they were run
+/// again), from their last failed pod; at most [`MAX_RETRIED_SHARDS`].
+fn retried_shards(failed_indexes: &BTreeSet<i32>, failed_pods: &[Pod]) -> Vec<RetriedShard> {
+    last_failures(failed_pods)
+        .into_iter()
+        .filter(|(index, _)| !failed_indexes.contains(index))
+        .take(MAX_RETRIED_SHARDS)
+        .map(|(index, (earlier_failures, pod))| {
+            let attempt = describe_attempt(index, earlier_failures + 1, pod);
+            RetriedShard {
+                index,
+                failed_attempts: attempt.attempts,
+                last_exit_code: attempt.last_exit_code,
+                reason: attempt.reason,
+            }
+        })
+        .collect()
+}
+
+/// Detail on the shards in `failed_indexes`, from the last failed pod of each.
+fn failed_shard_details(failed_indexes: &BTreeSet<i32>, failed_pods: &[Pod]) -> Vec<FailedShard> {
+    let mut last = last_failures(failed_pods);
+    last.retain(|index, _| failed_indexes.contains(index));
     failed_indexes
         .iter()
         .take(MAX_FAILED_SHARD_DETAILS)
@@ -308,7 +369,120 @@ fn describe_attempt(index: i32, attempts: i32, pod: &Pod) -> FailedShard {
             .and_then(|t| t.reason.clone())
             .or_else(|| status.and_then(|s| s.reason.clone())),
         node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+        pod: pod.metadata.name.clone(),
     }
+}
+
+/// Whether the failed pods must be listed to describe `job`'s failures, given the last
+/// written status `old`: when the Job counts other failures than `old` describes, or
+/// failed shards that `old` has no detail on yet.
+pub fn needs_failed_pods(old: &AnalysisJobStatus, job: &Job) -> bool {
+    let job_status = job.status.as_ref();
+    let failed_attempts = job_status.and_then(|s| s.failed).unwrap_or(0);
+    if failed_attempts == 0 {
+        return false;
+    }
+    let failed_shards = job_status
+        .and_then(|s| s.failed_indexes.clone())
+        .filter(|s| !s.is_empty());
+    old.failed + old.retries != failed_attempts
+        || old.failed_shards != failed_shards
+        || (failed_shards.is_some() && old.failed_shard_details.is_empty())
+}
+
+/// `new` (derived from the failed pods when `listed`, else without them) with the shard
+/// detail of `old` where it still applies: all of it when the pods were not listed; when
+/// they were, the retried shards `old` knew whose pods are gone since (garbage collected)
+/// and that did not fail for good meanwhile, so nothing once recorded is lost.
+pub fn keep_described(
+    old: &AnalysisJobStatus,
+    mut new: AnalysisJobStatus,
+    listed: bool,
+) -> AnalysisJobStatus {
+    if !listed {
+        if new.failed_shards == old.failed_shards {
+            new.failed_shard_details = old.failed_shard_details.clone();
+        }
+        new.retried_shards = old.retried_shards.clone();
+    } else {
+        let failed = new
+            .failed_shards
+            .as_deref()
+            .map(parse_ranges)
+            .unwrap_or_default();
+        let mut retried: BTreeMap<i32, RetriedShard> = old
+            .retried_shards
+            .iter()
+            .filter(|r| !failed.contains(&r.index))
+            .map(|r| (r.index, r.clone()))
+            .collect();
+        retried.extend(new.retried_shards.drain(..).map(|r| (r.index, r)));
+        new.retried_shards = retried.into_values().take(MAX_RETRIED_SHARDS).collect();
+    }
+    new.retried_shards
+        .retain(|r| !new.failed_shard_details.iter().any(|f| f.index == r.index));
+    new
+}
+
+/// What the last look at the shards waiting for a node found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SchedulingLook {
+    /// Not looked this time (too soon, or nothing waits).
+    NotLooked,
+    /// No waiting shard is one the scheduler gave up on.
+    Schedulable,
+    /// The scheduler cannot place waiting shards, and says why.
+    Unschedulable {
+        /// The scheduler's message, e.g. `0/6 nodes are available: 6 Insufficient
+        /// nvidia.com/gpu.`
+        message: String,
+    },
+}
+
+/// `new` with the `ShardsUnschedulable` condition as `look` found it (`NotLooked`: as
+/// `old` had it, while shards still wait), and the phase `Unschedulable` while that
+/// condition holds and no shard runs. `now` is the transition time of a condition that is
+/// news; an unchanged one keeps its time from `old`.
+pub fn with_scheduling(
+    old: &AnalysisJobStatus,
+    mut new: AnalysisJobStatus,
+    waiting: i32,
+    look: &SchedulingLook,
+    now: Time,
+) -> AnalysisJobStatus {
+    new.conditions
+        .retain(|c| c.type_ != UNSCHEDULABLE_CONDITION);
+    let finished = new.phase.is_some_and(|p| p.is_finished());
+    let previous = old
+        .conditions
+        .iter()
+        .find(|c| c.type_ == UNSCHEDULABLE_CONDITION && c.status == "True");
+    let condition = match look {
+        _ if waiting == 0 || finished => None,
+        SchedulingLook::Schedulable => None,
+        SchedulingLook::NotLooked => previous.cloned(),
+        SchedulingLook::Unschedulable { message } => Some(Condition {
+            type_: UNSCHEDULABLE_CONDITION.to_owned(),
+            status: "True".to_owned(),
+            reason: "Unschedulable".to_owned(),
+            message: format!(
+                "{} {} for resources no node offers now; the scheduler says: {message}",
+                shards(waiting),
+                if waiting == 1 { "waits" } else { "wait" }
+            ),
+            last_transition_time: previous
+                .map(|c| c.last_transition_time.clone())
+                .unwrap_or(now),
+            observed_generation: new.observed_generation,
+        }),
+    };
+    if let Some(condition) = condition {
+        if new.phase == Some(Phase::Running) && new.ready == 0 {
+            new.phase = Some(Phase::Unschedulable);
+        }
+        new.conditions.push(condition);
+    }
+    new
 }
 
 /// Parses the Job API's index ranges (`"0-3,7"`); malformed parts are skipped.
@@ -450,7 +624,16 @@ mod tests {
         );
         let status = derive(&aj, Some(&job), &[]);
         assert_eq!(status.phase, Some(Phase::Succeeded));
-        assert_eq!((status.succeeded, status.failed, status.shards), (4, 1, 4));
+        assert_eq!(
+            (
+                status.succeeded,
+                status.failed,
+                status.retries,
+                status.shards
+            ),
+            (4, 0, 1, 4),
+            "the failed attempt was retried: no shard failed for good"
+        );
         assert_eq!(status.completed_shards.as_deref(), Some("0-3"));
         assert_eq!(status.conditions.len(), 2);
         assert_eq!(status.conditions[1].type_, "Complete");
@@ -484,13 +667,169 @@ mod tests {
                 last_exit_code: Some(9),
                 reason: Some("Error".to_owned()),
                 node: Some("cpu-1".to_owned()),
+                pod: Some("higgs-2-1".to_owned()),
             }]
+        );
+        assert_eq!(
+            (status.failed, status.retries),
+            (1, 1),
+            "one shard failed for good; its first failure was retried"
         );
         let happenings = events(&AnalysisJobStatus::default(), &status);
         assert!(matches!(&happenings[0], Happening::ShardFailed(s) if s.index == 2));
         assert!(
             matches!(&happenings[1], Happening::Failed { reason, .. } if reason == "FailedIndexes")
         );
+    }
+
+    #[test]
+    fn retried_shards_are_recorded_and_kept_once_their_pods_are_gone() {
+        let aj = analysis_job(json!({"image": "i", "shards": 200, "maxRetriesPerShard": 3}));
+        // Shards 3 and 8 failed twice each and then succeeded; shard 5 failed for good.
+        let job = job(
+            json!({"template": {}}),
+            json!({"succeeded": 199, "failed": 8, "failedIndexes": "5",
+                   "completedIndexes": "0-4,6-199"}),
+        );
+        let mut evicted = failed_pod(9, 0, 143, "cpu-3");
+        evicted.status.as_mut().expect("status").conditions =
+            Some(vec![serde_json::from_value(json!(
+                {"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI"}
+            )).expect("condition")]);
+        let pods = [
+            failed_pod(3, 0, 1, "cpu-0"),
+            failed_pod(3, 1, 2, "cpu-1"),
+            failed_pod(8, 1, 137, "cpu-2"),
+            failed_pod(5, 0, 1, "cpu-0"),
+            failed_pod(5, 1, 1, "cpu-0"),
+            failed_pod(5, 2, 1, "cpu-0"),
+            failed_pod(5, 3, 1, "cpu-0"),
+            evicted,
+        ];
+        let status = derive(&aj, Some(&job), &pods);
+        assert_eq!(
+            (status.failed, status.retries),
+            (1, 7),
+            "FAILED counts shards failed for good, RETRIES the failed attempts run again"
+        );
+        let retried = |index, failed_attempts, code| RetriedShard {
+            index,
+            failed_attempts,
+            last_exit_code: Some(code),
+            reason: Some("Error".to_owned()),
+        };
+        assert_eq!(
+            status.retried_shards,
+            vec![retried(3, 2, 2), retried(8, 2, 137)],
+            "an evicted shard did not fail; the failure count survives a collected pod"
+        );
+        assert_eq!(status.failed_shard_details.len(), 1);
+
+        // A later listing without shard 3's pods (garbage collected) keeps its record.
+        let later = keep_described(&status, derive(&aj, Some(&job), &pods[2..]), true);
+        assert_eq!(later.retried_shards, status.retried_shards);
+        // Without a listing, everything described stays as it was.
+        let unlisted = keep_described(&status, derive(&aj, Some(&job), &[]), false);
+        assert_eq!(unlisted, status);
+        assert!(!needs_failed_pods(&status, &job), "nothing new to describe");
+        let one_more = self::job(
+            json!({"template": {}}),
+            json!({"succeeded": 199, "failed": 9, "failedIndexes": "5"}),
+        );
+        assert!(
+            needs_failed_pods(&status, &one_more),
+            "a new failed attempt"
+        );
+    }
+
+    #[test]
+    fn shards_the_scheduler_cannot_place_make_the_phase_unschedulable() {
+        let aj = analysis_job(json!({"image": "i", "shards": 1}));
+        let running = derive(
+            &aj,
+            Some(&job(
+                json!({"template": {}}),
+                json!({"active": 1, "ready": 0, "startTime": "2026-01-01T00:00:01Z"}),
+            )),
+            &[],
+        );
+        assert_eq!(running.phase, Some(Phase::Running));
+        let now = Time("2026-01-01T00:01:01Z".parse().expect("time"));
+        let look = SchedulingLook::Unschedulable {
+            message: "0/6 nodes are available: 2 Insufficient nvidia.com/gpu.".to_owned(),
+        };
+        let waiting = with_scheduling(&running, running.clone(), 1, &look, now.clone());
+        assert_eq!(waiting.phase, Some(Phase::Unschedulable));
+        let condition = waiting
+            .conditions
+            .iter()
+            .find(|c| c.type_ == UNSCHEDULABLE_CONDITION)
+            .expect("the condition");
+        assert_eq!(
+            (condition.status.as_str(), condition.reason.as_str()),
+            ("True", "Unschedulable")
+        );
+        assert_eq!(
+            condition.message,
+            "1 shard waits for resources no node offers now; the scheduler says: 0/6 nodes are \
+             available: 2 Insufficient nvidia.com/gpu."
+        );
+        assert!(
+            !is_progress_only(&running, &waiting),
+            "news, written at once"
+        );
+        // Not looked again: kept as it was, time included.
+        let later = Time("2026-01-01T00:05:00Z".parse().expect("time"));
+        let kept = with_scheduling(
+            &waiting,
+            running.clone(),
+            1,
+            &SchedulingLook::NotLooked,
+            later,
+        );
+        assert_eq!(kept, waiting);
+        // A shard runs while another waits: Running, with the condition.
+        let mut some_run = running.clone();
+        some_run.ready = 1;
+        some_run.active = 2;
+        let partly = with_scheduling(
+            &waiting,
+            some_run,
+            1,
+            &SchedulingLook::NotLooked,
+            now.clone(),
+        );
+        assert_eq!(partly.phase, Some(Phase::Running));
+        assert!(
+            partly
+                .conditions
+                .iter()
+                .any(|c| c.type_ == UNSCHEDULABLE_CONDITION)
+        );
+        // Nothing waits any more, or the scheduler found room: gone.
+        let placed = with_scheduling(
+            &waiting,
+            running.clone(),
+            0,
+            &SchedulingLook::NotLooked,
+            now.clone(),
+        );
+        assert_eq!(placed, running);
+        let room = with_scheduling(
+            &waiting,
+            running.clone(),
+            1,
+            &SchedulingLook::Schedulable,
+            now,
+        );
+        assert_eq!(room, running);
+    }
+
+    #[test]
+    fn counts_of_shards_read_as_english() {
+        assert_eq!(shards(1), "1 shard");
+        assert_eq!(shards(0), "0 shards");
+        assert_eq!(shards(200), "200 shards");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::time::Duration;
 use hepbatch_crds::{AnalysisJob, Phase};
 use hepbatch_tests::harness::{self, TestContext, TestResult, test};
 use hepbatch_tests::testbed::{TestbedOptions, annotations};
+use hepbatch_tests::wait;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
@@ -33,7 +34,7 @@ fn main() -> ExitCode {
                 capability_and_product_on_t4,
             ),
             test(
-                "more_gpus_than_any_node_has_stays_pending_and_says_why",
+                "more_gpus_than_any_node_has_is_unschedulable_and_says_why",
                 too_many_gpus,
             ),
             test(
@@ -155,10 +156,36 @@ async fn too_many_gpus(ctx: TestContext) -> TestResult {
         pods.iter().all(|p| node_of(p).is_none()),
         "no pod was bound"
     );
-    let phase = api.get("sixteen").await?.status.and_then(|s| s.phase);
+    // The AnalysisJob itself says the shard waits, and why: in its phase (PHASE of
+    // `kubectl get aj`) and a condition quoting the scheduler (`-o wide`, `describe`).
+    let waiting = operator.explain(
+        wait::until(
+            &api,
+            "sixteen",
+            "phase Unschedulable",
+            Duration::from_secs(30),
+            |aj: Option<&AnalysisJob>| {
+                aj.and_then(|a| a.status.as_ref()).and_then(|s| s.phase)
+                    == Some(Phase::Unschedulable)
+            },
+        )
+        .await,
+    )?;
+    let status = waiting.status.ok_or("no status")?;
+    let condition = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "ShardsUnschedulable")
+        .ok_or("no ShardsUnschedulable condition")?;
+    assert_eq!(
+        (condition.status.as_str(), condition.reason.as_str()),
+        ("True", "Unschedulable")
+    );
     assert!(
-        matches!(phase, Some(Phase::Pending | Phase::Running)),
-        "{phase:?}"
+        condition.message.starts_with("1 shard waits for resources")
+            && condition.message.contains("Insufficient nvidia.com/gpu"),
+        "{}",
+        condition.message
     );
     Ok(())
 }

@@ -686,8 +686,8 @@ async fn examples_succeed(ctx: TestContext) -> TestResult {
     Ok(())
 }
 
-/// Shards no node can take: the AnalysisJob stays Pending and says why, quoting the
-/// scheduler.
+/// Shards no node can take: the AnalysisJob's phase is Unschedulable and it says why,
+/// quoting the scheduler.
 async fn unschedulable_explained(ctx: TestContext) -> TestResult {
     let bed = start(&ctx, "").await?;
     create(
@@ -721,10 +721,27 @@ async fn unschedulable_explained(ctx: TestContext) -> TestResult {
         .and_then(|e| e.note)
         .unwrap_or_default();
     assert!(
-        note.contains("2 shard(s) waiting") && note.contains("Insufficient memory"),
+        note.contains("2 shards wait for resources") && note.contains("Insufficient memory"),
         "{note}"
     );
-    let aj = bed.api.get("too-big").await?;
-    assert_ne!(aj.status.and_then(|s| s.phase), Some(Phase::Succeeded));
+    let aj = bed.operator.explain(
+        wait_phase(
+            &bed.api,
+            "too-big",
+            Phase::Unschedulable,
+            Duration::from_secs(30),
+        )
+        .await,
+    )?;
+    let status = aj.status.ok_or("no status")?;
+    assert_eq!(status.phase, Some(Phase::Unschedulable), "{status:?}");
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "ShardsUnschedulable" && c.message.contains("Insufficient memory")),
+        "{:?}",
+        status.conditions
+    );
     Ok(())
 }

@@ -158,7 +158,11 @@ async fn shard_fails_beyond_retries(ctx: TestContext) -> TestResult {
         status = api.get("failing").await?.status.ok_or("no status")?;
     }
     assert_eq!(status.failed_shards.as_deref(), Some("0,1"));
-    assert_eq!(status.failed, 4, "two attempts per shard");
+    assert_eq!(
+        (status.failed, status.retries),
+        (2, 2),
+        "FAILED counts the two shards, RETRIES their first attempts"
+    );
     assert_eq!(status.failed_shard_details.len(), 2, "{status:?}");
     for (index, shard) in status.failed_shard_details.iter().enumerate() {
         assert_eq!(shard.index, i32::try_from(index)?);
@@ -166,23 +170,63 @@ async fn shard_fails_beyond_retries(ctx: TestContext) -> TestResult {
         assert_eq!(shard.last_exit_code, Some(7), "{shard:?}");
         assert!(shard.node.is_some(), "{shard:?}");
         assert!(shard.reason.is_some(), "{shard:?}");
+        assert!(shard.pod.is_some(), "{shard:?}");
     }
+    assert!(status.retried_shards.is_empty(), "{status:?}");
     let failed_condition = status
         .conditions
         .iter()
         .find(|c| c.type_ == "Failed" && c.status == "True")
         .ok_or("no Failed condition")?;
     assert_eq!(failed_condition.reason, "FailedIndexes");
-    eventually(
+    let counted = eventually(
         "ShardFailed and Failed events",
         Duration::from_secs(10),
         || async {
             let reasons = event_reasons(&ctx, "failing").await?;
-            Ok(reasons.iter().any(|r| r == "ShardFailed") && reasons.iter().any(|r| r == "Failed"))
+            Ok(reasons.iter().filter(|r| *r == "ShardFailed").count() == 2
+                && reasons.iter().any(|r| r == "Failed"))
         },
     )
-    .await?;
+    .await;
+    if let Err(error) = counted {
+        let notes = shard_failed_notes(&ctx, "failing").await?;
+        return Err(format!("{error}; ShardFailed Events: {notes:?}").into());
+    }
+    // Each shard's own Event names it, and none is a series repeating another's text.
+    let notes = shard_failed_notes(&ctx, "failing").await?;
+    for index in 0..2 {
+        let prefix = format!("shard {index} failed after 2 attempts, exit code 7");
+        assert!(
+            notes.iter().any(|(note, _)| note.starts_with(&prefix)),
+            "no Event says {prefix:?}: {notes:?}"
+        );
+    }
+    assert!(
+        notes.iter().all(|(_, count)| *count <= 1),
+        "a ShardFailed Event became a series: {notes:?}"
+    );
     operator.kill().await
+}
+
+/// Note and series count of each ShardFailed Event regarding the object `name`.
+async fn shard_failed_notes(ctx: &TestContext, name: &str) -> Result<Vec<(String, i32)>, BoxError> {
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    Ok(events
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .filter(|e| e.reason.as_deref() == Some("ShardFailed"))
+        .map(|e| {
+            (
+                e.note.unwrap_or_default(),
+                e.series.map_or(1, |series| series.count),
+            )
+        })
+        .collect())
 }
 
 async fn fatal_exit_code(ctx: TestContext) -> TestResult {
@@ -204,7 +248,11 @@ async fn fatal_exit_code(ctx: TestContext) -> TestResult {
         tokio::time::sleep(Duration::from_millis(300)).await;
         status = api.get("fatal").await?.status.ok_or("no status")?;
     }
-    assert_eq!(status.failed, 1, "no retry after a fatal exit code");
+    assert_eq!(
+        (status.failed, status.retries),
+        (1, 0),
+        "no retry after a fatal exit code"
+    );
     let shard = status.failed_shard_details.first().ok_or("no detail")?;
     assert_eq!((shard.attempts, shard.last_exit_code), (1, Some(42)));
     operator.kill().await
@@ -244,9 +292,14 @@ async fn eviction_is_not_a_failure(ctx: TestContext) -> TestResult {
         .explain(wait_phase(&api, "evicted", Phase::Succeeded, Duration::from_secs(90)).await)?;
     let status = done.status.ok_or("no status")?;
     assert_eq!(
-        (status.succeeded, status.failed),
-        (1, 0),
+        (status.succeeded, status.failed, status.retries),
+        (1, 0, 0),
         "eviction counted as a failure"
+    );
+    assert!(
+        status.retried_shards.is_empty(),
+        "an evicted shard recorded as retried: {:?}",
+        status.retried_shards
     );
     let all = pods.list(&selector).await?.items;
     assert!(
