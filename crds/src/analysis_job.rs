@@ -680,6 +680,7 @@ pub fn spec_rules() -> Vec<Rule> {
             ),
         ),
     ];
+    rules.push(crate::hep::platform_scram_arch_rule());
     rules.push(immutability_rule());
     rules
 }
@@ -851,6 +852,27 @@ mod tests {
                 || IMMUTABLE_REQUIRED_FIELDS.contains(&name.as_str());
             assert!(listed, "spec.{name} is neither mutable nor immutable");
         }
+    }
+
+    #[test]
+    fn the_os_of_a_scram_arch_or_platform_is_its_el_major_version() {
+        use crate::hep::el_major;
+        assert_eq!(el_major("slc7_amd64_gcc820"), Some(7));
+        assert_eq!(el_major("cc8_amd64_gcc9"), Some(8));
+        assert_eq!(el_major("el9_aarch64_gcc12"), Some(9));
+        assert_eq!(el_major("cc7"), Some(7));
+        assert_eq!(el_major("alma9-gpu"), Some(9));
+        assert_eq!(el_major("ubuntu22"), None);
+        assert_eq!(el_major("gpu"), None);
+    }
+
+    #[test]
+    fn the_scram_arch_rule_names_both_fields() {
+        let rule = crate::hep::platform_scram_arch_rule();
+        let expression = rule.message_expression.expect("a message expression");
+        assert!(expression.contains("spec.cmssw.scramArch"), "{expression}");
+        assert!(expression.contains("spec.platform"), "{expression}");
+        assert!(rule.rule.contains("['cc7', 'el8', 'el9']"), "{}", rule.rule);
     }
 
     #[test]

@@ -303,6 +303,65 @@ pub(crate) fn max_runtime_rules(schema: &mut Schema) {
     );
 }
 
+/// Operating-system families whose names end in their Enterprise Linux major version,
+/// as they begin SCRAM architectures (`slc7_…`, `cc8_…`, `cs9_…`, `el9_…`) and platform
+/// names (`cc7`, `el8`, `alma9`).
+pub const EL_FAMILIES: &[&str] = &["slc", "cc", "cs", "el", "alma", "rhel", "rocky", "centos"];
+
+/// The platforms the schema knows, with the Enterprise Linux major version each runs;
+/// other platforms are the cluster admin's, checked by the operator.
+pub const KNOWN_PLATFORMS: &[(&str, u32)] = &[("cc7", 7), ("el8", 8), ("el9", 9)];
+
+/// The Enterprise Linux major version the OS at the start of `name` is of: a SCRAM
+/// architecture (`slc7_amd64_gcc700` → 7) or a platform name (`el9` → 9, `alma9-gpu` →
+/// 9); `None` when that OS is not of an [`EL_FAMILIES`] family.
+pub fn el_major(name: &str) -> Option<u32> {
+    let os = name.split(['_', '-']).next()?;
+    let digits = os.find(|c: char| c.is_ascii_digit())?;
+    let (family, major) = os.split_at(digits);
+    if !EL_FAMILIES.contains(&family) {
+        return None;
+    }
+    major.parse().ok()
+}
+
+/// The rule that the SCRAM architecture's OS is the platform's: a release built for
+/// one EL major version does not run on another. Only for the [`KNOWN_PLATFORMS`] and
+/// architectures of an [`EL_FAMILIES`] OS; the operator checks the others.
+pub(crate) fn platform_scram_arch_rule() -> Rule {
+    let platforms = KNOWN_PLATFORMS
+        .iter()
+        .map(|(name, _)| format!("'{name}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let families = EL_FAMILIES.join("|");
+    let by_major = |pairs: &mut dyn Iterator<Item = (u32, String)>| {
+        let entries = pairs
+            .map(|(major, value)| format!("'{major}': '{value}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!("{{{entries}}}")
+    };
+    let platform_of = by_major(&mut KNOWN_PLATFORMS.iter().map(|(n, m)| (*m, (*n).to_owned())));
+    let major = |field: &str| format!("{field}.find('[0-9]+')");
+    let (arch, platform) = (major("self.cmssw.scramArch"), major("self.platform"));
+    Rule {
+        rule: format!(
+            "!has(self.cmssw) || !has(self.platform) || !(self.platform in [{platforms}]) || \
+             !self.cmssw.scramArch.matches('^({families})[0-9]+_') || {arch} == {platform}"
+        ),
+        message: "spec.cmssw.scramArch must be built for the OS of spec.platform (slc7_… for \
+                  cc7, el8_… for el8, el9_… for el9)"
+            .to_owned(),
+        message_expression: Some(format!(
+            "'spec.cmssw.scramArch ' + self.cmssw.scramArch + ' is built for EL' + {arch} + \
+             ' but spec.platform ' + self.platform + ' is EL' + {platform} + \
+             ': choose a scramArch of EL' + {platform} + ' (the release must exist for it)' + \
+             ({arch} in {platform_of} ? ' or spec.platform ' + {platform_of}[{arch}] : '')"
+        )),
+    }
+}
+
 /// The rules of `spec.platform`.
 pub(crate) fn platform_rules(schema: &mut Schema) {
     set_rules(

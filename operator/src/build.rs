@@ -14,7 +14,8 @@
 //! - `queueName` → the Kueue queue-name label, and the Job starts suspended,
 //! - `script` → `bash -euo pipefail -c <script>`; with `cmssw` the CMSSW bootstrap
 //!   ([`crate::cmssw`]) runs first, in a scratch working directory,
-//! - `platform` → the configured image (`image` overrides); an unknown platform is a
+//! - `platform` → the configured image (`image` overrides); an unknown platform, or one
+//!   whose OS is not the one `cmssw.scramArch` is built for ([`platform_mismatch`]), is a
 //!   [`BuildError`] the controller reports, never a pod,
 //! - `cvmfs` (and `cmssw`) → the `/cvmfs` volume of the configured provider
 //!   ([`crate::cvmfs`]); with `consistency: Fleet` each resolved repository is pinned
@@ -35,7 +36,7 @@ use hepbatch_crds::analysis_job::{
     ANALYSIS_JOB_LABEL, CVMFS_REVISIONS_ANNOTATION, OUTPUT_DIR_ENV, SHARD_ENV, SHARDS_ENV,
     ShardResources,
 };
-use hepbatch_crds::hep::max_runtime_seconds;
+use hepbatch_crds::hep::{el_major, max_runtime_seconds};
 use hepbatch_crds::{AnalysisJob, Output};
 use k8s_openapi::api::batch::v1::{
     Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
@@ -84,6 +85,22 @@ pub enum BuildError {
         /// The configured ones, comma-separated.
         known: String,
     },
+    /// The CMSSW release is built for another OS than the platform runs.
+    #[error(
+        "spec.cmssw.scramArch {scram_arch} is built for EL{arch_major} but spec.platform \
+         {platform} is EL{platform_major}: choose a scramArch of EL{platform_major} (the \
+         release must exist for it) or a platform of EL{arch_major}"
+    )]
+    PlatformMismatch {
+        /// The requested platform.
+        platform: String,
+        /// Its Enterprise Linux major version.
+        platform_major: u32,
+        /// The SCRAM architecture.
+        scram_arch: String,
+        /// The Enterprise Linux major version it is built for.
+        arch_major: u32,
+    },
     /// `/cvmfs` cannot be provided as asked.
     #[error(transparent)]
     Cvmfs(#[from] CvmfsError),
@@ -121,6 +138,7 @@ impl BuildError {
     pub fn reason(&self) -> Option<&'static str> {
         match self {
             BuildError::UnknownPlatform { .. } => Some("UnknownPlatform"),
+            BuildError::PlatformMismatch { .. } => Some("PlatformMismatch"),
             BuildError::Cvmfs(CvmfsError::PinUnsupported { .. }) => Some("CvmfsPinUnsupported"),
             BuildError::Cvmfs(CvmfsError::ConsistencyUnsupported { .. }) => {
                 Some("CvmfsConsistencyUnsupported")
@@ -158,6 +176,23 @@ pub fn image(analysis_job: &AnalysisJob, config: &OperatorConfig) -> Result<Stri
         })
 }
 
+/// The mismatch between `spec.platform` and `spec.cmssw.scramArch`, when both name an OS
+/// of the Enterprise Linux family ([`el_major`]) of different major versions. The schema
+/// rejects it for the platforms it knows at admission; this covers the cluster admin's
+/// platforms named after their OS (`alma9`, `rocky8-gpu`, ...).
+pub fn platform_mismatch(analysis_job: &AnalysisJob) -> Option<BuildError> {
+    let spec = &analysis_job.spec;
+    let platform = spec.platform.as_deref()?;
+    let scram_arch = spec.cmssw.as_ref()?.scram_arch.as_str();
+    let (platform_major, arch_major) = (el_major(platform)?, el_major(scram_arch)?);
+    (platform_major != arch_major).then(|| BuildError::PlatformMismatch {
+        platform: platform.to_owned(),
+        platform_major,
+        scram_arch: scram_arch.to_owned(),
+        arch_major,
+    })
+}
+
 /// The Job that runs `analysis_job`'s shards: same name and namespace, controlled by it.
 /// `inputs` is the planned split when the spec has `inputs`; `snapshot` holds the
 /// revisions resolved for `consistency: Fleet` ([`cvmfs::to_resolve`]), which the pod
@@ -191,6 +226,9 @@ pub fn job(
         (Some(_), Some(plan)) => plan.shards,
         (Some(_), None) => return Err(BuildError::InputsNotPlanned),
     };
+    if let Some(mismatch) = platform_mismatch(analysis_job) {
+        return Err(mismatch);
+    }
     let mut container = container(analysis_job, image(analysis_job, config)?, shards);
     let mut volumes = Vec::new();
     let mut mounts = Vec::new();
@@ -652,6 +690,36 @@ mod tests {
             error.to_string().contains("use one of cc7, el8, el9"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_release_for_another_os_than_the_platform_is_refused_naming_both() {
+        let config = OperatorConfig::default();
+        let mismatch = |platform: &str, arch: &str| {
+            let aj = analysis_job(json!({"platform": platform, "script": "cmsRun a.py",
+                "cmssw": {"release": "CMSSW_10_6_30", "scramArch": arch}}));
+            job(&aj, &config, None, &Snapshot::new()).err()
+        };
+        let error = mismatch("alma9", "slc7_amd64_gcc820").expect("EL9 against EL7");
+        assert_eq!(error.reason(), Some("PlatformMismatch"));
+        let message = error.to_string();
+        assert!(
+            message.contains("spec.cmssw.scramArch slc7_amd64_gcc820 is built for EL7")
+                && message.contains("spec.platform alma9 is EL9"),
+            "{message}"
+        );
+        assert!(
+            mismatch("el9", "slc7_amd64_gcc820").is_some(),
+            "the reverse too"
+        );
+        // Matching OS, or a platform whose OS its name does not tell: no mismatch (an
+        // unknown platform is refused for being unknown).
+        assert_eq!(
+            mismatch("gpu-fleet", "slc7_amd64_gcc820").and_then(|e| e.reason()),
+            Some("UnknownPlatform")
+        );
+        assert_eq!(mismatch("cc7", "slc7_amd64_gcc700"), None);
+        assert_eq!(mismatch("el8", "cc8_amd64_gcc9"), None);
     }
 
     #[test]

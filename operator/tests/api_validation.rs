@@ -85,6 +85,19 @@ async fn bad_inputs_rejected(ctx: TestContext) -> TestResult {
             "spec.cmssw.scramArch must be a SCRAM architecture",
         ),
         (
+            "el9 platform with an slc7 release",
+            json!({"platform": "el9", "script": "cmsRun", "cmssw": {"release": "CMSSW_10_6_30",
+                "scramArch": "slc7_amd64_gcc820"}}),
+            "spec.cmssw.scramArch slc7_amd64_gcc820 is built for EL7 but spec.platform el9 is \
+             EL9: choose a scramArch of EL9 (the release must exist for it) or spec.platform cc7",
+        ),
+        (
+            "cc7 platform with an el9 release",
+            json!({"platform": "cc7", "script": "cmsRun", "cmssw": {"release": "CMSSW_13_0_13",
+                "scramArch": "el9_amd64_gcc11"}}),
+            "spec.cmssw.scramArch el9_amd64_gcc11 is built for EL9 but spec.platform cc7 is EL7",
+        ),
+        (
             "repository with a slash",
             json!({"platform": "el9", "cvmfs": {"repositories": ["cms.cern.ch/../etc"]}}),
             "spec.cvmfs.repositories must be CVMFS repository names",
@@ -307,7 +320,7 @@ async fn bad_inputs_rejected(ctx: TestContext) -> TestResult {
     });
     let valid_hep = json!({
         "platform": "el8",
-        "cmssw": {"release": "CMSSW_10_6_30_patch1", "scramArch": "slc7_amd64_gcc700"},
+        "cmssw": {"release": "CMSSW_12_4_0_patch1", "scramArch": "cc8_amd64_gcc10"},
         "script": "cmsRun cfg.py",
         "cvmfs": {"repositories": ["cms.cern.ch", "sft.cern.ch", "atlas.cern.ch"],
             "consistency": "Fleet",
