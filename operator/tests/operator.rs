@@ -37,6 +37,10 @@ fn main() -> ExitCode {
             ),
             test("fatal_exit_code_fails_the_shard_at_once", fatal_exit_code),
             test(
+                "shards_that_failed_and_then_succeeded_are_recorded_as_retried",
+                retried_shards_recorded,
+            ),
+            test(
                 "an_evicted_shard_is_rerun_without_using_a_retry",
                 eviction_is_not_a_failure,
             ),
@@ -255,6 +259,83 @@ async fn fatal_exit_code(ctx: TestContext) -> TestResult {
     );
     let shard = status.failed_shard_details.first().ok_or("no detail")?;
     assert_eq!((shard.attempts, shard.last_exit_code), (1, Some(42)));
+    operator.kill().await
+}
+
+/// Shards 0 to 2 fail once, shard 3 twice, then each succeeds: the fleet succeeds with
+/// FAILED 0 (no shard failed for good) and RETRIES 5, and the status records each
+/// retried shard with its failed attempts and last exit code. kwok reads the exit code
+/// from the pod's annotation when the pod finishes, so removing it from an attempt's pod
+/// while it runs makes that attempt succeed.
+async fn retried_shards_recorded(ctx: TestContext) -> TestResult {
+    let (operator, api) = setup(&ctx).await?;
+    let spec = scripted(
+        json!({"image": "busybox", "command": ["false"], "shards": 4, "maxRetriesPerShard": 3}),
+        json!({annotations::RUN_DURATION: "2s", annotations::EXIT_CODE: "3"}),
+    );
+    api.create(
+        &PostParams::default(),
+        &common::analysis_job("flaky", spec)?,
+    )
+    .await?;
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let succeeding_attempt = |index: &str| if index == "3" { "2" } else { "1" };
+    let fixed = Patch::Merge(json!({"metadata": {"annotations": {annotations::EXIT_CODE: null}}}));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let done = api
+            .get("flaky")
+            .await?
+            .status
+            .and_then(|s| s.phase)
+            .is_some_and(|p| p.is_finished());
+        if done || Instant::now() > deadline {
+            break;
+        }
+        for pod in common::pods_of(&ctx, "flaky").await? {
+            let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+            let index = annotations
+                .get("batch.kubernetes.io/job-completion-index")
+                .cloned()
+                .unwrap_or_default();
+            let attempt = annotations
+                .get("batch.kubernetes.io/job-index-failure-count")
+                .map_or("0", String::as_str);
+            let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Failed");
+            if running
+                && annotations.contains_key(annotations::EXIT_CODE)
+                && attempt == succeeding_attempt(&index)
+            {
+                let name = pod.metadata.name.clone().unwrap_or_default();
+                pods.patch(&name, &PatchParams::default(), &fixed).await?;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let done = operator
+        .explain(wait_phase(&api, "flaky", Phase::Succeeded, Duration::from_secs(10)).await)?;
+    let status = done.status.ok_or("no status")?;
+    assert_eq!(
+        (status.succeeded, status.failed, status.retries),
+        (4, 0, 5),
+        "FAILED counts shards failed for good, RETRIES the failed attempts run again"
+    );
+    let record: Vec<(i32, i32, Option<i32>)> = status
+        .retried_shards
+        .iter()
+        .map(|r| (r.index, r.failed_attempts, r.last_exit_code))
+        .collect();
+    assert_eq!(
+        record,
+        vec![
+            (0, 1, Some(3)),
+            (1, 1, Some(3)),
+            (2, 1, Some(3)),
+            (3, 2, Some(3))
+        ],
+        "{status:?}"
+    );
+    assert!(status.failed_shard_details.is_empty(), "{status:?}");
     operator.kill().await
 }
 
