@@ -1,14 +1,32 @@
-//! A snapshot of this mount namespace's mount table, read from `/proc/self/mountinfo`
-//! by the `procfs` crate.
+//! A snapshot of this mount namespace's mount table, parsed from `/proc/self/mountinfo`.
+//!
+//! Every publish, unpublish and lookup reads the table, so the parser is lean: one read
+//! of the file, one pass over its lines, only the fields the plugin reasons about and
+//! four strings per mount (docs/benchmarks.md has the measurement that made it ours).
+//! The format is proc(5)'s: `id parent major:minor root mount-point options
+//! [optional fields] - fs-type source super-options`, with space, tab, newline and
+//! backslash in paths escaped as `\ooo`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use procfs::process::{MountOptFields, Process};
+use super::coalesce::Coalesced;
 
 /// Failure to read the mount table.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot read /proc/self/mountinfo: {0}")]
-pub struct TableError(#[from] procfs::ProcError);
+pub enum TableError {
+    /// The file could not be read.
+    #[error("cannot read /proc/self/mountinfo: {0}")]
+    Read(#[from] std::io::Error),
+    /// A line does not have the shape proc(5) gives it.
+    #[error("cannot parse /proc/self/mountinfo line {line}: {text:?}")]
+    Malformed {
+        /// 1-based line number.
+        line: usize,
+        /// The start of the line.
+        text: String,
+    },
+}
 
 /// One mount, with the fields the plugin reasons about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,28 +57,26 @@ pub struct MountTable {
 }
 
 impl MountTable {
-    /// Reads the current mount table.
-    pub fn read() -> Result<Self, TableError> {
-        let infos = Process::myself()?.mountinfo()?;
-        let mounts = infos
-            .into_iter()
-            .map(|m| Mount {
-                autofs_pipe: (m.fs_type == "autofs")
-                    .then(|| m.super_options.get("fd").cloned().flatten())
-                    .flatten()
-                    .and_then(|fd| fd.parse().ok()),
-                id: m.mnt_id,
-                parent: m.pid,
-                device: m.majmin,
-                mount_point: m.mount_point,
-                fs_type: m.fs_type,
-                source: m.mount_source.unwrap_or_default(),
-                shared: m.opt_fields.iter().find_map(|f| match f {
-                    MountOptFields::Shared(id) => Some(*id),
-                    _ => None,
-                }),
+    /// The current mount table: a read that started after this call, shared with the
+    /// callers that asked at the same time ([`super::coalesce`]).
+    pub fn read() -> Result<Arc<Self>, TableError> {
+        static SHARED: Coalesced<MountTable> = Coalesced::new();
+        SHARED.get(|| Self::parse(&std::fs::read_to_string("/proc/self/mountinfo")?))
+    }
+
+    /// Parses the text of a mountinfo file.
+    pub fn parse(text: &str) -> Result<Self, TableError> {
+        let mounts = text
+            .lines()
+            .enumerate()
+            .filter(|(_, line)| !line.is_empty())
+            .map(|(number, line)| {
+                parse_line(line).ok_or_else(|| TableError::Malformed {
+                    line: number + 1,
+                    text: line.chars().take(120).collect(),
+                })
             })
-            .collect();
+            .collect::<Result<_, _>>()?;
         Ok(Self { mounts })
     }
 
@@ -102,6 +118,74 @@ impl MountTable {
     }
 }
 
+/// One line of mountinfo, or `None` if it lacks a field.
+fn parse_line(line: &str) -> Option<Mount> {
+    let mut fields = line.split(' ');
+    let id = fields.next()?.parse().ok()?;
+    let parent = fields.next()?.parse().ok()?;
+    let device = fields.next()?.to_owned();
+    let _root = fields.next()?;
+    let mount_point = PathBuf::from(unescape(fields.next()?));
+    let _options = fields.next()?;
+    let mut shared = None;
+    for field in fields.by_ref() {
+        if field == "-" {
+            break;
+        }
+        if let Some(group) = field.strip_prefix("shared:") {
+            shared = group.parse().ok();
+        }
+    }
+    let fs_type = fields.next()?.to_owned();
+    let source = unescape(fields.next()?);
+    let super_options = fields.next().unwrap_or_default();
+    let autofs_pipe = (fs_type == "autofs")
+        .then(|| {
+            super_options
+                .split(',')
+                .find_map(|option| option.strip_prefix("fd="))
+                .and_then(|fd| fd.parse().ok())
+        })
+        .flatten();
+    Some(Mount {
+        id,
+        parent,
+        device,
+        mount_point,
+        fs_type,
+        source,
+        shared,
+        autofs_pipe,
+    })
+}
+
+/// Undoes the kernel's `\ooo` escapes of a path or source.
+fn unescape(field: &str) -> String {
+    if !field.contains('\\') {
+        return field.to_owned();
+    }
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|digits| bytes[i] == b'\\' && digits.iter().all(|d| (b'0'..=b'7').contains(d)))
+            .map(|d| (d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+        match octal {
+            Some(byte) => {
+                out.push(byte);
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,5 +195,60 @@ mod tests {
         let table = MountTable::read().unwrap();
         assert!(table.at(Path::new("/")).is_some());
         assert!(!table.is_empty());
+    }
+
+    #[test]
+    fn parses_propagation_escapes_and_autofs_pipes() {
+        let text = "\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+35 22 0:31 / /var/lib/with\\040space rw master:1 shared:7 - tmpfs hepbatch-cvmfs:ab:cd ro
+36 22 0:32 / /cvmfs rw,relatime - autofs hepbatch-cvmfs:ef:01 rw,fd=7,pgrp=1,timeout=0
+37 22 0:33 / /gone rw - autofs x rw,fd=-1,pgrp=1
+";
+        let table = MountTable::parse(text).unwrap();
+        assert_eq!(table.len(), 4);
+        let spaced = table.at(Path::new("/var/lib/with space")).unwrap();
+        assert_eq!(
+            (spaced.id, spaced.parent, spaced.device.as_str()),
+            (35, 22, "0:31")
+        );
+        assert_eq!(spaced.shared, Some(7));
+        assert_eq!(spaced.source, "hepbatch-cvmfs:ab:cd");
+        assert_eq!(spaced.autofs_pipe, None);
+        assert_eq!(table.at(Path::new("/")).unwrap().shared, Some(1));
+        assert_eq!(table.at(Path::new("/cvmfs")).unwrap().autofs_pipe, Some(7));
+        assert_eq!(table.at(Path::new("/gone")).unwrap().autofs_pipe, Some(-1));
+    }
+
+    #[test]
+    fn agrees_with_procfs_on_this_machine() {
+        let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let ours = MountTable::parse(&text).unwrap();
+        let reference: procfs::process::MountInfos =
+            procfs::FromBufRead::from_buf_read(text.as_bytes()).unwrap();
+        assert_eq!(ours.len(), reference.0.len());
+        for (mine, theirs) in ours.mounts().iter().zip(reference.0) {
+            assert_eq!(mine.id, theirs.mnt_id);
+            assert_eq!(mine.parent, theirs.pid);
+            assert_eq!(mine.device, theirs.majmin);
+            assert_eq!(mine.mount_point, theirs.mount_point);
+            assert_eq!(mine.fs_type, theirs.fs_type);
+            assert_eq!(mine.source, theirs.mount_source.unwrap_or_default());
+            let shared = theirs.opt_fields.into_iter().find_map(|f| match f {
+                procfs::process::MountOptFields::Shared(id) => Some(id),
+                _ => None,
+            });
+            assert_eq!(mine.shared, shared);
+        }
+    }
+
+    #[test]
+    fn refuses_a_truncated_line() {
+        let error = MountTable::parse("22 1 8:1 / / rw shared:1\n").unwrap_err();
+        assert!(
+            matches!(error, TableError::Malformed { line: 1, .. }),
+            "{error}"
+        );
+        assert_eq!(unescape("a\\134b\\9"), "a\\b\\9");
     }
 }

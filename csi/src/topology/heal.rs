@@ -150,7 +150,7 @@ impl Topology {
             ops::unmount_lazy(&dir)?;
             super::clients::stop_clients(&dir);
         }
-        self.ensure_instance(instance, &MountTable::read()?)
+        self.ensure_instance(instance, &*MountTable::read()?)
             .map(drop)
     }
 

@@ -71,10 +71,10 @@ impl Topology {
         }
         let device = kernel::device_text(packet.dev);
         let table = MountTable::read()?;
-        let Some(volume) = self
-            .published_volumes(&table)
-            .into_iter()
-            .find(|v| v.kind == VolumeKind::OnDemand && v.mount.device == device)
+        let Some(volume) = table
+            .of_device(&device)
+            .filter_map(|m| self.published_volume(m))
+            .find(|v| v.kind == VolumeKind::OnDemand)
         else {
             return Ok(LookupOutcome::VolumeGone);
         };

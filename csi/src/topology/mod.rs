@@ -196,7 +196,7 @@ impl Topology {
             None => ops::make_shared_root(&self.root, false)?,
         }
         self.backend.prepare()?;
-        let report = self.heal_connections(&MountTable::read()?);
+        let report = self.heal_connections(&*MountTable::read()?);
         for failure in report {
             tracing::warn!(error = %failure, "taking over an on-demand volume failed; retrying");
         }
