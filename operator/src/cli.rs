@@ -257,7 +257,15 @@ async fn run(args: Args) -> Result<(), RunError> {
     }
 
     if args.no_leader_election {
-        controller::run(client, scope, config, metrics, ready, identity, stopped).await;
+        let options = controller::Options {
+            client,
+            scope,
+            config,
+            metrics,
+            ready,
+            reporter_instance: identity,
+        };
+        controller::run(options, stopped).await;
         return Ok(());
     }
 
@@ -301,16 +309,15 @@ async fn run(args: Args) -> Result<(), RunError> {
             }
         }
     };
-    controller::run(
+    let options = controller::Options {
         client,
         scope,
         config,
-        metrics.clone(),
+        metrics: metrics.clone(),
         ready,
-        identity,
-        stop_or_lost,
-    )
-    .await;
+        reporter_instance: identity,
+    };
+    controller::run(options, stop_or_lost).await;
     metrics.leader.set(0);
     if *lost_rx.borrow() {
         return match holding.await {

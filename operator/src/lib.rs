@@ -28,6 +28,7 @@ pub mod crd;
 pub mod cvmfs;
 pub mod gpu;
 pub mod inputs;
+pub mod k8s;
 pub mod leader;
 pub mod metrics;
 pub mod pacing;

@@ -135,9 +135,62 @@ pub struct StatusPacer {
     paced: Mutex<HashMap<String, Option<Instant>>>,
 }
 
+/// What the pacer remembers of one AnalysisJob.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Pace {
+    /// Nothing: no status written by this process yet, or finished.
+    #[default]
+    Unpaced,
+    /// Its status was written and nothing of it is unwritten.
+    Written,
+    /// Unwritten progress (or an announced end) is due at this instant.
+    Due(Instant),
+}
+
+/// Decides about the status `new` of an AnalysisJob whose stored status is `old` and
+/// whose pacer memory is `pace`, when `paced` AnalysisJobs share the write budget; returns
+/// the decision and what to remember afterwards. The first progress-only change starts
+/// the interval after which it is due.
+pub fn decide(
+    pace: Pace,
+    paced: usize,
+    old: Option<&AnalysisJobStatus>,
+    new: &AnalysisJobStatus,
+    now: Instant,
+) -> (Decision, Pace) {
+    let change = match StatusChange::between(old, new) {
+        None => {
+            let pace = if pace == Pace::Unpaced {
+                Pace::Unpaced
+            } else {
+                Pace::Written
+            };
+            return (Decision::Keep, pace);
+        }
+        Some(change @ (StatusChange::First | StatusChange::News)) => {
+            return (Decision::Write(change), pace);
+        }
+        Some(change) => change,
+    };
+    let wait = match change {
+        StatusChange::Progress => progress_interval(paced),
+        _ => END_ANNOUNCEMENT_HOLD,
+    };
+    let at = match pace {
+        Pace::Due(at) => at.min(now + wait),
+        Pace::Unpaced | Pace::Written => now + wait,
+    };
+    let decision = if at <= now {
+        Decision::Write(change)
+    } else {
+        Decision::Later(at - now)
+    };
+    (decision, Pace::Due(at))
+}
+
 impl StatusPacer {
     /// Decides about the status `new` of the AnalysisJob `key` whose stored status is
-    /// `old`; the first progress-only change starts the interval after which it is due.
+    /// `old` ([`decide`]) and remembers the outcome.
     pub fn decide(
         &self,
         key: &str,
@@ -145,34 +198,33 @@ impl StatusPacer {
         new: &AnalysisJobStatus,
         now: Instant,
     ) -> Decision {
-        let change = match StatusChange::between(old, new) {
-            None => {
-                if let Ok(mut paced) = self.paced.lock()
-                    && let Some(due) = paced.get_mut(key)
-                {
-                    *due = None;
-                }
-                return Decision::Keep;
-            }
-            Some(change @ (StatusChange::First | StatusChange::News)) => {
-                return Decision::Write(change);
-            }
-            Some(change) => change,
+        let (pace, paced) = self.pace(key);
+        let (decision, pace) = decide(pace, paced, old, new, now);
+        self.set(key, pace);
+        decision
+    }
+
+    /// What is remembered of `key`, and how many AnalysisJobs are paced.
+    pub fn pace(&self, key: &str) -> (Pace, usize) {
+        let Ok(paced) = self.paced.lock() else {
+            return (Pace::Unpaced, 0);
         };
-        let Ok(mut paced) = self.paced.lock() else {
-            return Decision::Write(change);
+        let pace = match paced.get(key) {
+            None => Pace::Unpaced,
+            Some(None) => Pace::Written,
+            Some(Some(at)) => Pace::Due(*at),
         };
-        let wait = match change {
-            StatusChange::Progress => progress_interval(paced.len()),
-            _ => END_ANNOUNCEMENT_HOLD,
-        };
-        let due = paced.entry(key.to_owned()).or_default();
-        let at = due.map_or(now + wait, |at| at.min(now + wait));
-        *due = Some(at);
-        if at <= now {
-            Decision::Write(change)
-        } else {
-            Decision::Later(at - now)
+        (pace, paced.len())
+    }
+
+    /// Remembers `pace` for `key` ([`Pace::Unpaced`] forgets it).
+    pub fn set(&self, key: &str, pace: Pace) {
+        if let Ok(mut paced) = self.paced.lock() {
+            match pace {
+                Pace::Unpaced => paced.remove(key),
+                Pace::Written => paced.insert(key.to_owned(), None),
+                Pace::Due(at) => paced.insert(key.to_owned(), Some(at)),
+            };
         }
     }
 

@@ -1,0 +1,80 @@
+//! When an AnalysisJob is looked at again: every interval of the controller, named in one
+//! place, and the one [`Requeue`] value a reconcile ends with.
+
+use std::time::Duration;
+
+use kube::runtime::controller::Action;
+
+use crate::metrics::ErrorCategory;
+
+/// Changes of one AnalysisJob or its Job within this window are reconciled once (a burst
+/// of watch events, such as a Job update and the echo of our own status write). Kept
+/// short: it delays the Job's creation and the final status; the pacing of progress-only
+/// status writes ([`crate::pacing`]) bounds the write rate.
+pub const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// How often an AnalysisJob that cannot run as it stands is looked at again (a missing
+/// input ConfigMap may appear; configuration reloads trigger at once anyway).
+pub const REJECTED_RETRY: Duration = Duration::from_secs(10);
+
+/// How often an AnalysisJob whose Job name is taken by another owner is looked at again.
+pub const NAME_TAKEN_RETRY: Duration = Duration::from_secs(10);
+
+/// How long shards may wait for a node before the AnalysisJob says why: batch shards
+/// often wait for room a while, and a full cluster would otherwise cost a pod LIST per
+/// AnalysisJob soon after its start.
+pub const UNSCHEDULABLE_AFTER: Duration = Duration::from_secs(60);
+
+/// How soon waiting shards are looked at again when the scheduler had not given up on any:
+/// a scheduler that has not tried a pod for this long is busy with a backlog.
+pub const UNSCHEDULABLE_RECHECK: Duration = Duration::from_secs(120);
+
+/// How soon waiting shards are looked at again after the reason was reported: the Event
+/// stands meanwhile, and looking more often costs a pod LIST for news nobody needs.
+pub const UNSCHEDULABLE_REPORTED_RECHECK: Duration = Duration::from_secs(600);
+
+/// How often a healthy, unfinished AnalysisJob is looked at even without a change.
+pub const RESYNC: Duration = Duration::from_secs(300);
+
+/// Longest wait for the TTL after finishing; a longer TTL is looked at again meanwhile.
+pub const TTL_MAX_WAIT: Duration = Duration::from_secs(3600);
+
+/// How often the phase gauge is refreshed from the AnalysisJob store.
+pub const PHASE_GAUGE_TICK: Duration = Duration::from_secs(5);
+
+/// Retry after a write lost to another writer: the next try usually succeeds.
+pub const CONFLICT_RETRY: Duration = Duration::from_millis(500);
+
+/// Retry after an AnalysisJob could not be translated.
+pub const INVALID_RETRY: Duration = Duration::from_secs(60);
+
+/// Retry after the apiserver refused or failed a request.
+pub const API_RETRY: Duration = Duration::from_secs(5);
+
+/// When a reconciled AnalysisJob is looked at again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Requeue {
+    /// Only when it or its Job changes (or the configuration reloads).
+    AwaitChange,
+    /// After this long, or sooner on a change.
+    After(Duration),
+}
+
+impl Requeue {
+    /// The controller action of this requeue.
+    pub fn action(self) -> Action {
+        match self {
+            Requeue::AwaitChange => Action::await_change(),
+            Requeue::After(wait) => Action::requeue(wait),
+        }
+    }
+
+    /// The retry after a failed reconcile of this category.
+    pub fn after_error(category: ErrorCategory) -> Requeue {
+        Requeue::After(match category {
+            ErrorCategory::Conflict => CONFLICT_RETRY,
+            ErrorCategory::Invalid => INVALID_RETRY,
+            ErrorCategory::Api => API_RETRY,
+        })
+    }
+}
