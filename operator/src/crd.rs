@@ -17,6 +17,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, CustomResourceExt};
 use tracing::{info, warn};
 
+use crate::k8s::{ConditionStatus, CrdCondition};
+
 /// Where the AnalysisJob CRD stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CrdState {
@@ -39,9 +41,9 @@ pub fn state(crd: Option<&CustomResourceDefinition>) -> CrdState {
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|conditions| {
-            conditions
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True")
+            conditions.iter().any(|c| {
+                CrdCondition::Established.is(&c.type_) && ConditionStatus::True.is(&c.status)
+            })
         });
     if established {
         CrdState::Established

@@ -132,6 +132,30 @@ api_names! {
     }
 }
 
+api_names! {
+    /// How mounts made under a volume after the container started reach it.
+    MountPropagation {
+        /// Mounts made on the host later appear in the container (`rslave`).
+        HostToContainer = "HostToContainer",
+    }
+}
+
+api_names! {
+    /// What a `hostPath` volume must be.
+    HostPathType {
+        /// An existing directory.
+        Directory = "Directory",
+    }
+}
+
+api_names! {
+    /// Condition types of a CustomResourceDefinition.
+    CrdCondition {
+        /// The API is served.
+        Established = "Established",
+    }
+}
+
 /// Whether `job` has the condition `type_` with status `True`.
 pub fn job_condition_is_true(job: &Job, type_: JobCondition) -> bool {
     job.status

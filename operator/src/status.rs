@@ -17,11 +17,12 @@ use hepbatch_crds::analysis_job::{
     AnalysisJob, AnalysisJobStatus, CVMFS_REVISIONS_ANNOTATION, CvmfsRevision, CvmfsStatus,
     FailedShard, Phase, RetriedShard,
 };
-use k8s_openapi::api::batch::v1::{Job, JobCondition};
+use k8s_openapi::api::batch::v1::{Job, JobCondition as JobStatusCondition};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::build::{COMPLETION_INDEX_ANNOTATION, CONTAINER_NAME};
+use crate::k8s::{ConditionStatus, JobCondition, PodCondition, PodConditionReason, PodPhase};
 
 /// Annotation the Job controller puts on each pod: failures of its index before this pod.
 pub const INDEX_FAILURE_COUNT_ANNOTATION: &str = "batch.kubernetes.io/job-index-failure-count";
@@ -167,13 +168,16 @@ pub fn is_progress_only(old: &AnalysisJobStatus, new: &AnalysisJobStatus) -> boo
 
 /// Conditions the Job controller sets when a Job has met its success or failure criteria,
 /// ahead of `Complete` or `Failed` once the remaining pods have terminated.
-pub const ANNOUNCING_CONDITIONS: [&str; 2] = ["SuccessCriteriaMet", "FailureTarget"];
+pub const ANNOUNCING_CONDITIONS: [JobCondition; 2] = [
+    JobCondition::SuccessCriteriaMet,
+    JobCondition::FailureTarget,
+];
 
 /// Whether the only news in `new` over `old` is that the Job met its success or failure
 /// criteria (one of [`ANNOUNCING_CONDITIONS`] turned up, besides progress): the `Complete`
 /// or `Failed` that follows usually comes within a second and can share its write.
 pub fn only_announces_the_end(old: &AnalysisJobStatus, new: &AnalysisJobStatus) -> bool {
-    let announcing = |c: &Condition| ANNOUNCING_CONDITIONS.contains(&c.type_.as_str());
+    let announcing = |c: &Condition| ANNOUNCING_CONDITIONS.iter().any(|a| a.is(&c.type_));
     let announced = |status: &AnalysisJobStatus| status.conditions.iter().any(announcing);
     if announced(old) || !announced(new) {
         return false;
@@ -210,12 +214,16 @@ pub fn rejected(
     let time = old
         .conditions
         .iter()
-        .find(|c| c.type_ == ACCEPTED_CONDITION && c.status == "False" && c.reason == reason)
+        .find(|c| {
+            c.type_ == ACCEPTED_CONDITION
+                && ConditionStatus::False.is(&c.status)
+                && c.reason == reason
+        })
         .map(|c| c.last_transition_time.clone())
         .unwrap_or(now);
     status.conditions = vec![Condition {
         type_: ACCEPTED_CONDITION.to_owned(),
-        status: "False".to_owned(),
+        status: ConditionStatus::False.into(),
         reason: reason.to_owned(),
         message: message.to_owned(),
         last_transition_time: time,
@@ -224,21 +232,21 @@ pub fn rejected(
     status
 }
 
-fn is_true(conditions: &[JobCondition], type_: &str) -> bool {
+fn is_true(conditions: &[JobStatusCondition], type_: JobCondition) -> bool {
     conditions
         .iter()
-        .any(|c| c.type_ == type_ && c.status == "True")
+        .any(|c| type_.is(&c.type_) && ConditionStatus::True.is(&c.status))
 }
 
-fn phase(job: &Job, conditions: &[JobCondition]) -> Phase {
-    if is_true(conditions, "Complete") {
+fn phase(job: &Job, conditions: &[JobStatusCondition]) -> Phase {
+    if is_true(conditions, JobCondition::Complete) {
         return Phase::Succeeded;
     }
-    if is_true(conditions, "Failed") {
+    if is_true(conditions, JobCondition::Failed) {
         return Phase::Failed;
     }
     let suspended = job.spec.as_ref().and_then(|s| s.suspend).unwrap_or(false);
-    if suspended || is_true(conditions, "Suspended") {
+    if suspended || is_true(conditions, JobCondition::Suspended) {
         return Phase::Suspended;
     }
     let status = job.status.as_ref();
@@ -256,7 +264,7 @@ fn phase(job: &Job, conditions: &[JobCondition]) -> Phase {
 }
 
 /// Mirrors a Job condition; the time comes from the Job so the result is deterministic.
-fn condition(job_condition: &JobCondition, job: &Job, generation: Option<i64>) -> Condition {
+fn condition(job_condition: &JobStatusCondition, job: &Job, generation: Option<i64>) -> Condition {
     let time = job_condition
         .last_transition_time
         .clone()
@@ -284,14 +292,16 @@ fn last_failures(failed_pods: &[Pod]) -> BTreeMap<i32, (i32, &Pod)> {
     let mut last: BTreeMap<i32, (i32, &Pod)> = BTreeMap::new();
     for pod in failed_pods {
         let status = pod.status.as_ref();
-        if status.and_then(|s| s.phase.as_deref()) != Some("Failed") {
+        if status.and_then(|s| s.phase.as_deref()) != Some(PodPhase::Failed.as_str()) {
             continue;
         }
         let disrupted = status
             .and_then(|s| s.conditions.as_ref())
             .is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c.type_ == "DisruptionTarget" && c.status == "True")
+                cs.iter().any(|c| {
+                    PodCondition::DisruptionTarget.is(&c.type_)
+                        && ConditionStatus::True.is(&c.status)
+                })
             });
         if disrupted {
             continue;
@@ -456,15 +466,15 @@ pub fn with_scheduling(
     let previous = old
         .conditions
         .iter()
-        .find(|c| c.type_ == UNSCHEDULABLE_CONDITION && c.status == "True");
+        .find(|c| c.type_ == UNSCHEDULABLE_CONDITION && ConditionStatus::True.is(&c.status));
     let condition = match look {
         _ if waiting == 0 || finished => None,
         SchedulingLook::Schedulable => None,
         SchedulingLook::NotLooked => previous.cloned(),
         SchedulingLook::Unschedulable { message } => Some(Condition {
             type_: UNSCHEDULABLE_CONDITION.to_owned(),
-            status: "True".to_owned(),
-            reason: "Unschedulable".to_owned(),
+            status: ConditionStatus::True.into(),
+            reason: PodConditionReason::Unschedulable.into(),
             message: format!(
                 "{} {} for resources no node offers now; the scheduler says: {message}",
                 shards(waiting),
@@ -547,10 +557,9 @@ pub fn events(old: &AnalysisJobStatus, new: &AnalysisJobStatus) -> Vec<Happening
             }
             Some(Phase::Succeeded) => happenings.push(Happening::Succeeded { shards: new.shards }),
             Some(Phase::Failed) => {
-                let failed = new
-                    .conditions
-                    .iter()
-                    .find(|c| c.type_ == "Failed" && c.status == "True");
+                let failed = new.conditions.iter().find(|c| {
+                    JobCondition::Failed.is(&c.type_) && ConditionStatus::True.is(&c.status)
+                });
                 happenings.push(Happening::Failed {
                     reason: failed.map(|c| c.reason.clone()).unwrap_or_default(),
                     message: failed.map(|c| c.message.clone()).unwrap_or_default(),
