@@ -56,6 +56,10 @@ use crate::config::OperatorConfig;
 use crate::cvmfs::{self, CvmfsError};
 use crate::gpu::{self, GpuError};
 use crate::inputs::{self, InputPlan};
+use crate::k8s::{
+    CompletionMode, ConditionStatus, PodCondition, PodFailurePolicyAction, PodReplacementPolicy,
+    RestartPolicy,
+};
 use crate::revision::Snapshot;
 
 /// Label Kueue reads to queue a Job.
@@ -211,16 +215,6 @@ pub fn job(
         .controller_owner_ref(&())
         .ok_or_else(|| BuildError::MissingUid { name: name.clone() })?;
     let spec = &analysis_job.spec;
-
-    let mut job_labels = BTreeMap::from([(ANALYSIS_JOB_LABEL.to_owned(), name.clone())]);
-    if let Some(queue) = &spec.queue_name {
-        job_labels.insert(KUEUE_QUEUE_LABEL.to_owned(), queue.clone());
-    }
-
-    let pod_metadata = spec.pod_metadata.clone().unwrap_or_default();
-    let mut pod_labels = pod_metadata.labels.unwrap_or_default();
-    pod_labels.insert(ANALYSIS_JOB_LABEL.to_owned(), name.clone());
-
     let shards = match (&spec.inputs, inputs) {
         (None, _) => spec.shards(),
         (Some(_), Some(plan)) => plan.shards,
@@ -229,16 +223,77 @@ pub fn job(
     if let Some(mismatch) = platform_mismatch(analysis_job) {
         return Err(mismatch);
     }
-    let mut container = container(analysis_job, image(analysis_job, config)?, shards);
+    let image = image(analysis_job, config)?;
+    let (pod, job_annotations) = pod_spec(analysis_job, config, inputs, snapshot, image, shards)?;
+
+    let mut job_labels = BTreeMap::from([(ANALYSIS_JOB_LABEL.to_owned(), name.clone())]);
+    if let Some(queue) = &spec.queue_name {
+        job_labels.insert(KUEUE_QUEUE_LABEL.to_owned(), queue.clone());
+    }
+    let pod_metadata = spec.pod_metadata.clone().unwrap_or_default();
+    let mut pod_labels = pod_metadata.labels.unwrap_or_default();
+    pod_labels.insert(ANALYSIS_JOB_LABEL.to_owned(), name.clone());
+    let template = PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(pod_labels),
+            annotations: pod_metadata.annotations,
+            ..ObjectMeta::default()
+        }),
+        spec: Some(pod),
+    };
+    Ok(Job {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(namespace),
+            labels: Some(job_labels),
+            annotations: (!job_annotations.is_empty()).then_some(job_annotations),
+            owner_references: Some(vec![owner]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(job_spec(analysis_job, shards, template)),
+        status: None,
+    })
+}
+
+/// The Indexed Job's spec: one completion per shard, per-shard retries, the failure policy.
+fn job_spec(analysis_job: &AnalysisJob, shards: i32, template: PodTemplateSpec) -> JobSpec {
+    let spec = &analysis_job.spec;
+    JobSpec {
+        completion_mode: Some(CompletionMode::Indexed.into()),
+        completions: Some(shards),
+        parallelism: Some(spec.effective_parallelism(shards)),
+        backoff_limit_per_index: Some(spec.max_retries_per_shard),
+        max_failed_indexes: spec.max_failed_shards,
+        pod_failure_policy: Some(pod_failure_policy(spec.fatal_exit_codes.as_deref())),
+        pod_replacement_policy: Some(PodReplacementPolicy::Failed.into()),
+        active_deadline_seconds: spec.active_deadline_seconds,
+        suspend: Some(spec.queue_name.is_some() || spec.is_suspended()),
+        template,
+        ..JobSpec::default()
+    }
+}
+
+/// The shards' pod spec, and the Job annotations recording what it pins.
+fn pod_spec(
+    analysis_job: &AnalysisJob,
+    config: &OperatorConfig,
+    inputs: Option<&InputPlan>,
+    snapshot: &Snapshot,
+    image: String,
+    shards: i32,
+) -> Result<(PodSpec, BTreeMap<String, String>), BuildError> {
+    let spec = &analysis_job.spec;
+    let mut env = ShardEnv::new(analysis_job, shards);
     let mut volumes = Vec::new();
     let mut mounts = Vec::new();
     let mut job_annotations = BTreeMap::new();
-    if let Some(cvmfs) = cvmfs::mount(
+    let cvmfs = cvmfs::mount(
         spec.cvmfs.as_ref(),
         spec.cmssw.is_some(),
         &config.cvmfs,
         snapshot,
-    )? {
+    )?;
+    if let Some(cvmfs) = cvmfs {
         if !cvmfs.revisions.is_empty() {
             let recorded = serde_json::to_string(&cvmfs.revisions)
                 .map_err(|error| BuildError::Record(error.to_string()))?;
@@ -253,28 +308,22 @@ pub fn job(
             .iter()
             .filter_map(|c| c.metadata.name.clone())
             .collect();
-        let (volume, mount, env) = inputs::volume(&names);
+        let (volume, mount, var) = inputs::volume(&names);
         volumes.push(volume);
         mounts.push(mount);
-        container.env.get_or_insert_with(Vec::new).insert(2, env);
+        env.input_files = Some(var);
     }
     if let Some(output) = &spec.output {
-        let (volume, mount, env) = output_volume(output);
+        let (volume, mount, var) = output_volume(output);
         volumes.push(volume);
         mounts.push(mount);
-        container.env.get_or_insert_with(Vec::new).insert(2, env);
+        env.output_dir = Some(var);
     }
+    let mut container = container(analysis_job, image, env);
     if spec.cmssw.is_some() && spec.working_dir.is_none() {
-        volumes.push(Volume {
-            name: "work".to_owned(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Volume::default()
-        });
-        mounts.push(VolumeMount {
-            name: "work".to_owned(),
-            mount_path: CMSSW_WORK_DIR.to_owned(),
-            ..VolumeMount::default()
-        });
+        let (volume, mount) = cmssw_work_dir();
+        volumes.push(volume);
+        mounts.push(mount);
         container.working_dir = Some(CMSSW_WORK_DIR.to_owned());
     }
     container.volume_mounts = (!mounts.is_empty()).then_some(mounts);
@@ -285,7 +334,7 @@ pub fn job(
         None => None,
     };
     let mut pod = PodSpec {
-        restart_policy: Some("Never".to_owned()),
+        restart_policy: Some(RestartPolicy::Never.into()),
         containers: vec![container],
         volumes: (!volumes.is_empty()).then_some(volumes),
         active_deadline_seconds,
@@ -298,47 +347,83 @@ pub fn job(
     };
     let gpu_request = spec.resources.as_ref().and_then(|r| r.gpu.as_ref());
     gpu::apply(gpu::placement(gpu_request, &config.gpu)?, &mut pod);
+    Ok((pod, job_annotations))
+}
 
-    Ok(Job {
-        metadata: ObjectMeta {
-            name: Some(name),
-            namespace: Some(namespace),
-            labels: Some(job_labels),
-            annotations: (!job_annotations.is_empty()).then_some(job_annotations),
-            owner_references: Some(vec![owner]),
-            ..ObjectMeta::default()
-        },
-        spec: Some(JobSpec {
-            completion_mode: Some("Indexed".to_owned()),
-            completions: Some(shards),
-            parallelism: Some(spec.effective_parallelism(shards)),
-            backoff_limit_per_index: Some(spec.max_retries_per_shard),
-            max_failed_indexes: spec.max_failed_shards,
-            pod_failure_policy: Some(pod_failure_policy(spec.fatal_exit_codes.as_deref())),
-            pod_replacement_policy: Some("Failed".to_owned()),
-            active_deadline_seconds: spec.active_deadline_seconds,
-            suspend: Some(spec.queue_name.is_some() || spec.is_suspended()),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(pod_labels),
-                    annotations: pod_metadata.annotations,
-                    ..ObjectMeta::default()
+/// The scratch `emptyDir` mounted at [`CMSSW_WORK_DIR`] for CMSSW shards that name no
+/// working directory.
+fn cmssw_work_dir() -> (Volume, VolumeMount) {
+    let volume = Volume {
+        name: "work".to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    };
+    let mount = VolumeMount {
+        name: "work".to_owned(),
+        mount_path: CMSSW_WORK_DIR.to_owned(),
+        ..VolumeMount::default()
+    };
+    (volume, mount)
+}
+
+/// The shard container's environment, slot by slot in the order the container gets it:
+/// the operator's variables first, so the user's may refer to them as `$(NAME)`.
+struct ShardEnv {
+    /// `HEPBATCH_SHARD`: the shard's index, from the pod's completion-index annotation.
+    shard: EnvVar,
+    /// `HEPBATCH_SHARDS`: how many shards there are.
+    shards: EnvVar,
+    /// `HEPBATCH_OUTPUT_DIR`, with `spec.output`.
+    output_dir: Option<EnvVar>,
+    /// `HEPBATCH_INPUT_FILES`, with `spec.inputs`.
+    input_files: Option<EnvVar>,
+    /// The user's `spec.env`.
+    user: Vec<EnvVar>,
+}
+
+impl ShardEnv {
+    fn new(analysis_job: &AnalysisJob, shards: i32) -> ShardEnv {
+        ShardEnv {
+            shard: EnvVar {
+                name: SHARD_ENV.to_owned(),
+                value_from: Some(EnvVarSource {
+                    field_ref: Some(ObjectFieldSelector {
+                        field_path: format!(
+                            "metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"
+                        ),
+                        api_version: None,
+                    }),
+                    ..EnvVarSource::default()
                 }),
-                spec: Some(pod),
+                value: None,
             },
-            ..JobSpec::default()
-        }),
-        status: None,
-    })
+            shards: EnvVar {
+                name: SHARDS_ENV.to_owned(),
+                value: Some(shards.to_string()),
+                value_from: None,
+            },
+            output_dir: None,
+            input_files: None,
+            user: analysis_job.spec.env.iter().flatten().cloned().collect(),
+        }
+    }
+
+    fn into_vars(self) -> Vec<EnvVar> {
+        let mut vars = vec![self.shard, self.shards];
+        vars.extend(self.output_dir);
+        vars.extend(self.input_files);
+        vars.extend(self.user);
+        vars
+    }
 }
 
 /// Disruptions never count; fatal exit codes fail their shard at once.
 fn pod_failure_policy(fatal_exit_codes: Option<&[i32]>) -> PodFailurePolicy {
     let mut rules = vec![PodFailurePolicyRule {
-        action: "Ignore".to_owned(),
+        action: PodFailurePolicyAction::Ignore.into(),
         on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
-            type_: "DisruptionTarget".to_owned(),
-            status: Some("True".to_owned()),
+            type_: PodCondition::DisruptionTarget.into(),
+            status: Some(ConditionStatus::True.into()),
         }]),
         on_exit_codes: None,
     }];
@@ -348,7 +433,7 @@ fn pod_failure_policy(fatal_exit_codes: Option<&[i32]>) -> PodFailurePolicy {
         values.sort_unstable();
         values.dedup();
         rules.push(PodFailurePolicyRule {
-            action: "FailIndex".to_owned(),
+            action: PodFailurePolicyAction::FailIndex.into(),
             on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
                 container_name: Some(CONTAINER_NAME.to_owned()),
                 operator: "In".to_owned(),
@@ -400,7 +485,7 @@ fn output_volume(output: &Output) -> (Volume, VolumeMount, EnvVar) {
     (volume, mount, env)
 }
 
-fn container(analysis_job: &AnalysisJob, image: String, shards: i32) -> Container {
+fn container(analysis_job: &AnalysisJob, image: String, env: ShardEnv) -> Container {
     let spec = &analysis_job.spec;
     let (command, args) = match (&spec.cmssw, &spec.script) {
         (Some(release), Some(script)) => (
@@ -416,32 +501,13 @@ fn container(analysis_job: &AnalysisJob, image: String, shards: i32) -> Containe
         (None, Some(script)) => (Some(bash(script.clone(), Vec::new())), None),
         (None, None) => (spec.command.clone(), spec.args.clone()),
     };
-    let mut env = vec![
-        EnvVar {
-            name: SHARD_ENV.to_owned(),
-            value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector {
-                    field_path: format!("metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"),
-                    api_version: None,
-                }),
-                ..EnvVarSource::default()
-            }),
-            value: None,
-        },
-        EnvVar {
-            name: SHARDS_ENV.to_owned(),
-            value: Some(shards.to_string()),
-            value_from: None,
-        },
-    ];
-    env.extend(spec.env.iter().flatten().cloned());
     Container {
         name: CONTAINER_NAME.to_owned(),
         image: Some(image),
         command,
         args,
         working_dir: spec.working_dir.clone(),
-        env: Some(env),
+        env: Some(env.into_vars()),
         env_from: spec.env_from.clone(),
         resources: spec.resources.as_ref().map(resources),
         ..Container::default()
