@@ -34,6 +34,7 @@ use k8s_openapi::api::core::v1::{
 };
 
 use crate::config::CvmfsProvider;
+use crate::k8s::{HostPathType, MountPropagation};
 use crate::revision::Snapshot;
 
 /// Where CVMFS appears in the container.
@@ -109,7 +110,7 @@ pub fn to_resolve(
             provider: provider.name(),
         });
     }
-    let Some(Some(listed)) = repositories(Some(cvmfs), cmssw) else {
+    let Repositories::Listed(listed) = repositories(Some(cvmfs), cmssw) else {
         return Err(CvmfsError::FleetOnDemand);
     };
     let pinned = cvmfs.pin.as_ref();
@@ -119,21 +120,34 @@ pub fn to_resolve(
         .collect())
 }
 
-/// The repositories a shard needs: `None` for no `/cvmfs`, `Some(None)` for every
-/// repository on demand, `Some(Some(list))` for exactly those (sorted, unique).
-pub fn repositories(cvmfs: Option<&Cvmfs>, cmssw: bool) -> Option<Option<Vec<String>>> {
+/// Which repositories a shard sees under `/cvmfs`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Repositories {
+    /// No `/cvmfs` at all.
+    None,
+    /// Every repository, mounted on demand when first used.
+    OnDemand,
+    /// Exactly these (sorted, unique).
+    Listed(Vec<String>),
+}
+
+/// The repositories a shard needs (`cmssw` implies `cms.cern.ch`).
+pub fn repositories(cvmfs: Option<&Cvmfs>, cmssw: bool) -> Repositories {
     match cvmfs {
-        None if cmssw => Some(Some(vec![CMS_REPOSITORY.to_owned()])),
-        None => None,
-        Some(cvmfs) => Some(cvmfs.repositories.as_ref().map(|listed| {
-            let mut list = listed.clone();
-            if cmssw {
-                list.push(CMS_REPOSITORY.to_owned());
+        None if cmssw => Repositories::Listed(vec![CMS_REPOSITORY.to_owned()]),
+        None => Repositories::None,
+        Some(cvmfs) => match &cvmfs.repositories {
+            None => Repositories::OnDemand,
+            Some(listed) => {
+                let mut list = listed.clone();
+                if cmssw {
+                    list.push(CMS_REPOSITORY.to_owned());
+                }
+                list.sort();
+                list.dedup();
+                Repositories::Listed(list)
             }
-            list.sort();
-            list.dedup();
-            list
-        })),
+        },
     }
 }
 
@@ -167,9 +181,72 @@ pub fn mount(
     provider: &CvmfsProvider,
     snapshot: &Snapshot,
 ) -> Result<Option<CvmfsMount>, CvmfsError> {
-    let Some(repositories) = repositories(cvmfs, cmssw) else {
+    let repositories = repositories(cvmfs, cmssw);
+    if repositories == Repositories::None {
         return Ok(None);
+    }
+    let (pins, revisions) = pins(cvmfs, cmssw, provider, snapshot)?;
+    let volume = |source: Volume| Volume {
+        name: CVMFS_VOLUME.to_owned(),
+        ..source
     };
+    let mount = match provider {
+        CvmfsProvider::Csi { .. } => {
+            let mut attributes = BTreeMap::new();
+            if let Repositories::Listed(list) = &repositories {
+                attributes.insert(CSI_ATTRIBUTE_REPOSITORIES.to_owned(), list.join(","));
+            }
+            if !pins.is_empty() {
+                attributes.insert(CSI_ATTRIBUTE_PINS.to_owned(), pins_attribute(&pins));
+            }
+            CvmfsMount {
+                volume: volume(Volume {
+                    csi: Some(CSIVolumeSource {
+                        driver: CSI_DRIVER_NAME.to_owned(),
+                        read_only: Some(true),
+                        volume_attributes: (!attributes.is_empty()).then_some(attributes),
+                        ..CSIVolumeSource::default()
+                    }),
+                    ..Volume::default()
+                }),
+                mounts: vec![read_only_mount(CVMFS_MOUNT_PATH.to_owned(), None)],
+                revisions,
+            }
+        }
+        CvmfsProvider::Pvc { claim_name } => CvmfsMount {
+            volume: volume(Volume {
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: claim_name.clone(),
+                    read_only: Some(true),
+                }),
+                ..Volume::default()
+            }),
+            mounts: per_repository_mounts(&repositories),
+            revisions: Snapshot::new(),
+        },
+        CvmfsProvider::HostPath { path } => CvmfsMount {
+            volume: volume(Volume {
+                host_path: Some(HostPathVolumeSource {
+                    path: path.clone(),
+                    type_: Some(HostPathType::Directory.into()),
+                }),
+                ..Volume::default()
+            }),
+            mounts: per_repository_mounts(&repositories),
+            revisions: Snapshot::new(),
+        },
+    };
+    Ok(Some(mount))
+}
+
+/// The pins of the shard's repositories: the user's, and for `consistency: Fleet` the
+/// revisions resolved in `snapshot`, which are also returned to be recorded on the Job.
+fn pins(
+    cvmfs: Option<&Cvmfs>,
+    cmssw: bool,
+    provider: &CvmfsProvider,
+    snapshot: &Snapshot,
+) -> Result<(BTreeMap<String, Pin>, Snapshot), CvmfsError> {
     let mut pins = cvmfs.and_then(|c| c.pin.clone()).unwrap_or_default();
     if !pins.is_empty() && !provider.can_pin() {
         return Err(CvmfsError::PinUnsupported {
@@ -192,72 +269,33 @@ pub fn mount(
         );
         revisions.insert(repository, revision.clone());
     }
-    let pins = Some(&pins).filter(|pins| !pins.is_empty());
-    let read_only_mount = |path: String, sub_path: Option<String>| VolumeMount {
+    Ok((pins, revisions))
+}
+
+/// A read-only mount of the CVMFS volume (or of `sub_path` in it) at `path`, receiving
+/// mounts made on the host later (repositories mounted on demand).
+fn read_only_mount(path: String, sub_path: Option<String>) -> VolumeMount {
+    VolumeMount {
         name: CVMFS_VOLUME.to_owned(),
         mount_path: path,
         sub_path,
         read_only: Some(true),
-        mount_propagation: Some("HostToContainer".to_owned()),
+        mount_propagation: Some(MountPropagation::HostToContainer.into()),
         ..VolumeMount::default()
-    };
-    let per_repository_mounts = |repositories: &Option<Vec<String>>| match repositories {
-        None => vec![read_only_mount(CVMFS_MOUNT_PATH.to_owned(), None)],
-        Some(list) => list
+    }
+}
+
+/// For a volume holding every repository: one mount per listed repository, else all.
+fn per_repository_mounts(repositories: &Repositories) -> Vec<VolumeMount> {
+    match repositories {
+        Repositories::Listed(list) => list
             .iter()
             .map(|repo| read_only_mount(format!("{CVMFS_MOUNT_PATH}/{repo}"), Some(repo.clone())))
             .collect(),
-    };
-    let mount = match provider {
-        CvmfsProvider::Csi { .. } => {
-            let mut attributes = BTreeMap::new();
-            if let Some(list) = &repositories {
-                attributes.insert(CSI_ATTRIBUTE_REPOSITORIES.to_owned(), list.join(","));
-            }
-            if let Some(pins) = pins {
-                attributes.insert(CSI_ATTRIBUTE_PINS.to_owned(), pins_attribute(pins));
-            }
-            CvmfsMount {
-                volume: Volume {
-                    name: CVMFS_VOLUME.to_owned(),
-                    csi: Some(CSIVolumeSource {
-                        driver: CSI_DRIVER_NAME.to_owned(),
-                        read_only: Some(true),
-                        volume_attributes: (!attributes.is_empty()).then_some(attributes),
-                        ..CSIVolumeSource::default()
-                    }),
-                    ..Volume::default()
-                },
-                mounts: vec![read_only_mount(CVMFS_MOUNT_PATH.to_owned(), None)],
-                revisions,
-            }
+        Repositories::None | Repositories::OnDemand => {
+            vec![read_only_mount(CVMFS_MOUNT_PATH.to_owned(), None)]
         }
-        CvmfsProvider::Pvc { claim_name } => CvmfsMount {
-            volume: Volume {
-                name: CVMFS_VOLUME.to_owned(),
-                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                    claim_name: claim_name.clone(),
-                    read_only: Some(true),
-                }),
-                ..Volume::default()
-            },
-            mounts: per_repository_mounts(&repositories),
-            revisions: Snapshot::new(),
-        },
-        CvmfsProvider::HostPath { path } => CvmfsMount {
-            volume: Volume {
-                name: CVMFS_VOLUME.to_owned(),
-                host_path: Some(HostPathVolumeSource {
-                    path: path.clone(),
-                    type_: Some("Directory".to_owned()),
-                }),
-                ..Volume::default()
-            },
-            mounts: per_repository_mounts(&repositories),
-            revisions: Snapshot::new(),
-        },
-    };
-    Ok(Some(mount))
+    }
 }
 
 #[cfg(test)]
@@ -270,20 +308,20 @@ mod tests {
 
     #[test]
     fn cmssw_implies_the_cms_repository() {
-        assert_eq!(repositories(None, false), None);
+        assert_eq!(repositories(None, false), Repositories::None);
         assert_eq!(
             repositories(None, true),
-            Some(Some(vec!["cms.cern.ch".to_owned()]))
+            Repositories::Listed(vec!["cms.cern.ch".to_owned()])
         );
         let listed = cvmfs(serde_json::json!({"repositories": ["sft.cern.ch", "cms.cern.ch"]}));
         assert_eq!(
             repositories(Some(&listed), true),
-            Some(Some(vec![
-                "cms.cern.ch".to_owned(),
-                "sft.cern.ch".to_owned()
-            ]))
+            Repositories::Listed(vec!["cms.cern.ch".to_owned(), "sft.cern.ch".to_owned()])
         );
-        assert_eq!(repositories(Some(&Cvmfs::default()), true), Some(None));
+        assert_eq!(
+            repositories(Some(&Cvmfs::default()), true),
+            Repositories::OnDemand
+        );
     }
 
     #[test]
