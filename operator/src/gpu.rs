@@ -117,7 +117,13 @@ pub fn placement(
         return Ok(placement);
     }
     placement.runtime_class_name = config.nvidia_runtime_class_name.clone();
+    placement.node_selector_terms = nvidia_node_selector_terms(request)?;
+    Ok(placement)
+}
 
+/// The node-selector terms placing an NVIDIA shard on a node whose GPUs (as GPU feature
+/// discovery labels them) have the memory, product and compute capability asked for.
+fn nvidia_node_selector_terms(request: &GpuRequest) -> Result<Vec<NodeSelectorTerm>, GpuError> {
     let mut common = Vec::new();
     if let Some(min_memory) = &request.min_memory {
         let mib = quantity_mib(min_memory).ok_or_else(|| {
@@ -165,15 +171,14 @@ pub fn placement(
             ]
         };
     }
-    placement.node_selector_terms = terms
+    Ok(terms
         .into_iter()
         .filter(|expressions| !expressions.is_empty())
         .map(|expressions| NodeSelectorTerm {
             match_expressions: Some(expressions),
             match_fields: None,
         })
-        .collect();
-    Ok(placement)
+        .collect())
 }
 
 /// `"A with n MiB, B with m MiB"` when every listed product is known to have less than
