@@ -39,14 +39,12 @@ use prometheus_client::encoding::EncodeLabelValue;
 use crate::status;
 
 /// Least time between two progress-only status writes of one AnalysisJob: about the pace
-/// at which a person watching `kubectl get aj -w` can read counts. At 500 AnalysisJobs a
-/// 1 s pace still cost the apiserver a third more requests than the plain Jobs.
+/// at which a person watching `kubectl get aj -w` can read counts (why not less:
+/// docs/operator.md, "Pacing of status writes and concurrent reconciles").
 pub const MIN_PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Progress-only status writes per second the whole fleet aims to stay below: 25
-/// AnalysisJobs or fewer get [`MIN_PROGRESS_INTERVAL`], 150 get 30 s. (A fleet of 500
-/// Jobs of 20 one-second shards makes the apiserver serve about 400 requests a second;
-/// each status write costs it about 3 ms of CPU.)
+/// AnalysisJobs or fewer get [`MIN_PROGRESS_INTERVAL`], 150 get 30 s.
 pub const PROGRESS_WRITES_PER_SECOND: u32 = 5;
 
 /// Most time between two progress-only status writes of one AnalysisJob, however large
