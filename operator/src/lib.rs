@@ -7,8 +7,10 @@
 //!   resources and placement) and [`inputs`] (file lists split over shards);
 //! - [`status`]: Job + failed pods → AnalysisJob status and the Events between two
 //!   statuses, pure and deterministic;
-//! - [`controller`]: the reconcile loop (server-side apply, status patch, Events), with
-//!   [`pacing`] of progress-only status writes;
+//! - [`controller`]: the reconcile loop in four stages (observe, a pure plan, apply,
+//!   report), with [`pacing`] of progress-only status writes;
+//! - [`k8s`]: typed Kubernetes names (condition types, pod phases, policies) and the
+//!   apiserver answers the operator handles;
 //! - [`leader`]: Lease-based leader election so only one replica reconciles;
 //! - [`metrics`] and [`admin`]: Prometheus metrics, `/livez`, `/readyz`, `/metrics`;
 //! - [`revision`]: the current revision of CVMFS repositories, read from their signed
