@@ -2,7 +2,8 @@
 //! backend the mount tests use (the real CVMFS client by default, the stand-in with
 //! `HEPBATCH_CSI_TEST_BACKEND=squashfuse`):
 //! - NodePublish/NodeUnpublish of already-mounted repositories, p50/p99 over 1,000 cycles,
-//!   alone and under 16- and 64-parallel mixed load (on-demand volumes looked up once);
+//!   alone and under 16- and 64-parallel mixed load (on-demand volumes looked up once)
+//!   while a container reads an on-demand volume in a loop;
 //! - time from a killed client to a readable target, seen from an rslave container, for
 //!   an explicit-list volume and an on-demand volume;
 //! - the first read of files through a published volume against a plain `cvmfs2` mount of
@@ -197,8 +198,8 @@ async fn rss(node: &Node) {
 }
 
 /// 1,000 publish/unpublish cycles of mixed volumes, `parallel` at a time; an on-demand
-/// volume is looked up once (from a blocking thread, as a container would) before it is
-/// unpublished.
+/// volume is looked up once (from a thread in the node's namespace, as a container would)
+/// before it is unpublished.
 async fn mixed_load(node: &std::sync::Arc<Node>, parallel: usize) {
     const CYCLES: usize = 1000;
     let variants: [&[(&str, &str)]; 5] = [
@@ -329,6 +330,53 @@ impl NamespaceReaders {
     }
 }
 
+/// A thread in a container's mount namespace reading `sft.cern.ch/version` of the
+/// on-demand volume it holds every 10 ms, counting failed reads and the longest run of them.
+struct ContainerReader {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(u64, u64, Duration)>,
+}
+
+impl ContainerReader {
+    fn start(pid: u32, mount: std::path::PathBuf) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS).unwrap();
+            let ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt")).unwrap();
+            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
+            let path = mount.join("sft.cern.ch/version");
+            let (mut reads, mut failures, mut longest) = (0, 0, Duration::ZERO);
+            let mut failing_since: Option<Instant> = None;
+            while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                reads += 1;
+                match std::fs::read(&path) {
+                    Ok(bytes) if !bytes.is_empty() => {
+                        if let Some(since) = failing_since.take() {
+                            longest = longest.max(since.elapsed());
+                        }
+                    }
+                    _ => {
+                        failures += 1;
+                        failing_since.get_or_insert_with(Instant::now);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if let Some(since) = failing_since {
+                longest = longest.max(since.elapsed());
+            }
+            (reads, failures, longest)
+        });
+        Self { stop, thread }
+    }
+
+    fn stop(self) -> (u64, u64, Duration) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
 /// Runs `work` on a thread that entered the mount namespace of process `pid` (a thread of
 /// its own file-system context, which setns needs in a multi-threaded process).
 fn in_namespace_of<T: Send + 'static>(pid: u32, work: impl FnOnce() -> T + Send + 'static) -> T {
@@ -450,9 +498,23 @@ fn main() {
             publish_cycles(&node, "explicit list").await;
         }
         if runs("mixed") {
-            let node = std::sync::Arc::new(Node::start().await);
-            mixed_load(&node, 16).await;
-            mixed_load(&node, 64).await;
+            let mut node = Node::start().await;
+            let client = node.node_client().await;
+            let target = node.target("reader");
+            node.publish(&mut client.clone(), "reader", &target, &[])
+                .await
+                .unwrap();
+            let container = node.container(&target);
+            let node = std::sync::Arc::new(node);
+            for parallel in [16, 64] {
+                let reader = ContainerReader::start(container.pid, container.mount.clone());
+                mixed_load(&node, parallel).await;
+                let (reads, failures, longest) = reader.stop();
+                println!(
+                    "  container reading an on-demand volume every 10 ms meanwhile: {reads} reads, {failures} failed, longest failure {:.0} ms",
+                    ms(longest)
+                );
+            }
         }
         if runs("first-read") && common::TestBackend::chosen() == common::TestBackend::Cvmfs {
             // Files of 256 KiB, hardly compressible, so each first read downloads.
