@@ -58,7 +58,7 @@ use crate::gpu::{self, GpuError};
 use crate::inputs::{self, InputPlan};
 use crate::k8s::{
     CompletionMode, ConditionStatus, PodCondition, PodFailurePolicyAction, PodReplacementPolicy,
-    RestartPolicy,
+    RestartPolicy, SelectorOperator,
 };
 use crate::revision::Snapshot;
 
@@ -436,7 +436,7 @@ fn pod_failure_policy(fatal_exit_codes: Option<&[i32]>) -> PodFailurePolicy {
             action: PodFailurePolicyAction::FailIndex.into(),
             on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
                 container_name: Some(CONTAINER_NAME.to_owned()),
-                operator: "In".to_owned(),
+                operator: SelectorOperator::In.into(),
                 values,
             }),
             on_pod_conditions: None,

@@ -33,6 +33,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::config::GpuConfig;
+use crate::k8s::{SelectorOperator, TaintEffect, TolerationOperator};
 
 /// Variable that tells the NVIDIA container runtime which GPUs a container sees.
 pub const NVIDIA_VISIBLE_DEVICES: &str = "NVIDIA_VISIBLE_DEVICES";
@@ -106,8 +107,8 @@ pub fn placement(
         limits: BTreeMap::from([(resource, Quantity(count.to_string()))]),
         tolerations: vec![Toleration {
             key: Some(taint_key),
-            operator: Some("Exists".to_owned()),
-            effect: Some("NoSchedule".to_owned()),
+            operator: Some(TolerationOperator::Exists.into()),
+            effect: Some(TaintEffect::NoSchedule.into()),
             ..Toleration::default()
         }],
         ..GpuPlacement::default()
@@ -138,10 +139,14 @@ fn nvidia_node_selector_terms(request: &GpuRequest) -> Result<Vec<NodeSelectorTe
                  larger product or lower minMemory"
             )));
         }
-        common.push(requirement(GFD_MEMORY, "Gt", &[(mib - 1).to_string()]));
+        common.push(requirement(
+            GFD_MEMORY,
+            SelectorOperator::Gt,
+            &[(mib - 1).to_string()],
+        ));
     }
     if let Some(products) = request.products.as_ref().filter(|p| !p.is_empty()) {
-        common.push(requirement(GFD_PRODUCT, "In", products));
+        common.push(requirement(GFD_PRODUCT, SelectorOperator::In, products));
     }
     let mut terms = vec![common.clone()];
     if let Some(capability) = &request.min_compute_capability {
@@ -153,20 +158,36 @@ fn nvidia_node_selector_terms(request: &GpuRequest) -> Result<Vec<NodeSelectorTe
         terms = if minor == 0 {
             vec![with(
                 &common,
-                requirement(GFD_COMPUTE_MAJOR, "Gt", &[(major - 1).to_string()]),
+                requirement(
+                    GFD_COMPUTE_MAJOR,
+                    SelectorOperator::Gt,
+                    &[(major - 1).to_string()],
+                ),
             )]
         } else {
             vec![
                 with(
                     &common,
-                    requirement(GFD_COMPUTE_MAJOR, "Gt", &[major.to_string()]),
+                    requirement(
+                        GFD_COMPUTE_MAJOR,
+                        SelectorOperator::Gt,
+                        &[major.to_string()],
+                    ),
                 ),
                 with(
                     &with(
                         &common,
-                        requirement(GFD_COMPUTE_MAJOR, "In", &[major.to_string()]),
+                        requirement(
+                            GFD_COMPUTE_MAJOR,
+                            SelectorOperator::In,
+                            &[major.to_string()],
+                        ),
                     ),
-                    requirement(GFD_COMPUTE_MINOR, "Gt", &[(minor - 1).to_string()]),
+                    requirement(
+                        GFD_COMPUTE_MINOR,
+                        SelectorOperator::Gt,
+                        &[(minor - 1).to_string()],
+                    ),
                 ),
             ]
         };
@@ -220,10 +241,14 @@ pub fn resource_name(request: &GpuRequest) -> String {
     }
 }
 
-fn requirement(key: &str, operator: &str, values: &[String]) -> NodeSelectorRequirement {
+fn requirement(
+    key: &str,
+    operator: SelectorOperator,
+    values: &[String],
+) -> NodeSelectorRequirement {
     NodeSelectorRequirement {
         key: key.to_owned(),
-        operator: operator.to_owned(),
+        operator: operator.into(),
         values: Some(values.to_vec()),
     }
 }
@@ -574,7 +599,7 @@ mod tests {
                             NodeSelectorTerm {
                                 match_expressions: Some(vec![requirement(
                                     "zone",
-                                    "In",
+                                    SelectorOperator::In,
                                     &strings(&["a"]),
                                 )]),
                                 match_fields: None,
@@ -582,7 +607,7 @@ mod tests {
                             NodeSelectorTerm {
                                 match_expressions: Some(vec![requirement(
                                     "zone",
-                                    "In",
+                                    SelectorOperator::In,
                                     &strings(&["b"]),
                                 )]),
                                 match_fields: None,

@@ -109,6 +109,32 @@ api_names! {
 }
 
 api_names! {
+    /// Operators of a node-selector requirement and of a `podFailurePolicy` exit-code rule.
+    SelectorOperator {
+        /// The value is one of the values.
+        In = "In",
+        /// The value, an integer, is greater than the one value.
+        Gt = "Gt",
+    }
+}
+
+api_names! {
+    /// Operators of a toleration.
+    TolerationOperator {
+        /// Any value of the taint's key.
+        Exists = "Exists",
+    }
+}
+
+api_names! {
+    /// Effects of a taint.
+    TaintEffect {
+        /// Pods without a toleration are not scheduled onto the node.
+        NoSchedule = "NoSchedule",
+    }
+}
+
+api_names! {
     /// Completion modes of a Job.
     CompletionMode {
         /// Each pod has a completion index, one per shard.
