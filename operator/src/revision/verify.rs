@@ -56,14 +56,28 @@ pub struct MasterKey {
 
 impl MasterKey {
     /// Reads a PEM `PUBLIC KEY` (the `<fqrn>.pub` files CVMFS distributes).
-    pub fn from_pem(name: &str, pem: &str) -> Result<MasterKey, String> {
+    pub fn from_pem(name: &str, pem: &str) -> Result<MasterKey, KeyError> {
         RsaPublicKey::from_public_key_pem(pem.trim())
             .map(|key| MasterKey {
                 name: name.to_owned(),
                 key,
             })
-            .map_err(|error| format!("{name} is not a PEM RSA PUBLIC KEY: {error}"))
+            .map_err(|source| KeyError {
+                name: name.to_owned(),
+                source,
+            })
     }
+}
+
+/// A configured master key that cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{name} is not a PEM RSA PUBLIC KEY: {source}")]
+pub struct KeyError {
+    /// The key's file name.
+    pub name: String,
+    /// What the decoder said.
+    #[source]
+    pub source: rsa::pkcs8::spki::Error,
 }
 
 /// A manifest whose letter hash and fields were checked, waiting for its signature to be.
@@ -522,7 +536,9 @@ pub(crate) mod tests {
             )
             .is_err()
         );
-        let error = MasterKey::from_pem("x.pub", "hello").expect_err("not a key");
+        let error = MasterKey::from_pem("x.pub", "hello")
+            .expect_err("not a key")
+            .to_string();
         assert!(
             error.contains("x.pub is not a PEM RSA PUBLIC KEY"),
             "{error}"
