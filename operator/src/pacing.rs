@@ -343,6 +343,29 @@ mod tests {
     }
 
     #[test]
+    fn the_decision_says_what_to_remember() {
+        let now = Instant::now();
+        let (decision, pace) = decide(Pace::Unpaced, 0, Some(&running(1)), &running(1), now);
+        assert_eq!((decision, pace), (Decision::Keep, Pace::Unpaced));
+        let (decision, pace) = decide(Pace::Due(now), 1, Some(&running(1)), &running(1), now);
+        assert_eq!(
+            (decision, pace),
+            (Decision::Keep, Pace::Written),
+            "progress that went back leaves nothing due"
+        );
+        let (decision, pace) = decide(Pace::Written, 1, Some(&running(1)), &running(2), now);
+        assert_eq!(decision, Decision::Later(MIN_PROGRESS_INTERVAL));
+        assert_eq!(pace, Pace::Due(now + MIN_PROGRESS_INTERVAL));
+        let (decision, pace) = decide(pace, 1, Some(&running(2)), &succeeded(), now);
+        assert_eq!(decision, Decision::Write(StatusChange::News));
+        assert_eq!(
+            pace,
+            Pace::Due(now + MIN_PROGRESS_INTERVAL),
+            "the write records it"
+        );
+    }
+
+    #[test]
     fn progress_that_went_back_is_not_written() {
         let pacer = StatusPacer::default();
         let start = Instant::now();
