@@ -44,14 +44,7 @@ impl Services {
     }
 }
 
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
+pub use hepbatch_runtime::logging::LogFormat;
 
 /// The plugin's configuration.
 #[derive(Debug, Clone, Parser)]

@@ -1,11 +1,9 @@
 //! `hepbatch-csi`: the CVMFS CSI plugin (node and controller). See the library documentation for the design.
 
-use std::io::IsTerminal;
 use std::time::Duration;
 
 use clap::Parser;
-use hepbatch_csi::config::{Config, LogFormat};
-use tracing_subscriber::EnvFilter;
+use hepbatch_csi::config::Config;
 
 /// How long blocking work (a mount, a probe of a hung client) may delay the exit after
 /// the servers stopped: the process ends even when such a thread never returns.
@@ -16,20 +14,7 @@ fn main() -> std::process::ExitCode {
     // all) is private to root from the moment it appears.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let config = Config::parse();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let colour = std::io::stderr().is_terminal();
-    match config.log_format {
-        LogFormat::Text => tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_ansi(colour)
-            .with_writer(std::io::stderr)
-            .init(),
-        LogFormat::Json => tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .init(),
-    }
+    hepbatch_runtime::logging::init(config.log_format);
     // The kernel treats our process group as the daemon of our on-demand volumes: it must
     // be ours alone, or the processes sharing it would never trigger a mount.
     if let Err(e) = own_process_group() {
@@ -48,7 +33,9 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(hepbatch_csi::server::run(config, shutdown_signal()));
+    let result = runtime.block_on(async {
+        hepbatch_csi::server::run(config, hepbatch_runtime::shutdown::on_signals()).await
+    });
     runtime.shutdown_timeout(EXIT_GRACE);
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -77,19 +64,5 @@ fn raise_open_file_limit() {
         && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
     {
         tracing::warn!(error = %e, soft, hard, "cannot raise the open-file limit");
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
     }
 }

@@ -7,13 +7,19 @@
 //! other gets a 409 Conflict and keeps waiting). The leader renews every `retry` period;
 //! a replica that cannot renew within the lease duration steps down; a replica that stops
 //! on purpose releases the Lease so the next one takes over at once.
+//!
+//! [`Elector::run_while_leading`] is the whole hand-over for a caller: wait for the Lease
+//! (or a stop), run the leader's work with a token that is cancelled on a stop or when
+//! the Lease is lost, then release the Lease or report the loss.
 
+use std::future::Future;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, ObjectMeta, PostParams};
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 /// What to do with the Lease.
@@ -98,6 +104,49 @@ impl Elector {
             lease_duration,
             retry,
         }
+    }
+
+    /// Waits for the Lease, then runs `lead` while this replica holds it.
+    ///
+    /// `lead` gets a child of `stop` that is cancelled on a stop or when the Lease is
+    /// lost, and must return soon after. A stop before the Lease is held returns at once
+    /// without running `lead`; after a stop the Lease is released so another replica
+    /// takes over without waiting for it to expire. A lost Lease is the error.
+    #[tracing::instrument(name = "leader", skip_all, fields(lease = %self.name, identity = %self.identity))]
+    pub async fn run_while_leading<F, Fut>(
+        &self,
+        stop: &CancellationToken,
+        lead: F,
+    ) -> Result<(), LeaderError>
+    where
+        F: FnOnce(CancellationToken) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        tokio::select! {
+            () = self.acquire() => {}
+            () = stop.cancelled() => return Ok(()),
+        }
+        let leading = stop.child_token();
+        let holding = {
+            let holder = self.clone();
+            let leading = leading.clone();
+            tokio::spawn(async move {
+                let lost = holder.hold().await;
+                leading.cancel();
+                lost
+            })
+        };
+        lead(leading.clone()).await;
+        // Only the holder cancels `leading` without `stop` being cancelled: the Lease is lost.
+        if leading.is_cancelled() && !stop.is_cancelled() {
+            return match holding.await {
+                Ok(lost) => Err(lost),
+                Err(_) => Ok(()),
+            };
+        }
+        holding.abort();
+        self.release().await;
+        Ok(())
     }
 
     /// Waits until this replica holds the Lease.

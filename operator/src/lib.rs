@@ -12,15 +12,16 @@
 //! - [`k8s`]: typed Kubernetes names (condition types, pod phases, policies) and the
 //!   apiserver answers the operator handles;
 //! - [`leader`]: Lease-based leader election so only one replica reconciles;
-//! - [`metrics`] and [`admin`]: Prometheus metrics, `/livez`, `/readyz`, `/metrics`;
+//! - [`metrics`]: Prometheus metrics, served with `/livez`, `/readyz` and `/healthz` by
+//!   the admin server of [`hepbatch_runtime`];
 //! - [`revision`]: the current revision of CVMFS repositories, read from their signed
 //!   manifests and verified, for `consistency: Fleet` AnalysisJobs;
 //! - [`config`]: the cluster admin's configuration (platforms, CVMFS provider and
 //!   servers, GPU runtime), reloaded when its file changes;
 //! - [`crd`]: waiting for the AnalysisJob CRD to be served before the watches start;
-//! - [`cli`]: flags and environment of the binary and the process around the loop.
+//! - [`cli`]: flags and environment of the binary;
+//! - [`process`]: the process around the loop (logging, admin server, CRD, leader, stop).
 
-pub mod admin;
 pub mod build;
 pub mod cli;
 pub mod cmssw;
@@ -34,5 +35,6 @@ pub mod k8s;
 pub mod leader;
 pub mod metrics;
 pub mod pacing;
+pub mod process;
 pub mod revision;
 pub mod status;

@@ -1,9 +1,10 @@
-//! `hepbatch-operator`: see the library's [`cli`](hepbatch_operator::cli) for the flags.
+//! `hepbatch-operator`: see the library's [`cli`](hepbatch_operator::cli) for the flags and
+//! [`process`](hepbatch_operator::process) for what runs.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
 fn main() -> ExitCode {
-    hepbatch_operator::cli::main(hepbatch_operator::cli::Args::parse())
+    hepbatch_operator::process::main(hepbatch_operator::cli::Args::parse())
 }

@@ -17,8 +17,9 @@ pub mod authority;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use axum::http::StatusCode;
 use futures::TryStreamExt;
+use hepbatch_runtime::CancellationToken;
+use hepbatch_runtime::admin::{AdminError, AdminServer, Endpoints};
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::Server;
@@ -59,6 +60,9 @@ pub enum ServerError {
     /// The configuration is incomplete.
     #[error("configuration: {0}")]
     Config(String),
+    /// The admin server failed.
+    #[error(transparent)]
+    Admin(#[from] AdminError),
     /// A server failed.
     #[error("serving: {0}")]
     Serve(String),
@@ -113,15 +117,12 @@ async fn start_node(config: &Config, metrics: &Arc<Metrics>) -> Result<Arc<Topol
     Ok(topology)
 }
 
-/// Runs the plugin until `shutdown` completes.
+/// Runs the plugin until `shutdown` is cancelled.
 ///
 /// With `--services controller` nothing on the node is touched: no mount root, no client,
 /// no watchdog, no kubelet registration; only the record directory under the state
 /// directory is created.
-pub async fn run(
-    config: Config,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServerError> {
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ServerError> {
     let metrics = Metrics::new();
     let services = config.services;
     let node_id = match (&config.node_id, services.node()) {
@@ -156,7 +157,8 @@ pub async fn run(
     });
     let readiness = Arc::new(Readiness::new(topology.clone(), store.clone()));
 
-    let (stop, stopped) = tokio::sync::watch::channel(false);
+    // Every server stops on `stop`: on `shutdown`, or when one of them fails.
+    let stop = shutdown.child_token();
     let mut servers = tokio::task::JoinSet::new();
 
     let csi_listener = bind_socket(&config.endpoint)?;
@@ -174,15 +176,13 @@ pub async fn run(
         None => ControllerService::disabled(metrics.clone()),
     };
     let identity = IdentityService::new(readiness.clone());
-    let mut csi_stop = stopped.clone();
+    let csi_stop = stop.clone();
     servers.spawn(async move {
         Server::builder()
             .add_service(IdentityServer::new(identity))
             .add_service(ControllerServer::new(controller))
             .add_optional_service(node)
-            .serve_with_incoming_shutdown(incoming(csi_listener), async move {
-                let _ = csi_stop.changed().await;
-            })
+            .serve_with_incoming_shutdown(incoming(csi_listener), csi_stop.cancelled_owned())
             .await
             .map_err(|e| ServerError::Serve(format!("CSI: {e}")))
     });
@@ -202,13 +202,11 @@ pub async fn run(
             .kubelet_endpoint
             .clone()
             .unwrap_or_else(|| config.endpoint.clone());
-        let mut reg_stop = stopped.clone();
+        let reg_stop = stop.clone();
         servers.spawn(async move {
             Server::builder()
                 .add_service(RegistrationServer::new(RegistrationService::new(endpoint)))
-                .serve_with_incoming_shutdown(incoming(listener), async move {
-                    let _ = reg_stop.changed().await;
-                })
+                .serve_with_incoming_shutdown(incoming(listener), reg_stop.cancelled_owned())
                 .await
                 .map_err(|e| ServerError::Serve(format!("registration: {e}")))
         });
@@ -216,33 +214,20 @@ pub async fn run(
     }
 
     if let Some(address) = config.admin_address {
-        let listener = tokio::net::TcpListener::bind(address)
-            .await
-            .map_err(|source| ServerError::Socket {
-                path: PathBuf::from(address.to_string()),
-                source,
-            })?;
-        let app = admin_router(readiness.clone(), metrics.clone());
-        let mut admin_stop = stopped.clone();
-        servers.spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = admin_stop.changed().await;
-                })
-                .await
-                .map_err(|e| ServerError::Serve(format!("admin: {e}")))
-        });
-        info!(%address, "serving /healthz and /metrics");
+        let admin = AdminServer::bind(address).await?;
+        let endpoints = admin_endpoints(readiness.clone(), metrics.clone());
+        let admin_stop = stop.clone();
+        servers.spawn(async move { Ok(admin.serve(endpoints, admin_stop).await?) });
     }
 
     let mut result = Ok(());
     tokio::select! {
-        () = shutdown => info!("shutting down; mounts stay in place"),
+        () = shutdown.cancelled() => info!("shutting down; mounts stay in place"),
         Some(done) = servers.join_next() => {
             result = done.map_err(|e| ServerError::Serve(e.to_string())).and_then(|r| r);
         }
     }
-    let _ = stop.send(true);
+    stop.cancel();
     if let Some(watchdog) = watchdog {
         watchdog.abort();
     }
@@ -262,35 +247,7 @@ pub async fn run(
     result
 }
 
-/// `/healthz` (the same checks as Probe) and `/metrics`.
-pub fn admin_router(readiness: Arc<Readiness>, metrics: Arc<Metrics>) -> axum::Router {
-    axum::Router::new()
-        .route(
-            "/healthz",
-            axum::routing::get(move || {
-                let readiness = readiness.clone();
-                async move {
-                    match tokio::task::spawn_blocking(move || readiness.check()).await {
-                        Ok(Ok(())) => (StatusCode::OK, "ok\n".to_owned()),
-                        Ok(Err(why)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
-                        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
-                    }
-                }
-            }),
-        )
-        .route(
-            "/metrics",
-            axum::routing::get(move || {
-                let metrics = metrics.clone();
-                async move {
-                    (
-                        [(
-                            http::header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        metrics.encode(),
-                    )
-                }
-            }),
-        )
+/// `/readyz` and `/healthz` (the same checks as Probe) and `/metrics`.
+pub fn admin_endpoints(readiness: Arc<Readiness>, metrics: Arc<Metrics>) -> Endpoints {
+    Endpoints::new(move || readiness.check(), move || Some(metrics.encode()))
 }
