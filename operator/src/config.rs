@@ -282,17 +282,17 @@ fn is_dns_label(name: &str) -> bool {
 /// The configuration in force, kept current from its file.
 #[derive(Clone, Debug)]
 pub struct ConfigWatch {
-    receiver: watch::Receiver<Arc<OperatorConfig>>,
+    /// Shared by every clone; the reloading task holds only a weak reference, so it ends
+    /// when the last clone is dropped, and a fixed configuration's channel never closes.
+    sender: Arc<watch::Sender<Arc<OperatorConfig>>>,
 }
 
 impl ConfigWatch {
     /// A configuration that never changes (no file given).
     pub fn fixed(config: OperatorConfig) -> ConfigWatch {
-        let (sender, receiver) = watch::channel(Arc::new(config));
-        // Keep the channel open for the life of the process so receivers never see it
-        // closed.
-        std::mem::forget(sender);
-        ConfigWatch { receiver }
+        ConfigWatch {
+            sender: Arc::new(watch::Sender::new(Arc::new(config))),
+        }
     }
 
     /// Loads `path` (an error if it is missing or invalid) and re-reads it every
@@ -305,14 +305,15 @@ impl ConfigWatch {
         let config = OperatorConfig::parse(&path, &initial)?;
         info!(path = %path.display(), platforms = ?config.platforms.keys().collect::<Vec<_>>(),
             cvmfs = config.cvmfs.name(), "configuration loaded");
-        let (sender, receiver) = watch::channel(Arc::new(config));
+        let sender = Arc::new(watch::Sender::new(Arc::new(config)));
+        let reloading = Arc::downgrade(&sender);
         tokio::spawn(async move {
             let mut last = initial;
             loop {
                 tokio::time::sleep(RELOAD_INTERVAL).await;
-                if sender.is_closed() {
+                let Some(sender) = reloading.upgrade() else {
                     return;
-                }
+                };
                 let text = match std::fs::read_to_string(&path) {
                     Ok(text) => text,
                     Err(error) => {
@@ -336,17 +337,17 @@ impl ConfigWatch {
                 last = text;
             }
         });
-        Ok(ConfigWatch { receiver })
+        Ok(ConfigWatch { sender })
     }
 
     /// The configuration in force now.
     pub fn current(&self) -> Arc<OperatorConfig> {
-        self.receiver.borrow().clone()
+        self.sender.borrow().clone()
     }
 
     /// A receiver that wakes on every reload.
     pub fn subscribe(&self) -> watch::Receiver<Arc<OperatorConfig>> {
-        self.receiver.clone()
+        self.sender.subscribe()
     }
 }
 
