@@ -18,20 +18,19 @@
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use tracing::{Instrument, info_span};
+use tracing::info_span;
 
 use crate::metrics::{ErrorCategory, Metrics, Operation};
 use crate::proto::csi::controller_server::Controller;
-use crate::proto::csi::controller_service_capability::{Rpc, Type as CapabilityType, rpc};
+use crate::proto::csi::controller_service_capability::rpc;
 use crate::proto::csi::validate_volume_capabilities_response::Confirmed;
 use crate::proto::csi::{
-    ControllerGetCapabilitiesRequest, ControllerGetCapabilitiesResponse,
-    ControllerServiceCapability, CreateVolumeRequest, CreateVolumeResponse, DeleteVolumeRequest,
-    DeleteVolumeResponse, ValidateVolumeCapabilitiesRequest, ValidateVolumeCapabilitiesResponse,
-    Volume,
+    ControllerGetCapabilitiesRequest, ControllerGetCapabilitiesResponse, CreateVolumeRequest,
+    CreateVolumeResponse, DeleteVolumeRequest, DeleteVolumeResponse,
+    ValidateVolumeCapabilitiesRequest, ValidateVolumeCapabilitiesResponse, Volume,
 };
 use crate::provision::{Provision, ProvisionError, check_capability};
-use crate::rpc::{RpcError, observe};
+use crate::rpc::{RpcError, controller_capability, observe, trace};
 use crate::store::{StoreError, VolumeRecord, VolumeStore};
 use crate::volume::{Bounded, VolumeSpec};
 
@@ -56,7 +55,7 @@ pub enum ControllerError {
     Disabled,
     /// The blocking task died.
     #[error("internal error: {0}")]
-    Internal(String),
+    Internal(#[from] tokio::task::JoinError),
 }
 
 impl RpcError for ControllerError {
@@ -115,8 +114,7 @@ impl ControllerService {
     ) -> Result<T, ControllerError> {
         let store = self.store.clone().ok_or(ControllerError::Disabled)?;
         tokio::task::spawn_blocking(move || work(&store))
-            .await
-            .map_err(|e| ControllerError::Internal(e.to_string()))?
+            .await?
             .map_err(ControllerError::from)
     }
 
@@ -219,14 +217,6 @@ fn unsupported(
     None
 }
 
-fn rpc_capability(kind: rpc::Type) -> ControllerServiceCapability {
-    ControllerServiceCapability {
-        r#type: Some(CapabilityType::Rpc(Rpc {
-            r#type: kind as i32,
-        })),
-    }
-}
-
 #[tonic::async_trait]
 impl Controller for ControllerService {
     async fn controller_get_capabilities(
@@ -234,7 +224,7 @@ impl Controller for ControllerService {
         _request: Request<ControllerGetCapabilitiesRequest>,
     ) -> Result<Response<ControllerGetCapabilitiesResponse>, Status> {
         let capabilities = if self.store.is_some() {
-            vec![rpc_capability(rpc::Type::CreateDeleteVolume)]
+            vec![controller_capability(rpc::Type::CreateDeleteVolume)]
         } else {
             Vec::new()
         };
@@ -284,8 +274,7 @@ impl Controller for ControllerService {
         let request = request.into_inner();
         let span =
             info_span!("validate_volume_capabilities", volume = %Bounded(&request.volume_id));
-        let result = self.validate(request).instrument(span).await;
-        Ok(Response::new(result?))
+        Ok(Response::new(trace(span, self.validate(request)).await?))
     }
 }
 

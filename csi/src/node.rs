@@ -9,18 +9,17 @@ use tracing::info_span;
 
 use crate::metrics::{ErrorCategory, Metrics, Operation};
 use crate::proto::csi::node_server::Node;
-use crate::proto::csi::node_service_capability::{Rpc, Type as CapabilityType, rpc};
+use crate::proto::csi::node_service_capability::rpc;
 use crate::proto::csi::volume_capability::AccessType;
 use crate::proto::csi::{
     NodeExpandVolumeRequest, NodeExpandVolumeResponse, NodeGetCapabilitiesRequest,
     NodeGetCapabilitiesResponse, NodeGetInfoRequest, NodeGetInfoResponse,
     NodeGetVolumeStatsRequest, NodeGetVolumeStatsResponse, NodePublishVolumeRequest,
-    NodePublishVolumeResponse, NodeServiceCapability, NodeStageVolumeRequest,
-    NodeStageVolumeResponse, NodeUnpublishVolumeRequest, NodeUnpublishVolumeResponse,
-    NodeUnstageVolumeRequest, NodeUnstageVolumeResponse, VolumeCapability, VolumeCondition,
-    VolumeUsage, volume_usage,
+    NodePublishVolumeResponse, NodeStageVolumeRequest, NodeStageVolumeResponse,
+    NodeUnpublishVolumeRequest, NodeUnpublishVolumeResponse, NodeUnstageVolumeRequest,
+    NodeUnstageVolumeResponse, VolumeCapability, VolumeCondition, VolumeUsage, volume_usage,
 };
-use crate::rpc::{RpcError, observe};
+use crate::rpc::{RpcError, node_capability, observe, trace};
 use crate::topology::{Topology, TopologyError};
 use crate::volume::{AttributeError, Bounded, VolumeSpec, quote};
 
@@ -69,7 +68,7 @@ pub enum NodeError {
     Topology(#[from] TopologyError),
     /// The blocking task died.
     #[error("internal error: {0}")]
-    Internal(String),
+    Internal(#[from] tokio::task::JoinError),
 }
 
 impl RpcError for NodeError {
@@ -200,8 +199,7 @@ impl NodeService {
     ) -> Result<T, NodeError> {
         let topology = self.topology.clone();
         tokio::task::spawn_blocking(move || work(&topology))
-            .await
-            .map_err(|e| NodeError::Internal(e.to_string()))?
+            .await?
             .map_err(NodeError::from)
     }
 
@@ -266,14 +264,6 @@ impl NodeService {
     }
 }
 
-fn rpc_capability(kind: rpc::Type) -> NodeServiceCapability {
-    NodeServiceCapability {
-        r#type: Some(CapabilityType::Rpc(Rpc {
-            r#type: kind as i32,
-        })),
-    }
-}
-
 #[tonic::async_trait]
 impl Node for NodeService {
     async fn node_publish_volume(
@@ -314,7 +304,10 @@ impl Node for NodeService {
         &self,
         request: Request<NodeGetVolumeStatsRequest>,
     ) -> Result<Response<NodeGetVolumeStatsResponse>, Status> {
-        Ok(Response::new(self.stats(request.into_inner()).await?))
+        let request = request.into_inner();
+        let span = info_span!("volume_stats", volume = %Bounded(&request.volume_id),
+            path = %Bounded(&request.volume_path));
+        Ok(Response::new(trace(span, self.stats(request)).await?))
     }
 
     async fn node_get_capabilities(
@@ -323,8 +316,8 @@ impl Node for NodeService {
     ) -> Result<Response<NodeGetCapabilitiesResponse>, Status> {
         Ok(Response::new(NodeGetCapabilitiesResponse {
             capabilities: vec![
-                rpc_capability(rpc::Type::GetVolumeStats),
-                rpc_capability(rpc::Type::VolumeCondition),
+                node_capability(rpc::Type::GetVolumeStats),
+                node_capability(rpc::Type::VolumeCondition),
             ],
         }))
     }
