@@ -54,7 +54,7 @@ use crate::mount::table::{Mount, MountTable, TableError};
 use crate::volume::Instance;
 
 pub use heal::{HealFailure, HealReport};
-pub use probe::{Health, probe};
+pub use probe::{Health, VolumeProblem, probe};
 pub use published::{PublishedVolume, VolumeKind};
 use specs::{SpecError, SpecStore};
 

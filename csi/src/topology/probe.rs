@@ -136,17 +136,13 @@ impl Topology {
         let table = MountTable::read()?;
         let mut report = VolumeReport::default();
         let Some(spec) = &volume.spec else {
-            report.problems.push(format!(
-                "the record of this volume's attributes ({}) is missing from the state directory",
-                volume.spec_key
-            ));
+            report.problems.push(VolumeProblem::RecordMissing {
+                key: volume.spec_key.clone(),
+            });
             return Ok(report);
         };
         if !self.is_served(volume) {
-            report.problems.push(
-                "repositories not accessed yet cannot be mounted: the on-demand volume is not served (the plugin is taking it over)"
-                    .to_owned(),
-            );
+            report.problems.push(VolumeProblem::NotServed);
         }
         for repository in volume.expected_children(&table) {
             let child = volume.mount.mount_point.join(repository.as_str());
@@ -155,33 +151,39 @@ impl Topology {
                     Health::Healthy => {
                         let snapshot = self.snapshot(&child);
                         if let Some(shown) = snapshot.as_ref().filter(|s| s.io_errors > 0) {
-                            report.problems.push(format!(
-                                "repository {repository} is readable but had {}",
-                                self.backend.explain_io_errors(shown)
-                            ));
+                            report.problems.push(VolumeProblem::IoErrors {
+                                repository: repository.clone(),
+                                explained: self.backend.explain_io_errors(shown),
+                            });
                         }
                         report.shown.push((repository, snapshot));
                     }
-                    Health::Broken(why) => report
-                        .problems
-                        .push(format!("repository {repository} is broken: {why}")),
+                    Health::Broken(why) => report.problems.push(VolumeProblem::Broken {
+                        repository,
+                        pinned: false,
+                        why,
+                    }),
                 },
-                _ => report
-                    .problems
-                    .push(format!("repository {repository} is not mounted")),
+                _ => report.problems.push(VolumeProblem::NotMounted {
+                    repository,
+                    pinned: false,
+                }),
             }
         }
         if volume.kind == VolumeKind::OnDemand {
             for repository in spec.pins.keys() {
                 let dir = self.instance_dir(&spec.instance(repository));
                 if table.at(&dir).is_none() {
-                    report
-                        .problems
-                        .push(format!("pinned repository {repository} is not mounted"));
+                    report.problems.push(VolumeProblem::NotMounted {
+                        repository: repository.clone(),
+                        pinned: true,
+                    });
                 } else if let Health::Broken(why) = probe(&dir) {
-                    report
-                        .problems
-                        .push(format!("pinned repository {repository} is broken: {why}"));
+                    report.problems.push(VolumeProblem::Broken {
+                        repository: repository.clone(),
+                        pinned: true,
+                        why,
+                    });
                 }
             }
         }
@@ -189,11 +191,57 @@ impl Topology {
     }
 }
 
+/// One thing wrong with a published volume; its message is the volume condition's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VolumeProblem {
+    /// The state directory has no record of the volume's attributes.
+    #[error("the record of this volume's attributes ({key}) is missing from the state directory")]
+    RecordMissing {
+        /// The record's key.
+        key: String,
+    },
+    /// The on-demand volume is not served by this process (yet).
+    #[error(
+        "repositories not accessed yet cannot be mounted: the on-demand volume is not served (the plugin is taking it over)"
+    )]
+    NotServed,
+    /// A repository answers but its client counted I/O errors.
+    #[error("repository {repository} is readable but had {explained}")]
+    IoErrors {
+        /// The repository.
+        repository: RepositoryName,
+        /// The backend's account of the errors.
+        explained: String,
+    },
+    /// A repository (a pinned one: its instance) fails or hangs.
+    #[error("{}repository {repository} is broken: {why}", pinned_prefix(*.pinned))]
+    Broken {
+        /// The repository.
+        repository: RepositoryName,
+        /// Whether it is pinned to a revision.
+        pinned: bool,
+        /// How it fails.
+        why: String,
+    },
+    /// A repository (a pinned one: its instance) is not mounted.
+    #[error("{}repository {repository} is not mounted", pinned_prefix(*.pinned))]
+    NotMounted {
+        /// The repository.
+        repository: RepositoryName,
+        /// Whether it is pinned to a revision.
+        pinned: bool,
+    },
+}
+
+fn pinned_prefix(pinned: bool) -> &'static str {
+    if pinned { "pinned " } else { "" }
+}
+
 /// What a published volume shows ([`Topology::volume_report`]).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct VolumeReport {
     /// What is wrong; empty means healthy.
-    pub problems: Vec<String>,
+    pub problems: Vec<VolumeProblem>,
     /// The readable repositories and the snapshot each shows (when the backend tells).
     pub shown: Vec<(RepositoryName, Option<Snapshot>)>,
 }
@@ -202,7 +250,8 @@ impl VolumeReport {
     /// The volume condition message: the problems, or what every repository shows.
     pub fn message(&self) -> String {
         if !self.problems.is_empty() {
-            return self.problems.join("; ");
+            let problems: Vec<String> = self.problems.iter().map(ToString::to_string).collect();
+            return problems.join("; ");
         }
         let shown: Vec<String> = self
             .shown
