@@ -117,65 +117,74 @@ async fn start_node(config: &Config, metrics: &Arc<Metrics>) -> Result<Arc<Topol
     Ok(topology)
 }
 
-/// Runs the plugin until `shutdown` is cancelled.
-///
-/// With `--services controller` nothing on the node is touched: no mount root, no client,
-/// no watchdog, no kubelet registration; only the record directory under the state
-/// directory is created.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ServerError> {
-    let metrics = Metrics::new();
-    let services = config.services;
-    let node_id = match (&config.node_id, services.node()) {
-        (Some(id), true) if !id.is_empty() => Some(id.clone()),
-        (_, true) => {
-            return Err(ServerError::Config(
-                "--node-id (NODE_NAME) is required when the node service runs".to_owned(),
-            ));
-        }
-        (_, false) => None,
-    };
-    let topology = match node_id {
-        Some(_) => Some(start_node(&config, &metrics).await?),
-        None => None,
-    };
-    let store = if services.controller() {
-        let store = Arc::new(VolumeStore::new(config.controller_dir()));
-        store.prepare()?;
-        Some(store)
-    } else {
-        None
-    };
-    if let Some(topology) = &topology {
-        lookup::spawn_server(topology.clone(), tokio::runtime::Handle::current());
+/// The servers of one process, each stopping when `stop` is cancelled.
+type Servers = tokio::task::JoinSet<Result<(), ServerError>>;
+
+/// The node's name when the node service runs (required then), `None` otherwise.
+fn node_id(config: &Config) -> Result<Option<String>, ServerError> {
+    match (&config.node_id, config.services.node()) {
+        (Some(id), true) if !id.is_empty() => Ok(Some(id.clone())),
+        (_, true) => Err(ServerError::Config(
+            "--node-id (NODE_NAME) is required when the node service runs".to_owned(),
+        )),
+        (_, false) => Ok(None),
     }
-    let watchdog = topology.as_ref().map(|topology| {
-        tokio::spawn(watchdog::run(
-            topology.clone(),
-            metrics.clone(),
-            config.heal_interval(),
-        ))
-    });
-    let readiness = Arc::new(Readiness::new(topology.clone(), store.clone()));
+}
 
-    // Every server stops on `stop`: on `shutdown`, or when one of them fails.
-    let stop = shutdown.child_token();
-    let mut servers = tokio::task::JoinSet::new();
+/// What the node and controller sides run on: the topology (node) and the volume records
+/// (controller), each present only when its side runs.
+struct Sides {
+    node_id: Option<String>,
+    topology: Option<Arc<Topology>>,
+    store: Option<Arc<VolumeStore>>,
+}
 
+impl Sides {
+    async fn start(config: &Config, metrics: &Arc<Metrics>) -> Result<Self, ServerError> {
+        let node_id = node_id(config)?;
+        let topology = match node_id {
+            Some(_) => Some(start_node(config, metrics).await?),
+            None => None,
+        };
+        let store = if config.services.controller() {
+            let store = Arc::new(VolumeStore::new(config.controller_dir()));
+            store.prepare()?;
+            Some(store)
+        } else {
+            None
+        };
+        Ok(Sides {
+            node_id,
+            topology,
+            store,
+        })
+    }
+}
+
+/// Serves Identity, Controller and (on the node side) Node on the CSI socket.
+fn spawn_csi(
+    servers: &mut Servers,
+    config: &Config,
+    sides: &Sides,
+    readiness: Arc<Readiness>,
+    metrics: &Arc<Metrics>,
+    stop: &CancellationToken,
+) -> Result<(), ServerError> {
     let csi_listener = bind_socket(&config.endpoint)?;
-    let node = match (&topology, node_id) {
+    let node = match (&sides.topology, &sides.node_id) {
         (Some(topology), Some(node_id)) => Some(NodeServer::new(NodeService::new(
             topology.clone(),
             config.kubelet_dir.clone(),
-            node_id,
+            node_id.clone(),
             metrics.clone(),
         ))),
         _ => None,
     };
-    let controller = match &store {
+    let controller = match &sides.store {
         Some(store) => ControllerService::new(store.clone(), metrics.clone()),
         None => ControllerService::disabled(metrics.clone()),
     };
-    let identity = IdentityService::new(readiness.clone());
+    let identity = IdentityService::new(readiness);
     let csi_stop = stop.clone();
     servers.spawn(async move {
         Server::builder()
@@ -188,34 +197,77 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     });
     info!(
         endpoint = %config.endpoint.display(),
-        services = ?services,
+        services = ?config.services,
         node = config.node_id.as_deref().unwrap_or(""),
-        backend = topology.as_ref().map(|t| t.backend().name()).unwrap_or("none"),
+        backend = sides.topology.as_ref().map(|t| t.backend().name()).unwrap_or("none"),
         "serving CSI"
     );
+    Ok(())
+}
 
-    let registration_socket = config.registration_socket();
-    let register = services.node() && config.kubelet_registration;
-    if register {
-        let listener = bind_socket(&registration_socket)?;
-        let endpoint = config
-            .kubelet_endpoint
-            .clone()
-            .unwrap_or_else(|| config.endpoint.clone());
-        let reg_stop = stop.clone();
-        servers.spawn(async move {
-            Server::builder()
-                .add_service(RegistrationServer::new(RegistrationService::new(endpoint)))
-                .serve_with_incoming_shutdown(incoming(listener), reg_stop.cancelled_owned())
-                .await
-                .map_err(|e| ServerError::Serve(format!("registration: {e}")))
-        });
-        info!(socket = %registration_socket.display(), "serving kubelet registration");
+/// Serves the kubelet's plugin registration on its socket, when the node side registers;
+/// returns whether it does.
+fn spawn_registration(
+    servers: &mut Servers,
+    config: &Config,
+    stop: &CancellationToken,
+) -> Result<bool, ServerError> {
+    if !(config.services.node() && config.kubelet_registration) {
+        return Ok(false);
     }
+    let registration_socket = config.registration_socket();
+    let listener = bind_socket(&registration_socket)?;
+    let endpoint = config
+        .kubelet_endpoint
+        .clone()
+        .unwrap_or_else(|| config.endpoint.clone());
+    let reg_stop = stop.clone();
+    servers.spawn(async move {
+        Server::builder()
+            .add_service(RegistrationServer::new(RegistrationService::new(endpoint)))
+            .serve_with_incoming_shutdown(incoming(listener), reg_stop.cancelled_owned())
+            .await
+            .map_err(|e| ServerError::Serve(format!("registration: {e}")))
+    });
+    info!(socket = %registration_socket.display(), "serving kubelet registration");
+    Ok(true)
+}
 
+/// Runs the plugin until `shutdown` is cancelled.
+///
+/// With `--services controller` nothing on the node is touched: no mount root, no client,
+/// no watchdog, no kubelet registration; only the record directory under the state
+/// directory is created.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ServerError> {
+    let metrics = Metrics::new();
+    let sides = Sides::start(&config, &metrics).await?;
+    if let Some(topology) = &sides.topology {
+        lookup::spawn_server(topology.clone(), tokio::runtime::Handle::current());
+    }
+    let watchdog = sides.topology.as_ref().map(|topology| {
+        tokio::spawn(watchdog::run(
+            topology.clone(),
+            metrics.clone(),
+            config.heal_interval(),
+        ))
+    });
+    let readiness = Arc::new(Readiness::new(sides.topology.clone(), sides.store.clone()));
+
+    // Every server stops on `stop`: on `shutdown`, or when one of them fails.
+    let stop = shutdown.child_token();
+    let mut servers = Servers::new();
+    spawn_csi(
+        &mut servers,
+        &config,
+        &sides,
+        readiness.clone(),
+        &metrics,
+        &stop,
+    )?;
+    let registered = spawn_registration(&mut servers, &config, &stop)?;
     if let Some(address) = config.admin_address {
         let admin = AdminServer::bind(address).await?;
-        let endpoints = admin_endpoints(readiness.clone(), metrics.clone());
+        let endpoints = admin_endpoints(readiness, metrics.clone());
         let admin_stop = stop.clone();
         servers.spawn(async move { Ok(admin.serve(endpoints, admin_stop).await?) });
     }
@@ -231,7 +283,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     if let Some(watchdog) = watchdog {
         watchdog.abort();
     }
-    if let Some(autofs) = topology.as_ref().and_then(|t| t.autofs()) {
+    if let Some(autofs) = sides.topology.as_ref().and_then(|t| t.autofs()) {
         autofs.release_all();
     }
     // Connections in flight get a moment to finish; a server stuck behind a hung client
@@ -241,8 +293,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     })
     .await;
     let _ = std::fs::remove_file(&config.endpoint);
-    if register {
-        let _ = std::fs::remove_file(&registration_socket);
+    if registered {
+        let _ = std::fs::remove_file(config.registration_socket());
     }
     result
 }
