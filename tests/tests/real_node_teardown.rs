@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use hepbatch_tests::testbed::Binaries;
 use hepbatch_tests::testbed::node::{ANALYSIS_BASE_IMAGE, remove_stale_nodes};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 /// What `testbed up` printed about its real node.
 struct Launched {
@@ -109,12 +111,9 @@ fn run_pod(launched: &Launched) {
     );
 }
 
-fn send(child: &Child, signal: i32) {
+fn send(child: &Child, signal: Signal) {
     let pid = i32::try_from(child.id()).expect("pid fits");
-    // SAFETY: kill(2) on a child we spawned and have not reaped.
-    #[allow(unsafe_code)]
-    let rc = unsafe { libc::kill(pid, signal) };
-    assert_eq!(rc, 0, "kill failed");
+    kill(Pid::from_raw(pid), signal).expect("kill failed");
 }
 
 fn wait_for_exit(child: &mut Child, timeout: Duration) {
@@ -214,7 +213,7 @@ fn ctrl_c_with_a_running_pod_leaves_nothing_of_the_node_behind() {
         "the node's mount namespace is in use while it runs"
     );
 
-    send(&launched.child, libc::SIGINT);
+    send(&launched.child, Signal::SIGINT);
     wait_for_exit(&mut launched.child, Duration::from_secs(60));
     let left = leftovers(&launched);
     assert!(left.is_empty(), "left behind:\n{}", left.join("\n"));
@@ -228,7 +227,7 @@ fn after_a_sigkill_the_next_start_removes_the_orphaned_containers() {
     let mut launched = launch(dir.path());
     run_pod(&launched);
 
-    send(&launched.child, libc::SIGKILL);
+    send(&launched.child, Signal::SIGKILL);
     wait_for_exit(&mut launched.child, Duration::from_secs(10));
     // The kubelet and containerd die with the testbed (parent-death signal); the shim
     // and its containers daemonized and are still there, in the node's cgroups.

@@ -10,6 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hepbatch_tests::testbed::Binaries;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 struct Launched {
     child: Child,
@@ -102,12 +104,9 @@ fn assert_nothing_left(launched: &Launched) {
     );
 }
 
-fn send(child: &Child, signal: i32) {
+fn send(child: &Child, signal: Signal) {
     let pid = i32::try_from(child.id()).expect("pid fits");
-    // SAFETY: kill(2) on a child we spawned and have not reaped.
-    #[allow(unsafe_code)]
-    let rc = unsafe { libc::kill(pid, signal) };
-    assert_eq!(rc, 0, "kill failed");
+    kill(Pid::from_raw(pid), signal).expect("kill failed");
 }
 
 #[test]
@@ -131,7 +130,7 @@ fn up_serves_kubectl_and_ctrl_c_leaves_nothing_behind() {
     let nodes = String::from_utf8_lossy(&output.stdout);
     assert!(nodes.contains("node/gpu-a100-0"), "nodes: {nodes}");
 
-    send(&launched.child, libc::SIGINT);
+    send(&launched.child, Signal::SIGINT);
     wait_for_exit(&mut launched.child, Duration::from_secs(30));
     assert_nothing_left(&launched);
     assert!(!launched.work_dir.exists(), "work directory left behind");
@@ -143,7 +142,7 @@ fn up_serves_kubectl_and_ctrl_c_leaves_nothing_behind() {
 fn sigkilled_launcher_takes_its_components_with_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut launched = launch(dir.path());
-    send(&launched.child, libc::SIGKILL);
+    send(&launched.child, Signal::SIGKILL);
     wait_for_exit(&mut launched.child, Duration::from_secs(10));
     assert_nothing_left(&launched);
     // Files cannot be removed by a SIGKILLed process; clean up for it.

@@ -21,7 +21,6 @@
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -30,6 +29,10 @@ use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use nix::sys::prctl::set_pdeathsig;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::{Pid, getpid, getppid, write};
 
 use super::TestbedError;
 use super::node::{cgroups, namespaces};
@@ -123,7 +126,7 @@ impl Component {
     /// Asks the component to stop (SIGTERM to its process group) without waiting.
     pub fn request_stop(&mut self) {
         if self.exited().is_none() {
-            signal_group(self.child.id(), libc::SIGTERM);
+            signal_group(self.child.id(), Signal::SIGTERM);
         }
     }
 
@@ -133,11 +136,11 @@ impl Component {
             thread::sleep(Duration::from_millis(20));
         }
         if self.exited().is_none() {
-            signal_group(self.child.id(), libc::SIGKILL);
+            signal_group(self.child.id(), Signal::SIGKILL);
             let _ = self.child.wait();
         }
         // Children of the component (none expected) share its process group.
-        signal_group(self.child.id(), libc::SIGKILL);
+        signal_group(self.child.id(), Signal::SIGKILL);
         unregister(self.registration);
     }
 
@@ -172,17 +175,14 @@ pub fn tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-#[allow(unsafe_code)]
-fn signal_group(pid: u32, signal: libc::c_int) {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
+/// Sends `signal` to the process group `pid` leads. The group id is the pid of a child we
+/// started in a group of its own and have not yet reaped, or reaped just now (then the
+/// call fails with ESRCH and nothing happens).
+fn signal_group(pid: u32, signal: Signal) {
+    let Ok(pid) = i32::try_from(pid) else {
         return;
     };
-    // SAFETY: kill(2) has no memory-safety preconditions; the group id is the pid of a
-    // child we started with setpgid(0, 0) and have not yet reaped, or reaped just now (in
-    // which case the call fails with ESRCH and nothing happens).
-    unsafe {
-        libc::kill(-pid, signal);
-    }
+    let _ = killpg(Pid::from_raw(pid), signal);
 }
 
 /// Something that must not outlive this process: a component, a file or a directory, or
@@ -278,13 +278,13 @@ fn cleanup_everything() {
     };
     for item in &items {
         if let Registered::Process(pid) = item {
-            signal_group(*pid, libc::SIGTERM);
+            signal_group(*pid, Signal::SIGTERM);
         }
     }
     thread::sleep(Duration::from_secs(1));
     for item in &items {
         if let Registered::Process(pid) = item {
-            signal_group(*pid, libc::SIGKILL);
+            signal_group(*pid, Signal::SIGKILL);
         }
     }
     // What escaped the process groups (container shims, containers) goes next, then the
@@ -337,39 +337,37 @@ fn spawn_tied_to_process(command: Command, placement: Vec<File>) -> io::Result<C
         .map_err(|_| io::Error::other("spawner thread is gone"))?
 }
 
-#[allow(unsafe_code)]
 fn spawn_in_own_group(command: &mut Command, placement: &[File]) -> io::Result<Child> {
     let parent = std::process::id();
-    let cgroup_procs: Vec<RawFd> = placement.iter().map(|file| file.as_raw_fd()).collect();
-    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
-    // system calls (setpgid, prctl, getppid, getpid, write) on memory it owns (the
-    // vector of descriptors, allocated before the fork, and a stack buffer); it
-    // allocates nothing. The descriptors stay open until `spawn` returns because
-    // `placement` outlives it, and close in the child at exec (O_CLOEXEC).
+    // Our own descriptors of the `cgroup.procs` files, moved into the closure: they stay
+    // open as long as the command and close in the child at exec (O_CLOEXEC).
+    let cgroup_procs = placement
+        .iter()
+        .map(File::try_clone)
+        .collect::<io::Result<Vec<File>>>()?;
+    command.process_group(0);
+    let in_child = move || -> io::Result<()> {
+        set_pdeathsig(Signal::SIGKILL)?;
+        // The parent may have died between fork and prctl.
+        if u32::try_from(getppid().as_raw()).ok() != Some(parent) {
+            return Err(io::Error::other("parent exited during start"));
+        }
+        if !cgroup_procs.is_empty() {
+            let mut digits = [0u8; 20];
+            let start = format_decimal(getpid().as_raw().unsigned_abs(), &mut digits);
+            let text = &digits[start..];
+            for file in &cgroup_procs {
+                write(file, text)?;
+            }
+        }
+        Ok(())
+    };
+    #[allow(unsafe_code)]
+    // SAFETY: `in_child` runs between fork and exec and only makes async-signal-safe
+    // system calls (prctl, getppid, getpid, write) on memory it owns (descriptors opened
+    // before the fork and a stack buffer); it allocates nothing.
     unsafe {
-        command.pre_exec(move || {
-            if libc::setpgid(0, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // The parent may have died between fork and prctl.
-            if u32::try_from(libc::getppid()).ok() != Some(parent) {
-                return Err(io::Error::other("parent exited during start"));
-            }
-            if !cgroup_procs.is_empty() {
-                let mut digits = [0u8; 20];
-                let start = format_decimal(libc::getpid().unsigned_abs(), &mut digits);
-                let text = &digits[start..];
-                for &fd in &cgroup_procs {
-                    if libc::write(fd, text.as_ptr().cast(), text.len()) < 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                }
-            }
-            Ok(())
-        });
+        command.pre_exec(in_child);
     }
     command.spawn()
 }
