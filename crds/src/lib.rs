@@ -8,6 +8,8 @@
 
 pub mod analysis_job;
 pub mod hep;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use analysis_job::{
     AnalysisJob, AnalysisJobSpec, AnalysisJobStatus, CvmfsRevision, CvmfsStatus, FailedShard,

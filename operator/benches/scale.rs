@@ -30,7 +30,7 @@ use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt, stream};
-use hepbatch_crds::{AnalysisJob, Phase};
+use hepbatch_crds::{AnalysisJob, Phase, testing};
 use hepbatch_operator::config::OperatorConfig;
 use hepbatch_tests::http::{free_address, metric};
 use hepbatch_tests::testbed::{Testbed, TestbedOptions, annotations, spawn_registered};
@@ -106,12 +106,7 @@ impl Fleet {
         if let Some(parallelism) = self.parallelism {
             spec["parallelism"] = json!(parallelism);
         }
-        Ok(serde_json::from_value(json!({
-            "apiVersion": "hepbatch.io/v1alpha1",
-            "kind": "AnalysisJob",
-            "metadata": {"name": name},
-            "spec": spec,
-        }))?)
+        Ok(testing::analysis_job(name, spec).build()?)
     }
 }
 

@@ -240,13 +240,11 @@ mod tests {
     use super::*;
 
     fn analysis_job() -> AnalysisJob {
-        serde_json::from_value(serde_json::json!({
-            "apiVersion": "hepbatch.io/v1alpha1",
-            "kind": "AnalysisJob",
-            "metadata": {"name": "zpeak", "namespace": "cms", "uid": "u-1"},
-            "spec": {"platform": "el9"},
-        }))
-        .expect("valid")
+        hepbatch_crds::testing::analysis_job("zpeak", serde_json::json!({"platform": "el9"}))
+            .namespace("cms")
+            .uid("u-1")
+            .build()
+            .expect("valid")
     }
 
     fn files(n: usize) -> Vec<String> {

@@ -28,13 +28,7 @@ pub enum HttpError {
     },
 }
 
-/// A loopback address with a port that is free now.
-pub fn free_address() -> io::Result<String> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    Ok(format!("127.0.0.1:{port}"))
-}
+pub use crate::ports::free_address;
 
 /// An HTTP/1.0 GET of `path` at `address`: the status code and the body.
 pub async fn get(address: &str, path: &str) -> Result<(u16, String), HttpError> {

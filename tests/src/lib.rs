@@ -4,8 +4,9 @@
 //!   kwok (with fake CPU and GPU nodes) from the binaries built by `tests/testbed/build.sh`.
 //! - [`harness`]: runs a suite of async tests against one shared testbed, each in a fresh
 //!   namespace, with libtest-compatible output; prints component logs when a test fails.
-//! - [`wait`]: `await_condition` with a timeout and a readable error.
+//! - [`wait`]: `await_condition` with a timeout and a readable error, and polling.
 //! - [`http`]: a bare GET of an admin endpoint and a metric sample out of its answer.
+//! - [`ports`]: free loopback ports, never handed out twice.
 //! - [`fixtures`]: file trees standing in for CVMFS content (a stub CMS repository).
 //! - [`cvmfs`]: a real CVMFS stratum 0 with tagged revisions, served on 127.0.0.1.
 //! - [`chart`]: the Helm chart's values for a testbed with real nodes, and installing it.
@@ -16,6 +17,7 @@ pub mod cvmfs;
 pub mod fixtures;
 pub mod harness;
 pub mod http;
+pub mod ports;
 pub mod reader;
 pub mod testbed;
 pub mod wait;

@@ -1,7 +1,9 @@
-//! Waiting for objects to reach a condition, with a timeout that says what was awaited.
+//! Waiting for objects to reach a condition, with a timeout that says what was awaited;
+//! and the one polling loop ([`Poll`], [`eventually`]) for what cannot be watched.
 
 use std::fmt::Debug;
-use std::time::Duration;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::Resource;
@@ -32,6 +34,70 @@ pub enum WaitError {
         /// The underlying error.
         source: kube::runtime::wait::Error,
     },
+}
+
+/// How often [`eventually`] asks.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// A polling loop ran out of time.
+#[derive(Debug, thiserror::Error)]
+#[error("timed out after {timeout:?} waiting for {what}")]
+pub struct TimedOut {
+    /// What was awaited.
+    pub what: String,
+    /// How long.
+    pub timeout: Duration,
+}
+
+/// The deadline and pace of one polling loop: check, then [`Poll::next`], until the check
+/// holds or `next` says time is up.
+#[derive(Debug)]
+pub struct Poll {
+    what: String,
+    timeout: Duration,
+    interval: Duration,
+    deadline: Instant,
+}
+
+impl Poll {
+    /// A loop waiting at most `timeout` for `what`, asking every `interval`.
+    pub fn new(what: &str, timeout: Duration, interval: Duration) -> Self {
+        Poll {
+            what: what.to_owned(),
+            timeout,
+            interval,
+            deadline: Instant::now() + timeout,
+        }
+    }
+
+    /// Sleeps one interval; [`TimedOut`] once the deadline has passed.
+    pub async fn next(&mut self) -> Result<(), TimedOut> {
+        if Instant::now() > self.deadline {
+            return Err(TimedOut {
+                what: self.what.clone(),
+                timeout: self.timeout,
+            });
+        }
+        tokio::time::sleep(self.interval).await;
+        Ok(())
+    }
+}
+
+/// Polls `check` every [`POLL_INTERVAL`] until it returns true or `timeout` passes; an
+/// error of `check` ends the wait at once.
+pub async fn eventually<F, Fut, E>(what: &str, timeout: Duration, mut check: F) -> Result<(), E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<bool, E>>,
+    E: From<TimedOut>,
+{
+    let mut poll = Poll::new(what, timeout, POLL_INTERVAL);
+    loop {
+        if check().await? {
+            return Ok(());
+        }
+        poll.next().await?;
+    }
 }
 
 /// Waits until the object `name` satisfies `condition`, for at most `timeout`, and

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hepbatch_crds::{AnalysisJob, CSI_DRIVER_NAME, Phase};
+use hepbatch_crds::{AnalysisJob, CSI_DRIVER_NAME, Phase, testing};
 use hepbatch_tests::chart::{self, Backend, NAMESPACE, RELEASE, chart_dir as chart};
 use hepbatch_tests::cvmfs::{Stratum, content};
 use hepbatch_tests::harness::{self, TestContext, TestResult, test};
@@ -181,12 +181,7 @@ async fn analysis_job(
     phase: Phase,
 ) -> Result<AnalysisJob, Box<dyn std::error::Error + Send + Sync>> {
     let api: Api<AnalysisJob> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    let job: AnalysisJob = serde_json::from_value(json!({
-        "apiVersion": "hepbatch.io/v1alpha1",
-        "kind": "AnalysisJob",
-        "metadata": {"name": name},
-        "spec": spec,
-    }))?;
+    let job = testing::analysis_job(name, spec).build()?;
     api.create(&PostParams::default(), &job).await?;
     let wanted = phase;
     Ok(wait::until(

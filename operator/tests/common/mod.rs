@@ -5,10 +5,10 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hepbatch_crds::analysis_job::ANALYSIS_JOB_LABEL;
-use hepbatch_crds::{AnalysisJob, Phase};
+use hepbatch_crds::{AnalysisJob, Phase, testing};
 use hepbatch_tests::harness::TestContext;
 use hepbatch_tests::testbed;
 use hepbatch_tests::wait;
@@ -54,24 +54,16 @@ pub async fn install_crd(client: &Client) -> Result<(), BoxError> {
     Err("the AnalysisJob endpoint never served".into())
 }
 
-/// The JSON of an AnalysisJob named `name` with `spec`.
-fn analysis_job_json(name: &str, spec: Value) -> Value {
-    json!({
-        "apiVersion": "hepbatch.io/v1alpha1",
-        "kind": "AnalysisJob",
-        "metadata": {"name": name},
-        "spec": spec,
-    })
-}
-
 /// An AnalysisJob named `name` with `spec` given as JSON.
 pub fn analysis_job(name: &str, spec: Value) -> Result<AnalysisJob, BoxError> {
-    Ok(serde_json::from_value(analysis_job_json(name, spec))?)
+    Ok(testing::analysis_job(name, spec).build()?)
 }
 
 /// The same, untyped: values the Rust types would refuse still reach the apiserver.
 pub fn untyped_analysis_job(name: &str, spec: Value) -> Result<DynamicObject, BoxError> {
-    Ok(serde_json::from_value(analysis_job_json(name, spec))?)
+    Ok(serde_json::from_value(
+        testing::analysis_job(name, spec).json(),
+    )?)
 }
 
 /// AnalysisJobs of the test's namespace, untyped (see [`untyped_analysis_job`]).
@@ -261,20 +253,11 @@ where
     .await
 }
 
-/// Polls `check` until it returns true or `timeout` passes.
-pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<(), BoxError>
+/// [`wait::eventually`] with the suites' error type, so `check` needs no annotations.
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, check: F) -> Result<(), BoxError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<bool, BoxError>>,
 {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if check().await? {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(format!("timed out after {timeout:?} waiting for {what}").into());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait::eventually(what, timeout, check).await
 }

@@ -23,7 +23,6 @@ mod kubeconfig;
 pub mod node;
 mod nodes;
 mod pki;
-mod ports;
 mod process;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -36,6 +35,8 @@ use k8s_openapi::api::core::v1::{Node, ServiceAccount};
 use kube::api::Api;
 use tempfile::TempDir;
 
+use crate::ports::free_port;
+use crate::wait::Poll;
 pub use binaries::{BIN_DIR_ENV, Binaries, COMPONENTS};
 pub use node::{NodeFootprint, RealNode, RealNodeSpec};
 pub use nodes::{FakeNode, GpuModel, MANAGED_LABEL, NVIDIA_GPU};
@@ -280,10 +281,10 @@ impl Testbed {
                 .map_err(|e| TestbedError::Config(format!("building the node images: {e}")))??;
             Some((layout, archives))
         };
-        let etcd_client = ports::free_port()?;
-        let etcd_peer = ports::free_port()?;
-        let apiserver_port = ports::free_port()?;
-        let kwok_port = ports::free_port()?;
+        let etcd_client = free_port().map_err(io_err("finding a free port"))?;
+        let etcd_peer = free_port().map_err(io_err("finding a free port"))?;
+        let apiserver_port = free_port().map_err(io_err("finding a free port"))?;
+        let kwok_port = free_port().map_err(io_err("finding a free port"))?;
         let server = format!("https://127.0.0.1:{apiserver_port}");
         let kubeconfig = work.join("admin.kubeconfig");
         kubeconfig::write(&kubeconfig, &kubeconfig::render(&server, &pki))?;
@@ -582,19 +583,18 @@ impl Testbed {
         F: FnMut(kube::Client) -> Fut,
         Fut: Future<Output = bool>,
     {
-        let deadline = Instant::now() + START_TIMEOUT;
+        let mut poll = Poll::new(what, START_TIMEOUT, Duration::from_millis(100));
         loop {
             self.check_alive()?;
             if ready(self.client.clone()).await {
                 return Ok(());
             }
-            if Instant::now() > deadline {
-                return Err(TestbedError::Timeout {
-                    what: what.to_owned(),
-                    timeout: START_TIMEOUT,
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            poll.next()
+                .await
+                .map_err(|timed_out| TestbedError::Timeout {
+                    what: timed_out.what,
+                    timeout: timed_out.timeout,
+                })?;
         }
     }
 
