@@ -129,14 +129,13 @@ impl AdminServer {
     }
 
     /// Serves `endpoints` until `shutdown` is cancelled.
-    #[tracing::instrument(name = "admin", skip_all, fields(address = %self.address))]
     pub async fn serve(
         self,
         endpoints: Endpoints,
         shutdown: CancellationToken,
     ) -> Result<(), AdminError> {
         let address = self.address;
-        tracing::info!("admin server listening");
+        tracing::info!(%address, "admin server listening");
         axum::serve(self.listener, endpoints.router())
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
