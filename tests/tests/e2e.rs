@@ -553,19 +553,18 @@ async fn healing_in_a_real_pod(ctx: TestContext) -> TestResult {
     drop(installed(&ctx).await?);
     let _alone = CALM.write().await;
     let api: Api<AnalysisJob> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    let job: AnalysisJob = serde_json::from_value(json!({
-        "apiVersion": "hepbatch.io/v1alpha1",
-        "kind": "AnalysisJob",
-        "metadata": {"name": "reader"},
-        "spec": {
+    let job = testing::analysis_job(
+        "reader",
+        json!({
             "image": ANALYSIS_BASE_IMAGE,
             "cvmfs": {"repositories": ["cms.cern.ch"]},
             // Reads in a loop, logging each change between readable and not, until told
             // to stop.
             "script": reader::read_loop("/cvmfs/cms.cern.ch/version"),
             "shards": 1,
-        }
-    }))?;
+        }),
+    )
+    .build()?;
     api.create(&PostParams::default(), &job).await?;
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     let pod = loop {
