@@ -115,6 +115,13 @@ fn endpoints(metrics: Arc<Metrics>, ready: Arc<AtomicBool>) -> Endpoints {
     )
 }
 
+/// Serves the admin endpoints until `stop`; a failure is logged, the operator goes on.
+async fn serve_admin(admin: AdminServer, endpoints: Endpoints, stop: CancellationToken) {
+    if let Err(error) = admin.serve(endpoints, stop).await {
+        error!(%error, "admin server failed");
+    }
+}
+
 async fn run(args: Args) -> Result<(), RunError> {
     let config = match &args.config {
         Some(path) => ConfigWatch::start(path.clone())?,
@@ -126,13 +133,8 @@ async fn run(args: Args) -> Result<(), RunError> {
     let stop = hepbatch_runtime::shutdown::on_signals();
 
     let admin = AdminServer::bind(args.metrics_address).await?;
-    let admin_stop = stop.clone();
     let admin_endpoints = endpoints(metrics.clone(), ready.clone());
-    tokio::spawn(async move {
-        if let Err(error) = admin.serve(admin_endpoints, admin_stop).await {
-            error!(%error, "admin server failed");
-        }
-    });
+    tokio::spawn(serve_admin(admin, admin_endpoints, stop.clone()));
 
     let namespaces = if args.namespaces.is_empty() {
         Namespaces::All
