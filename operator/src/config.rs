@@ -25,7 +25,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::revision::Source;
+use crate::revision::{Source, SourceError};
 use tracing::{error, info};
 
 /// Image of the `cc7` platform: CentOS 7 with the system packages CMSSW needs.
@@ -134,7 +134,7 @@ impl CvmfsProvider {
 
     /// Where the repositories' manifests are read from (only the csi provider, which can
     /// pin, has one); an error names the configuration key at fault.
-    pub fn manifest_source(&self) -> Result<Option<Source>, String> {
+    pub fn manifest_source(&self) -> Result<Option<Source>, SourceError> {
         match self {
             CvmfsProvider::Csi {
                 server_url,
@@ -195,6 +195,14 @@ pub enum ConfigError {
         /// The parser's message (line and column included).
         message: String,
     },
+    /// The CVMFS servers, proxies or keys cannot work.
+    #[error("the configuration {path} is invalid: {source}")]
+    Cvmfs {
+        /// The file.
+        path: PathBuf,
+        /// The setting at fault.
+        source: SourceError,
+    },
     /// A value is out of place.
     #[error("the configuration {path} is invalid: {message}")]
     Invalid {
@@ -220,6 +228,13 @@ impl OperatorConfig {
             path: path.to_owned(),
             message,
         })?;
+        config
+            .cvmfs
+            .manifest_source()
+            .map_err(|source| ConfigError::Cvmfs {
+                path: path.to_owned(),
+                source,
+            })?;
         Ok(config)
     }
 
@@ -254,7 +269,6 @@ impl OperatorConfig {
             )),
             _ => Ok(()),
         }?;
-        self.cvmfs.manifest_source()?;
         if let Some(class) = &self.gpu.nvidia_runtime_class_name
             && class.is_empty()
         {
@@ -434,7 +448,7 @@ mod tests {
             "http://s2/cvmfs/cms.cern.ch"
         );
         let pvc = parse("cvmfs:\n  provider: pvc\n  claimName: c\n").expect("valid");
-        assert_eq!(pvc.cvmfs.manifest_source(), Ok(None));
+        assert!(matches!(pvc.cvmfs.manifest_source(), Ok(None)));
     }
 
     #[test]

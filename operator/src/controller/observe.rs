@@ -322,7 +322,7 @@ async fn resolve_revisions(
     let source = config
         .cvmfs
         .manifest_source()
-        .map_err(unresolved)?
+        .map_err(|error| unresolved(error.to_string()))?
         .ok_or_else(|| unresolved("the CVMFS provider cannot pin".to_owned()))?;
     let snapshot = revision::resolve(&source, &repositories, k8s_openapi::jiff::Timestamp::now())
         .await

@@ -26,7 +26,7 @@ use http::Uri;
 use k8s_openapi::jiff::Timestamp;
 
 use fetch::{FetchError, Route};
-use verify::{MasterKey, VerifyError};
+use verify::{KeyError, MasterKey, VerifyError};
 
 /// Placeholder of the repository name in server URLs (`CVMFS_SERVER_URL` syntax).
 pub const FQRN_PLACEHOLDER: &str = "@fqrn@";
@@ -52,7 +52,7 @@ impl Source {
         server_url: Option<&str>,
         http_proxy: Option<&str>,
         public_keys: &BTreeMap<String, String>,
-    ) -> Result<Source, String> {
+    ) -> Result<Source, SourceError> {
         let servers = match server_url {
             None => Vec::new(),
             Some(text) => text
@@ -63,10 +63,10 @@ impl Source {
                     check_server_url(server)?;
                     Ok(server.trim_end_matches('/').to_owned())
                 })
-                .collect::<Result<Vec<_>, String>>()?,
+                .collect::<Result<Vec<_>, SourceError>>()?,
         };
         if server_url.is_some() && servers.is_empty() {
-            return Err("cvmfs.serverUrl names no server; remove it instead".to_owned());
+            return Err(SourceError::NoServer);
         }
         let routes = match http_proxy {
             None => vec![Route::Direct],
@@ -76,14 +76,11 @@ impl Source {
             .iter()
             .map(|(name, pem)| {
                 if !name.ends_with(".pub") || name.contains('/') {
-                    return Err(format!(
-                        "cvmfs.publicKeys: {name:?} must be a file name ending in .pub \
-                         (<repository>.pub is used for that repository)"
-                    ));
+                    return Err(SourceError::KeyName { name: name.clone() });
                 }
-                MasterKey::from_pem(name, pem).map_err(|e| format!("cvmfs.publicKeys: {e}"))
+                MasterKey::from_pem(name, pem).map_err(SourceError::Key)
             })
-            .collect::<Result<Vec<_>, String>>()?;
+            .collect::<Result<Vec<_>, SourceError>>()?;
         Ok(Source {
             servers,
             routes,
@@ -110,26 +107,74 @@ impl Source {
     }
 }
 
-fn check_server_url(server: &str) -> Result<(), String> {
+/// A CVMFS server or proxy setting of the operator configuration that cannot work; the
+/// message names the configuration key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// A server URL that is not http(s).
+    #[error(
+        "cvmfs.serverUrl {server:?} must be an http:// URL such as \
+         http://cvmfs-stratum-one.cern.ch/cvmfs/@fqrn@"
+    )]
+    ServerScheme {
+        /// The URL as configured.
+        server: String,
+    },
+    /// A server URL that does not parse.
+    #[error("cvmfs.serverUrl {server:?} is not a valid URL")]
+    ServerUrl {
+        /// The URL as configured.
+        server: String,
+    },
+    /// `serverUrl` set but empty.
+    #[error("cvmfs.serverUrl names no server; remove it instead")]
+    NoServer,
+    /// A proxy that is neither `http://host:port`, `DIRECT` nor `auto`.
+    #[error(
+        "cvmfs.httpProxy {proxy:?} must be http://host:port (e.g. http://squid:3128) or DIRECT"
+    )]
+    Proxy {
+        /// The proxy as configured.
+        proxy: String,
+    },
+    /// `httpProxy` set but empty.
+    #[error("cvmfs.httpProxy names no proxy; use DIRECT for none")]
+    NoProxy,
+    /// A key file name that is not `<name>.pub`.
+    #[error(
+        "cvmfs.publicKeys: {name:?} must be a file name ending in .pub \
+         (<repository>.pub is used for that repository)"
+    )]
+    KeyName {
+        /// The file name as configured.
+        name: String,
+    },
+    /// A key that is not a PEM public key.
+    #[error("cvmfs.publicKeys: {0}")]
+    Key(#[source] KeyError),
+}
+
+fn check_server_url(server: &str) -> Result<(), SourceError> {
     // https is valid CVMFS configuration (the CSI plugin's clients may use it), so it
     // does not make the configuration fail; a download from such a server is refused
     // with a reason instead (see fetch).
     if !server.starts_with("http://") && !server.starts_with("https://") {
-        return Err(format!(
-            "cvmfs.serverUrl {server:?} must be an http:// URL such as \
-             http://cvmfs-stratum-one.cern.ch/cvmfs/@fqrn@"
-        ));
+        return Err(SourceError::ServerScheme {
+            server: server.to_owned(),
+        });
     }
     let sample = server.replace(FQRN_PLACEHOLDER, "cms.cern.ch");
     match sample.parse::<Uri>() {
         Ok(uri) if uri.host().is_some() => Ok(()),
-        _ => Err(format!("cvmfs.serverUrl {server:?} is not a valid URL")),
+        _ => Err(SourceError::ServerUrl {
+            server: server.to_owned(),
+        }),
     }
 }
 
 /// The proxies of a `CVMFS_HTTP_PROXY` value in the order to try: groups (`;`) in order,
 /// the members of a group (`|`, load-balanced by the client) in the order given.
-fn parse_proxies(text: &str) -> Result<Vec<Route>, String> {
+fn parse_proxies(text: &str) -> Result<Vec<Route>, SourceError> {
     let mut routes = Vec::new();
     for proxy in text
         .split([';', '|'])
@@ -148,16 +193,13 @@ fn parse_proxies(text: &str) -> Result<Vec<Route>, String> {
             .parse::<Uri>()
             .ok()
             .filter(|uri| uri.scheme_str() == Some("http") && uri.host().is_some())
-            .ok_or_else(|| {
-                format!(
-                    "cvmfs.httpProxy {proxy:?} must be http://host:port (e.g. \
-                     http://squid:3128) or DIRECT"
-                )
+            .ok_or_else(|| SourceError::Proxy {
+                proxy: proxy.to_owned(),
             })?;
         routes.push(Route::Proxy(uri));
     }
     if routes.is_empty() {
-        return Err("cvmfs.httpProxy names no proxy; use DIRECT for none".to_owned());
+        return Err(SourceError::NoProxy);
     }
     routes.dedup();
     Ok(routes)
@@ -369,17 +411,23 @@ mod tests {
             ),
             (Some("http://s1/@fqrn@"), Some(""), "use DIRECT for none"),
         ] {
-            let error = Source::new(server, proxy, &none).expect_err(expected);
+            let error = Source::new(server, proxy, &none)
+                .expect_err(expected)
+                .to_string();
             assert!(error.contains(expected), "{error}");
         }
         let bad_key = BTreeMap::from([("cms.cern.ch.pub".to_owned(), "not a key".to_owned())]);
         let error = Source::new(None, None, &bad_key).expect_err("bad key");
+        assert!(std::error::Error::source(&error).is_some(), "{error:?}");
+        let error = error.to_string();
         assert!(
             error.starts_with("cvmfs.publicKeys: cms.cern.ch.pub"),
             "{error}"
         );
         let bad_name = BTreeMap::from([("cms.cern.ch.key".to_owned(), "x".to_owned())]);
-        let error = Source::new(None, None, &bad_name).expect_err("bad name");
+        let error = Source::new(None, None, &bad_name)
+            .expect_err("bad name")
+            .to_string();
         assert!(error.contains("ending in .pub"), "{error}");
     }
 
