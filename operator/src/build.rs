@@ -569,13 +569,11 @@ mod tests {
     }
 
     fn analysis_job(spec: Value) -> AnalysisJob {
-        serde_json::from_value(json!({
-            "apiVersion": "hepbatch.io/v1alpha1",
-            "kind": "AnalysisJob",
-            "metadata": {"name": "higgs", "namespace": "physics", "uid": "u-1"},
-            "spec": spec,
-        }))
-        .expect("a valid AnalysisJob")
+        hepbatch_crds::testing::analysis_job("higgs", spec)
+            .namespace("physics")
+            .uid("u-1")
+            .build()
+            .expect("a valid AnalysisJob")
     }
 
     #[test]

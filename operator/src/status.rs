@@ -142,12 +142,13 @@ fn expected_shards(analysis_job: &AnalysisJob) -> i32 {
     }
 }
 
-/// Whether `new` differs from `old` only in progress: counts, the completed-shard ranges
-/// and the Job's start (`Pending` → `Running`), with the same conditions, failed shards
-/// and Job. Such a change is not news (see the pacing of status writes): the Job
-/// controller starting a Job says only that its pods are being created, which the
-/// counts show anyway, while a resumed Job (`Suspended` → `Running`), a failure and the
-/// end are news.
+/// Whether `new` differs from `old` only in progress: counts, the completed-shard ranges,
+/// the Job's start (`Pending` → `Running`) and the message of a `ShardsUnschedulable`
+/// condition that holds in both (it counts the waiting shards), with the same conditions,
+/// failed shards and Job. Such a change is not news (see the pacing of status writes):
+/// the Job controller starting a Job says only that its pods are being created, which
+/// the counts show anyway, while a resumed Job (`Suspended` → `Running`), a failure, shards
+/// starting or ceasing to wait, and the end are news.
 pub fn is_progress_only(old: &AnalysisJobStatus, new: &AnalysisJobStatus) -> bool {
     let started = old.phase == Some(Phase::Pending) && new.phase == Some(Phase::Running);
     let without_progress = |status: &AnalysisJobStatus| AnalysisJobStatus {
@@ -158,6 +159,18 @@ pub fn is_progress_only(old: &AnalysisJobStatus, new: &AnalysisJobStatus) -> boo
         terminating: 0,
         completed_shards: None,
         start_time: None,
+        conditions: status
+            .conditions
+            .iter()
+            .map(|c| Condition {
+                message: if c.type_ == UNSCHEDULABLE_CONDITION {
+                    String::new()
+                } else {
+                    c.message.clone()
+                },
+                ..c.clone()
+            })
+            .collect(),
         ..status.clone()
     };
     !new.phase.is_some_and(|p| p.is_finished())
@@ -577,12 +590,12 @@ mod tests {
     use serde_json::{Value, json};
 
     fn analysis_job(spec: Value) -> AnalysisJob {
-        serde_json::from_value(json!({
-            "apiVersion": "hepbatch.io/v1alpha1", "kind": "AnalysisJob",
-            "metadata": {"name": "higgs", "namespace": "physics", "uid": "u", "generation": 2},
-            "spec": spec,
-        }))
-        .expect("valid")
+        hepbatch_crds::testing::analysis_job("higgs", spec)
+            .namespace("physics")
+            .uid("u")
+            .generation(2)
+            .build()
+            .expect("valid")
     }
 
     fn job(spec: Value, status: Value) -> Job {
@@ -787,6 +800,10 @@ mod tests {
             !is_progress_only(&running, &waiting),
             "news, written at once"
         );
+        // Looked again, more shards wait: the count in the message is progress, not news.
+        let more = with_scheduling(&waiting, running.clone(), 3, &look, now.clone());
+        assert_ne!(more, waiting);
+        assert!(is_progress_only(&waiting, &more), "{more:?}");
         // Not looked again: kept as it was, time included.
         let later = Time("2026-01-01T00:05:00Z".parse().expect("time"));
         let kept = with_scheduling(
