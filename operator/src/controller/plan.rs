@@ -651,18 +651,22 @@ mod tests {
         assert!(plan(&aj, &absent(), &OperatorConfig::default(), later()).is_err());
     }
 
-    #[test]
-    fn suspending_patches_the_job_and_says_so_at_once() {
-        let aj = analysis_job(
-            "{platform: el9, script: 'true', shards: 3, suspend: true}",
-            Some(RUNNING),
-        );
+    /// The plan for a running AnalysisJob with `spec` whose live Job runs 3 of 3 shards.
+    fn planned_against_a_running_job(spec: &str) -> Plan {
+        let aj = analysis_job(spec, Some(RUNNING));
         let live = job(
             "u-1",
             "{completions: 3, parallelism: 3}",
             "{active: 3, ready: 3}",
         );
-        let plan = planned(&aj, &present(live), later());
+        planned(&aj, &present(live), later())
+    }
+
+    #[test]
+    fn suspending_patches_the_job_and_says_so_at_once() {
+        let plan = planned_against_a_running_job(
+            "{platform: el9, script: 'true', shards: 3, suspend: true}",
+        );
         assert_eq!(
             plan.children,
             Children::Patch(serde_json::json!({"spec": {"suspend": true}}))
@@ -675,16 +679,9 @@ mod tests {
 
     #[test]
     fn scaling_patches_the_parallelism() {
-        let aj = analysis_job(
+        let plan = planned_against_a_running_job(
             "{platform: el9, script: 'true', shards: 3, parallelism: 1}",
-            Some(RUNNING),
         );
-        let live = job(
-            "u-1",
-            "{completions: 3, parallelism: 3}",
-            "{active: 3, ready: 3}",
-        );
-        let plan = planned(&aj, &present(live), later());
         assert_eq!(
             plan.children,
             Children::Patch(serde_json::json!({"spec": {"parallelism": 1}}))
