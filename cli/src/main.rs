@@ -1,0 +1,3 @@
+//! `kubectl-hepbatch`: the kubectl plugin binary.
+
+fn main() {}
