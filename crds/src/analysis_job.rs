@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::hep::{Cmssw, Cvmfs, GpuRequest, Inputs, Output};
+use crate::security::RunAs;
 
 /// Largest number of shards one AnalysisJob may have (the Job API's limit on completions
 /// with per-index backoff).
@@ -98,6 +99,8 @@ const IMMUTABLE_OPTIONAL_FIELDS: &[&str] = &[
     "tolerations",
     "affinity",
     "podMetadata",
+    "runAs",
+    "runAsRoot",
 ];
 
 /// Spec fields that always have a value (required or defaulted) and are immutable.
@@ -350,6 +353,20 @@ pub struct AnalysisJobSpec {
     /// Labels and annotations added to every shard's pod. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_metadata: Option<PodMetadata>,
+
+    /// The user and group the shards run as, for images made for another user than the
+    /// cluster's default for them (the platform's, e.g. `cmsusr` for cc7). Absent: the
+    /// operator configuration's choice. Never root: see `runAsRoot`. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as: Option<RunAs>,
+
+    /// Runs the shards as root (UID 0), e.g. a CernVM root file system started through
+    /// its `/init`; still without any capability and without privilege escalation.
+    /// Only where the cluster admin allows it (for the namespace or the platform), and
+    /// the pods then need a namespace that admits Pod Security `baseline`. Excludes
+    /// `runAs`. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as_root: Option<bool>,
 }
 
 /// What one shard needs. Each value is a Kubernetes quantity such as `2`, `500m` or `4Gi`.
@@ -590,6 +607,11 @@ impl AnalysisJobSpec {
     pub fn is_suspended(&self) -> bool {
         self.suspend.unwrap_or(false)
     }
+
+    /// Whether the user asked for the shards to run as root.
+    pub fn wants_root(&self) -> bool {
+        self.run_as_root.unwrap_or(false)
+    }
 }
 
 fn default_max_retries_per_shard() -> i32 {
@@ -680,6 +702,7 @@ pub fn spec_rules() -> Vec<Rule> {
             ),
         ),
     ];
+    rules.push(crate::security::run_as_root_rule());
     rules.push(crate::hep::platform_scram_arch_rule());
     rules.push(immutability_rule());
     rules

@@ -8,6 +8,7 @@
 
 pub mod analysis_job;
 pub mod hep;
+pub mod security;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
@@ -19,6 +20,7 @@ pub use hep::{
     Cmssw, ConfigMapKey, Consistency, Cvmfs, GpuRequest, GpuVendor, Inputs, IntelDriver, Output,
     OutputVolume, Pin,
 };
+pub use security::{PodSecurityLevel, RunAs};
 
 /// API group of every hepbatch custom resource.
 pub const API_GROUP: &str = "hepbatch.io";

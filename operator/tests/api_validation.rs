@@ -286,6 +286,26 @@ async fn bad_inputs_rejected(ctx: TestContext) -> TestResult {
             json!({"image": "busybox", "shards": "many"}),
             "spec.shards: Invalid value",
         ),
+        (
+            "root's UID as a user",
+            json!({"image": "busybox", "runAs": {"user": 0}}),
+            "spec.runAs.user must not be 0, root's UID: ask for spec.runAsRoot: true",
+        ),
+        (
+            "a user and root",
+            json!({"image": "busybox", "runAs": {"user": 1000}, "runAsRoot": true}),
+            "spec.runAs and spec.runAsRoot: true exclude each other",
+        ),
+        (
+            "a negative group",
+            json!({"image": "busybox", "runAs": {"user": 1000, "group": -1}}),
+            "spec.runAs.group: Invalid value",
+        ),
+        (
+            "a user beyond 2^31-1",
+            json!({"image": "busybox", "runAs": {"user": 4_294_967_296_i64}}),
+            "spec.runAs.user: Invalid value",
+        ),
     ];
 
     let mut failures = Vec::new();
@@ -317,6 +337,7 @@ async fn bad_inputs_rejected(ctx: TestContext) -> TestResult {
         "resources": {"cpu": "500m", "memory": "2Gi", "ephemeralStorage": "10Gi"},
         "env": [{"name": "DATASET", "value": "/store/data"}],
         "podMetadata": {"labels": {"team": "higgs"}},
+        "runAs": {"user": 1000, "group": 0},
     });
     let valid_hep = json!({
         "platform": "el8",
@@ -329,6 +350,7 @@ async fn bad_inputs_rejected(ctx: TestContext) -> TestResult {
         "output": {"path": "/output", "volume": {"persistentVolumeClaim": {"claimName": "out"}}},
         "inputs": {"files": ["/store/a.root", "/store/b.root"], "filesPerShard": 1},
         "maxRuntime": "workday",
+        "runAsRoot": true,
     });
     if let Err(error) = api
         .create(
@@ -412,6 +434,16 @@ async fn immutable_fields(ctx: TestContext) -> TestResult {
             "add a max runtime",
             json!({"spec": {"maxRuntime": "espresso"}}),
             "spec.maxRuntime is immutable",
+        ),
+        (
+            "choose a user later",
+            json!({"spec": {"runAs": {"user": 1000}}}),
+            "spec.runAs is immutable",
+        ),
+        (
+            "ask for root later",
+            json!({"spec": {"runAsRoot": true}}),
+            "spec.runAsRoot is immutable",
         ),
     ];
     let mut failures = Vec::new();
