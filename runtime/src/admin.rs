@@ -44,7 +44,10 @@ pub enum AdminError {
     },
 }
 
-type ReadyCheck = dyn Fn() -> Result<(), String> + Send + Sync;
+/// Why a binary is not ready: any error, or a plain message.
+pub type NotReady = Box<dyn std::error::Error + Send + Sync>;
+
+type ReadyCheck = dyn Fn() -> Result<(), NotReady> + Send + Sync;
 type MetricsText = dyn Fn() -> Option<String> + Send + Sync;
 
 /// What the endpoints answer: the binary's readiness check and metrics encoder.
@@ -55,14 +58,14 @@ pub struct Endpoints {
 }
 
 impl Endpoints {
-    /// Endpoints answering with `ready` (`Err` carries why not) and `metrics` (`None`
-    /// when encoding failed, answered with a 500).
-    pub fn new(
-        ready: impl Fn() -> Result<(), String> + Send + Sync + 'static,
+    /// Endpoints answering with `ready` (`Err` carries why not, shown as the body of the
+    /// `503`) and `metrics` (`None` when encoding failed, answered with a 500).
+    pub fn new<E: Into<NotReady>>(
+        ready: impl Fn() -> Result<(), E> + Send + Sync + 'static,
         metrics: impl Fn() -> Option<String> + Send + Sync + 'static,
     ) -> Self {
         Endpoints {
-            ready: Arc::new(ready),
+            ready: Arc::new(move || ready().map_err(Into::into)),
             metrics: Arc::new(metrics),
         }
     }
@@ -93,7 +96,7 @@ async fn readiness(check: Arc<ReadyCheck>) -> Response {
     }
 }
 
-fn readiness_response(result: Result<(), String>) -> Response {
+fn readiness_response(result: Result<(), NotReady>) -> Response {
     match result {
         Ok(()) => (StatusCode::OK, "ok\n").into_response(),
         Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
@@ -167,7 +170,7 @@ mod tests {
 
     #[tokio::test]
     async fn readiness_and_health_answer_from_the_check() {
-        let ready = Endpoints::new(|| Ok(()), || Some(String::new()));
+        let ready = Endpoints::new(|| Ok::<_, NotReady>(()), || Some(String::new()));
         assert_eq!(
             get_path(ready.clone(), "/readyz").await,
             (StatusCode::OK, "ok\n".to_owned())
@@ -189,13 +192,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_typed_reason_is_answered_with_its_message() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("mount root {0} is not shared")]
+        struct NotShared(&'static str);
+        let endpoints = Endpoints::new(|| Err(NotShared("/var/lib/hepbatch")), || None);
+        assert_eq!(
+            get_path(endpoints, "/readyz").await,
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "mount root /var/lib/hepbatch is not shared\n".to_owned()
+            )
+        );
+    }
+
+    #[tokio::test]
     async fn metrics_are_served_as_openmetrics_or_fail_with_500() {
-        let endpoints = Endpoints::new(|| Ok(()), || Some("up 1\n".to_owned()));
+        let endpoints = Endpoints::new(|| Ok::<_, NotReady>(()), || Some("up 1\n".to_owned()));
         assert_eq!(
             get_path(endpoints, "/metrics").await,
             (StatusCode::OK, "up 1\n".to_owned())
         );
-        let broken = Endpoints::new(|| Ok(()), || None);
+        let broken = Endpoints::new(|| Ok::<_, NotReady>(()), || None);
         assert_eq!(
             get_path(broken, "/metrics").await.0,
             StatusCode::INTERNAL_SERVER_ERROR
@@ -206,7 +224,7 @@ mod tests {
     fn readiness_bodies_end_with_a_newline() {
         let ok = readiness_response(Ok(()));
         assert_eq!(ok.status(), StatusCode::OK);
-        let failing = readiness_response(Err("no mount root".to_owned()));
+        let failing = readiness_response(Err("no mount root".into()));
         assert_eq!(failing.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 }
