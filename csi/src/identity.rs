@@ -13,8 +13,20 @@ use crate::proto::csi::{
     GetPluginCapabilitiesRequest, GetPluginCapabilitiesResponse, GetPluginInfoRequest,
     GetPluginInfoResponse, PluginCapability, ProbeRequest, ProbeResponse,
 };
-use crate::store::VolumeStore;
+use crate::store::{StoreError, VolumeStore};
 use crate::topology::Topology;
+use crate::topology::probe::NotReady as NodeNotReady;
+
+/// Why the plugin is not ready: the message of what failed, as Probe and `/readyz` show it.
+#[derive(Debug, thiserror::Error)]
+pub enum NotReady {
+    /// The node service cannot publish.
+    #[error(transparent)]
+    Node(#[from] NodeNotReady),
+    /// The controller service cannot record volumes.
+    #[error(transparent)]
+    Controller(#[from] StoreError),
+}
 
 /// What this process serves, and so what Probe and `/healthz` check.
 pub struct Readiness {
@@ -34,9 +46,9 @@ impl Readiness {
     }
 
     /// Why the plugin is not ready, if it is not (blocking: reads the mount table).
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), NotReady> {
         if let Some(topology) = &self.topology {
-            topology.readiness().map_err(|e| e.to_string())?;
+            topology.readiness()?;
         }
         if let Some(store) = &self.store {
             store.check()?;

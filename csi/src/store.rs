@@ -64,6 +64,15 @@ pub enum StoreError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The record directory does not take a file (part of Probe).
+    #[error("the volume record directory {} is not writable: {source}", dir.display())]
+    NotWritable {
+        /// The record directory.
+        dir: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// A record that is not valid JSON or holds an invalid spec.
     #[error("volume record {path} is corrupt: {reason}")]
     Corrupt {
@@ -125,15 +134,13 @@ impl VolumeStore {
     }
 
     /// Checks that records can be written (part of Probe): writes and removes a file.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), StoreError> {
         let probe = self.dir.join(".probe");
         std::fs::write(&probe, b"ok")
             .and_then(|()| std::fs::remove_file(&probe))
-            .map_err(|e| {
-                format!(
-                    "the volume record directory {} is not writable: {e}",
-                    self.dir.display()
-                )
+            .map_err(|source| StoreError::NotWritable {
+                dir: self.dir.clone(),
+                source,
             })
     }
 
@@ -333,8 +340,13 @@ mod tests {
     #[test]
     fn probe_fails_without_the_directory() {
         let (dir, store) = store();
-        assert_eq!(store.check(), Ok(()));
+        store.check().unwrap();
         std::fs::remove_dir_all(dir.path().join("controller")).unwrap();
-        assert!(store.check().is_err());
+        let err = store.check().unwrap_err();
+        assert!(matches!(err, StoreError::NotWritable { .. }), "{err}");
+        assert!(err.to_string().starts_with(&format!(
+            "the volume record directory {} is not writable: ",
+            store.dir().display()
+        )));
     }
 }

@@ -49,11 +49,25 @@ pub struct Packet {
     pub name: Vec<u8>,
 }
 
+/// Why bytes read from the pipe are not a packet we can answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PacketError {
+    /// Fewer bytes than a packet's header.
+    #[error("short autofs packet of {0} bytes")]
+    Short(usize),
+    /// Another protocol version than the one we mounted with.
+    #[error("autofs packet of protocol {0}, expected {PROTOCOL}")]
+    Protocol(u32),
+    /// A name length beyond the bytes read or `NAME_MAX`.
+    #[error("autofs packet name of {0} bytes does not fit")]
+    NameTooLong(usize),
+}
+
 impl Packet {
     /// Parses a packet as read from the pipe (one read returns one packet).
-    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
+    pub fn parse(bytes: &[u8]) -> Result<Self, PacketError> {
         if bytes.len() < NAME_OFFSET + 1 {
-            return Err(format!("short autofs packet of {} bytes", bytes.len()));
+            return Err(PacketError::Short(bytes.len()));
         }
         let u32_at = |offset: usize| {
             u32::from_ne_bytes([
@@ -65,14 +79,12 @@ impl Packet {
         };
         let version = u32_at(0);
         if version != PROTOCOL {
-            return Err(format!(
-                "autofs packet of protocol {version}, expected {PROTOCOL}"
-            ));
+            return Err(PacketError::Protocol(version));
         }
         let length = u32_at(40) as usize;
         let available = bytes.len().saturating_sub(NAME_OFFSET).min(NAME_CAPACITY);
         if length >= available {
-            return Err(format!("autofs packet name of {length} bytes does not fit"));
+            return Err(PacketError::NameTooLong(length));
         }
         Ok(Self {
             kind: u32_at(4) as i32,
@@ -289,10 +301,14 @@ mod tests {
         assert_eq!(parsed.dev, 0x2a);
         assert_eq!(parsed.pid, 4242);
         assert_eq!(parsed.name, b"sft.cern.ch");
-        assert!(Packet::parse(&[0u8; 10]).is_err());
+        assert_eq!(Packet::parse(&[0u8; 10]), Err(PacketError::Short(10)));
         let mut bad = packet(3, 1, 1, b"x");
         bad[40..44].copy_from_slice(&999u32.to_ne_bytes());
-        assert!(Packet::parse(&bad).is_err());
+        assert_eq!(Packet::parse(&bad), Err(PacketError::NameTooLong(999)));
+        let mut other = packet(3, 1, 1, b"x");
+        other[0..4].copy_from_slice(&4u32.to_ne_bytes());
+        let err = Packet::parse(&other).unwrap_err();
+        assert_eq!(err.to_string(), "autofs packet of protocol 4, expected 5");
     }
 
     #[test]

@@ -23,19 +23,32 @@ pub enum Health {
     Broken(String),
 }
 
+/// Why [`timed`] work gave no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum TimedError {
+    /// The helper thread could not be started.
+    #[error("cannot start probe: {0}")]
+    Spawn(#[source] std::io::Error),
+    /// The work did not finish within [`PROBE_TIMEOUT`] (or its thread died).
+    #[error("no answer within {PROBE_TIMEOUT:?}")]
+    Timeout,
+}
+
 /// Runs `work` on a helper thread and waits at most [`PROBE_TIMEOUT`], so a hung FUSE
 /// client cannot block the caller (the thread stays behind until the client answers).
-pub fn timed<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+pub fn timed<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, TimedError> {
     let (sender, receiver) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("probe".into())
         .spawn(move || {
             let _ = sender.send(work());
         })
-        .map_err(|e| format!("cannot start probe: {e}"))?;
+        .map_err(TimedError::Spawn)?;
     receiver
         .recv_timeout(PROBE_TIMEOUT)
-        .map_err(|_| format!("no answer within {PROBE_TIMEOUT:?}"))
+        .map_err(|_| TimedError::Timeout)
 }
 
 /// Reads the directory `path` (on a helper thread, see [`timed`]). Opening and reading
@@ -47,7 +60,7 @@ pub fn probe(path: &Path) -> Health {
     }) {
         Ok(Ok(())) => Health::Healthy,
         Ok(Err(e)) => Health::Broken(e.to_string()),
-        Err(why) => Health::Broken(why),
+        Err(why) => Health::Broken(why.to_string()),
     }
 }
 
@@ -265,5 +278,19 @@ impl VolumeReport {
         } else {
             format!("all repositories readable: {}", shown.join("; "))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timed_work_answers_with_its_result_or_says_why_not() {
+        assert_eq!(timed(|| 7).unwrap(), 7);
+        assert_eq!(
+            TimedError::Timeout.to_string(),
+            format!("no answer within {PROBE_TIMEOUT:?}")
+        );
     }
 }

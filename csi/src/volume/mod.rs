@@ -72,7 +72,8 @@ pub enum AttributeError {
         /// The offending entry (quoted).
         entry: String,
         /// What is wrong with it.
-        reason: String,
+        #[source]
+        reason: PinError,
     },
     /// Two pins for one repository.
     #[error("repository {0} is pinned more than once")]
@@ -104,6 +105,40 @@ pub enum AttributeError {
         /// The limit.
         limit: usize,
     },
+}
+
+/// What is wrong with one pin entry (the part of [`AttributeError::InvalidPin`] after the
+/// entry); each message is returned to the user verbatim.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PinError {
+    /// No `@` between the repository and the pin.
+    #[error("expected <repository>@<kind>=<value>")]
+    NoRepository,
+    /// No `=` between the kind and the value.
+    #[error("expected <kind>=<value> after '@'")]
+    NoKind,
+    /// A tag with characters CVMFS does not allow, empty or too long.
+    #[error(
+        "tag {} must be 1 to {} letters, digits, '.', '_' or '-'",
+        quote(.0),
+        limits::MAX_TAG_LENGTH
+    )]
+    Tag(String),
+    /// A date that is not a UTC timestamp.
+    #[error(
+        "date {} must be an ISO-8601 UTC timestamp like 2025-06-01T00:00:00Z",
+        quote(.0)
+    )]
+    Date(String),
+    /// A root hash that is not 40 lower-case hex digits with an optional suffix.
+    #[error(
+        "rootHash {} must be 40 lower-case hex digits (optionally -rmd160 or -shake128)",
+        quote(.0)
+    )]
+    RootHash(String),
+    /// A kind other than tag, date and rootHash.
+    #[error("unknown pin kind {}: use tag, date or rootHash", quote(.0))]
+    UnknownKind(String),
 }
 
 /// A CVMFS repository's fully qualified name, e.g. `cms.cern.ch`: a DNS name of at least
@@ -177,10 +212,8 @@ pub enum Pin {
 
 impl Pin {
     /// Parses `tag=<tag>`, `date=<ISO-8601>` or `rootHash=<hex>`.
-    fn parse(spec: &str) -> Result<Self, String> {
-        let (kind, value) = spec
-            .split_once('=')
-            .ok_or_else(|| "expected <kind>=<value> after '@'".to_owned())?;
+    fn parse(spec: &str) -> Result<Self, PinError> {
+        let (kind, value) = spec.split_once('=').ok_or(PinError::NoKind)?;
         match kind {
             "tag" => {
                 if value.is_empty()
@@ -190,20 +223,13 @@ impl Pin {
                         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
                     || value.starts_with('.')
                 {
-                    return Err(format!(
-                        "tag {} must be 1 to {} letters, digits, '.', '_' or '-'",
-                        quote(value),
-                        limits::MAX_TAG_LENGTH
-                    ));
+                    return Err(PinError::Tag(value.to_owned()));
                 }
                 Ok(Self::Tag(value.to_owned()))
             }
             "date" => {
                 if !is_utc_timestamp(value) {
-                    return Err(format!(
-                        "date {} must be an ISO-8601 UTC timestamp like 2025-06-01T00:00:00Z",
-                        quote(value)
-                    ));
+                    return Err(PinError::Date(value.to_owned()));
                 }
                 Ok(Self::Date(value.to_owned()))
             }
@@ -213,17 +239,11 @@ impl Pin {
                     hex.len() == 40 && hex.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f'));
                 let suffix_ok = matches!(suffix, "" | "rmd160" | "shake128");
                 if !hex_ok || !suffix_ok {
-                    return Err(format!(
-                        "rootHash {} must be 40 lower-case hex digits (optionally -rmd160 or -shake128)",
-                        quote(value)
-                    ));
+                    return Err(PinError::RootHash(value.to_owned()));
                 }
                 Ok(Self::RootHash(value.to_owned()))
             }
-            other => Err(format!(
-                "unknown pin kind {}: use tag, date or rootHash",
-                quote(other)
-            )),
+            other => Err(PinError::UnknownKind(other.to_owned())),
         }
     }
 
@@ -449,13 +469,13 @@ impl VolumeSpec {
         }
         let mut pins = BTreeMap::new();
         for entry in entries {
-            let invalid = |reason: String| AttributeError::InvalidPin {
+            let invalid = |reason: PinError| AttributeError::InvalidPin {
                 entry: quote(entry),
                 reason,
             };
             let (name, pin) = entry
                 .split_once('@')
-                .ok_or_else(|| invalid("expected <repository>@<kind>=<value>".to_owned()))?;
+                .ok_or_else(|| invalid(PinError::NoRepository))?;
             let name = RepositoryName::parse(name)?;
             let pin = Pin::parse(pin).map_err(invalid)?;
             if let Repositories::Listed(listed) = &repositories
