@@ -3,3 +3,6 @@
 //! Design: every decision and every piece of output is a pure function of API objects
 //! (an [`hepbatch_crds::AnalysisJob`] and its pods), unit-tested without a cluster; the
 //! thin [`cluster`]-facing layer in `main.rs` only fetches those objects and prints.
+
+pub mod cluster;
+pub mod submit;
