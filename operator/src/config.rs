@@ -8,7 +8,10 @@
 //!   cvmfs-csi style driver, or a `hostPath`; with `csi`, the servers, proxies and master
 //!   keys the repositories' signed manifests are read with (`consistency: Fleet`),
 //! - `gpu`: the RuntimeClass NVIDIA GPU pods run with, where `nvidia` is not the default
-//!   runtime.
+//!   runtime,
+//! - `security`: the user and group shards run as (a default, and per platform: `cc7`
+//!   runs as its image's `cmsusr`), and where `spec.runAsRoot` is allowed (namespaces,
+//!   platforms; nowhere by default).
 //!
 //! Design: [`OperatorConfig`] is plain data parsed strictly (unknown keys are errors, so a
 //! typo is reported instead of ignored). [`ConfigWatch`] re-reads the file every few seconds
@@ -17,11 +20,13 @@
 //! running operator is never left without one. Polling the content (rather than inotify)
 //! follows ConfigMap volumes, which are updated by swapping a symlink.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use hepbatch_crds::RunAs;
+use hepbatch_crds::security::MAX_ID;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -34,6 +39,21 @@ pub const CC7_IMAGE: &str = "gitlab-registry.cern.ch/cms-cloud/cmssw-docker/cc7-
 pub const EL8_IMAGE: &str = "docker.io/cmssw/el8:x86_64";
 /// Image of the `el9` platform: the image behind CMS's `cmssw-el9` wrapper.
 pub const EL9_IMAGE: &str = "docker.io/cmssw/el9:x86_64";
+
+/// UID and GID of `cmsusr`, the user of the CMS light-weight images
+/// (`cms-cloud/cmssw-docker`'s `cc7-cms` creates it as 1000:1000 and runs as it).
+pub const CMSUSR: RunAs = RunAs {
+    user: 1000,
+    group: Some(1000),
+};
+
+/// User and group of shards whose spec and platform name none: a common first user of
+/// images, and never root (images that run as root by default would be refused by the
+/// kubelet under `runAsNonRoot` without one).
+pub const DEFAULT_RUN_AS: RunAs = RunAs {
+    user: 1000,
+    group: Some(1000),
+};
 
 /// How often the configuration file is read again.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(2);
@@ -52,6 +72,9 @@ pub struct OperatorConfig {
     /// GPU settings.
     #[serde(default)]
     pub gpu: GpuConfig,
+    /// Who shards run as, and where root is allowed.
+    #[serde(default)]
+    pub security: SecurityConfig,
 }
 
 impl Default for OperatorConfig {
@@ -60,7 +83,70 @@ impl Default for OperatorConfig {
             platforms: default_platforms(),
             cvmfs: CvmfsProvider::default(),
             gpu: GpuConfig::default(),
+            security: SecurityConfig::default(),
         }
+    }
+}
+
+/// Who shards run as when their spec does not say, and where `spec.runAsRoot` is
+/// allowed: the cluster admin's decisions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// User and group of shards whose platform names none (and of shards with an
+    /// `image`).
+    #[serde(default = "default_run_as")]
+    pub run_as: RunAs,
+    /// Platform → the user and group its image is made for; merged over the built-in
+    /// `cc7` → `cmsusr` (1000:1000). Applies when the shards run the platform's image.
+    #[serde(
+        default = "default_platform_users",
+        deserialize_with = "merge_platform_users"
+    )]
+    pub platforms: BTreeMap<String, RunAs>,
+    /// Where `spec.runAsRoot: true` is allowed; nowhere unless listed.
+    #[serde(default)]
+    pub allow_root: RootAllowance,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            run_as: default_run_as(),
+            platforms: default_platform_users(),
+            allow_root: RootAllowance::default(),
+        }
+    }
+}
+
+impl SecurityConfig {
+    /// The user and group of shards running `platform`'s image (`None`: an `image`).
+    pub fn run_as(&self, platform: Option<&str>) -> RunAs {
+        platform
+            .and_then(|p| self.platforms.get(p))
+            .copied()
+            .unwrap_or(self.run_as)
+    }
+}
+
+/// Where shards may run as root.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RootAllowance {
+    /// Namespaces whose AnalysisJobs may ask for root.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub namespaces: BTreeSet<String>,
+    /// Platforms whose image may run as root (e.g. a CernVM root file system started
+    /// through its `/init`), wherever the AnalysisJob is.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub platforms: BTreeSet<String>,
+}
+
+impl RootAllowance {
+    /// Whether shards in `namespace` running `platform`'s image (`None`: an `image`) may
+    /// run as root.
+    pub fn allows(&self, namespace: &str, platform: Option<&str>) -> bool {
+        self.namespaces.contains(namespace) || platform.is_some_and(|p| self.platforms.contains(p))
     }
 }
 
@@ -168,6 +254,22 @@ fn default_platforms() -> BTreeMap<String, String> {
     ])
 }
 
+fn default_run_as() -> RunAs {
+    DEFAULT_RUN_AS
+}
+
+fn default_platform_users() -> BTreeMap<String, RunAs> {
+    BTreeMap::from([("cc7".to_owned(), CMSUSR)])
+}
+
+fn merge_platform_users<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, RunAs>, D::Error> {
+    let mut platforms = default_platform_users();
+    platforms.extend(BTreeMap::<String, RunAs>::deserialize(deserializer)?);
+    Ok(platforms)
+}
+
 fn merge_platforms<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<BTreeMap<String, String>, D::Error> {
@@ -204,12 +306,67 @@ pub enum ConfigError {
         source: SourceError,
     },
     /// A value is out of place.
-    #[error("the configuration {path} is invalid: {message}")]
+    #[error("the configuration {path} is invalid: {source}")]
     Invalid {
         /// The file.
         path: PathBuf,
         /// What is wrong and how to fix it.
-        message: String,
+        source: Invalid,
+    },
+}
+
+/// A value of a parsed configuration that cannot work, with the key at fault and the fix.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Invalid {
+    /// A platform name that no AnalysisJob could name.
+    #[error("platform name {name:?} must be a DNS label (lower-case letters, digits, '-')")]
+    PlatformName {
+        /// The name.
+        name: String,
+    },
+    /// A platform without a usable image.
+    #[error("platform {name} has image {image:?}; give an image reference")]
+    PlatformImage {
+        /// The platform.
+        name: String,
+        /// Its image as written.
+        image: String,
+    },
+    /// The pvc provider without a claim.
+    #[error("cvmfs.claimName must name the PersistentVolumeClaim")]
+    ClaimName,
+    /// The hostPath provider with a relative path.
+    #[error("cvmfs.path must be an absolute host path, not {path:?}")]
+    HostPath {
+        /// The path as written.
+        path: String,
+    },
+    /// An empty RuntimeClass name.
+    #[error("gpu.nvidiaRuntimeClassName must not be empty; remove it instead")]
+    RuntimeClass,
+    /// A default user that is root: root is only ever asked for by `spec.runAsRoot`.
+    #[error(
+        "{key}.user must not be 0: shards run as root only when they ask for it          (spec.runAsRoot) where security.allowRoot allows it"
+    )]
+    RootUser {
+        /// The key of the user and group, e.g. `security.platforms.cc7`.
+        key: String,
+    },
+    /// A user or group ID out of range.
+    #[error("{key} must be between 0 and {MAX_ID}, not {value}")]
+    IdRange {
+        /// The key, e.g. `security.runAs.group`.
+        key: String,
+        /// The value as written.
+        value: i64,
+    },
+    /// A name of `security.allowRoot` that cannot be a namespace or platform.
+    #[error("security.allowRoot.{list} entry {name:?} must be a DNS label")]
+    AllowRootName {
+        /// `namespaces` or `platforms`.
+        list: &'static str,
+        /// The entry.
+        name: String,
     },
 }
 
@@ -224,9 +381,9 @@ impl OperatorConfig {
                 message: error.to_string(),
             })?
         };
-        config.check().map_err(|message| ConfigError::Invalid {
+        config.check().map_err(|source| ConfigError::Invalid {
             path: path.to_owned(),
-            message,
+            source,
         })?;
         config
             .cvmfs
@@ -247,40 +404,81 @@ impl OperatorConfig {
         OperatorConfig::parse(path, &text)
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), Invalid> {
         for (name, image) in &self.platforms {
             if !is_dns_label(name) {
-                return Err(format!(
-                    "platform name {name:?} must be a DNS label (lower-case letters, digits, '-')"
-                ));
+                return Err(Invalid::PlatformName { name: name.clone() });
             }
             if image.trim().is_empty() || image.contains(char::is_whitespace) {
-                return Err(format!(
-                    "platform {name} has image {image:?}; give an image reference"
-                ));
+                return Err(Invalid::PlatformImage {
+                    name: name.clone(),
+                    image: image.clone(),
+                });
             }
         }
         match &self.cvmfs {
-            CvmfsProvider::Pvc { claim_name } if claim_name.is_empty() => {
-                Err("cvmfs.claimName must name the PersistentVolumeClaim".to_owned())
+            CvmfsProvider::Pvc { claim_name } if claim_name.is_empty() => Err(Invalid::ClaimName),
+            CvmfsProvider::HostPath { path } if !path.starts_with('/') => {
+                Err(Invalid::HostPath { path: path.clone() })
             }
-            CvmfsProvider::HostPath { path } if !path.starts_with('/') => Err(format!(
-                "cvmfs.path must be an absolute host path, not {path:?}"
-            )),
             _ => Ok(()),
         }?;
         if let Some(class) = &self.gpu.nvidia_runtime_class_name
             && class.is_empty()
         {
-            return Err("gpu.nvidiaRuntimeClassName must not be empty; remove it instead".into());
+            return Err(Invalid::RuntimeClass);
         }
-        Ok(())
+        self.security.check()
     }
 
     /// The image of `platform`, if the platform is configured.
     pub fn platform_image(&self, platform: &str) -> Option<&str> {
         self.platforms.get(platform).map(String::as_str)
     }
+}
+
+impl SecurityConfig {
+    fn check(&self) -> Result<(), Invalid> {
+        check_run_as("security.runAs", &self.run_as)?;
+        for (platform, run_as) in &self.platforms {
+            if !is_dns_label(platform) {
+                return Err(Invalid::PlatformName {
+                    name: platform.clone(),
+                });
+            }
+            check_run_as(&format!("security.platforms.{platform}"), run_as)?;
+        }
+        for (list, names) in [
+            ("namespaces", &self.allow_root.namespaces),
+            ("platforms", &self.allow_root.platforms),
+        ] {
+            if let Some(name) = names.iter().find(|name| !is_dns_label(name)) {
+                return Err(Invalid::AllowRootName {
+                    list,
+                    name: name.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A configured user and group: IDs in range, and the user not root.
+fn check_run_as(key: &str, run_as: &RunAs) -> Result<(), Invalid> {
+    for (field, value) in [("user", run_as.user), ("group", run_as.group())] {
+        if !(0..=MAX_ID).contains(&value) {
+            return Err(Invalid::IdRange {
+                key: format!("{key}.{field}"),
+                value,
+            });
+        }
+    }
+    if run_as.user == 0 {
+        return Err(Invalid::RootUser {
+            key: key.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 fn is_dns_label(name: &str) -> bool {
@@ -477,10 +675,52 @@ mod tests {
                 "cvmfs:\n  provider: pvc\n  claimName: c\n  serverUrl: http://s1\n",
                 "serverUrl",
             ),
+            (
+                "security:\n  runAs: {user: 0}\n",
+                "security.runAs.user must not be 0",
+            ),
+            (
+                "security:\n  platforms:\n    cernvm: {user: 0, group: 0}\n",
+                "security.platforms.cernvm.user must not be 0",
+            ),
+            (
+                "security:\n  runAs: {user: 1000, group: -1}\n",
+                "security.runAs.group must be between 0 and 2147483647, not -1",
+            ),
+            (
+                "security:\n  allowRoot:\n    namespaces: [CernVM]\n",
+                "security.allowRoot.namespaces entry \"CernVM\"",
+            ),
+            ("security:\n  allowRoot: {users: [a]}\n", "users"),
         ] {
             let error = parse(text).expect_err(text).to_string();
             assert!(error.contains(expected), "{text:?} gave {error:?}");
         }
+    }
+
+    #[test]
+    fn shards_run_as_the_platforms_user_else_the_default_and_root_nowhere() {
+        let defaults = parse("").expect("valid").security;
+        assert_eq!(defaults.run_as(Some("cc7")), CMSUSR);
+        assert_eq!(defaults.run_as(Some("el9")), DEFAULT_RUN_AS);
+        assert_eq!(defaults.run_as(None), DEFAULT_RUN_AS);
+        assert!(!defaults.allow_root.allows("physics", Some("cc7")));
+
+        let config = parse(
+            "security:\n  runAs: {user: 2000}\n  platforms:\n    alma9: {user: 500, group: 100}\n  \
+             allowRoot:\n    namespaces: [cernvm-tests]\n    platforms: [cernvm]\n",
+        )
+        .expect("valid")
+        .security;
+        let default = config.run_as(None);
+        assert_eq!((default.user, default.group()), (2000, 2000));
+        assert_eq!(config.run_as(Some("alma9")), RunAs::new(500, 100));
+        assert_eq!(config.run_as(Some("cc7")), CMSUSR, "built-ins stay");
+        let allowed = &config.allow_root;
+        assert!(allowed.allows("cernvm-tests", None));
+        assert!(allowed.allows("physics", Some("cernvm")));
+        assert!(!allowed.allows("physics", Some("el9")));
+        assert!(!allowed.allows("physics", None));
     }
 
     #[tokio::test]
