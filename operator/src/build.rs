@@ -26,6 +26,9 @@
 //!   shards' lists ([`crate::inputs`]),
 //! - `output` → a volume at `output.path` and `ANALYSIS_OUTDIR`,
 //! - `maxRuntime` → the pod's `activeDeadlineSeconds` (per attempt),
+//! - `runAs`, `runAsRoot` and the configuration's users → the pod's and the container's
+//!   security context, `restricted` unless root was asked for and allowed
+//!   ([`crate::security`]); root where it is not allowed is a [`BuildError`],
 //! - `ttlSecondsAfterFinished` is *not* copied: it applies to the AnalysisJob, whose
 //!   deletion removes the Job by garbage collection (keeping the Job until then keeps the
 //!   status readable).
@@ -61,6 +64,7 @@ use crate::k8s::{
     RestartPolicy, SelectorOperator,
 };
 use crate::revision::Snapshot;
+use crate::security::{self, SecurityError};
 
 /// Label Kueue reads to queue a Job.
 pub const KUEUE_QUEUE_LABEL: &str = "kueue.x-k8s.io/queue-name";
@@ -111,6 +115,9 @@ pub enum BuildError {
     /// The GPU request cannot be placed.
     #[error(transparent)]
     Gpu(#[from] GpuError),
+    /// The shards cannot run as the user asked.
+    #[error(transparent)]
+    Security(#[from] SecurityError),
     /// `maxRuntime` is not a duration (the schema should have caught it).
     #[error("spec.maxRuntime {0:?} is not a JobFlavour or a duration such as 2h")]
     MaxRuntime(String),
@@ -150,6 +157,7 @@ impl BuildError {
             BuildError::Cvmfs(CvmfsError::FleetOnDemand) => Some("InvalidCvmfs"),
             BuildError::Cvmfs(CvmfsError::Unresolved { .. }) => None,
             BuildError::Gpu(_) => Some("InvalidGpuRequest"),
+            BuildError::Security(SecurityError::RootNotAllowed { .. }) => Some("RootNotAllowed"),
             BuildError::MaxRuntime(_) => Some("InvalidMaxRuntime"),
             BuildError::InputsNotPlanned
             | BuildError::Record(_)
@@ -283,6 +291,7 @@ fn pod_spec(
     shards: i32,
 ) -> Result<(PodSpec, BTreeMap<String, String>), BuildError> {
     let spec = &analysis_job.spec;
+    let identity = security::identity(analysis_job, &config.security)?;
     let mut env = ShardEnv::new(analysis_job, shards);
     let mut volumes = Vec::new();
     let mut mounts = Vec::new();
@@ -327,6 +336,7 @@ fn pod_spec(
         container.working_dir = Some(CMSSW_WORK_DIR.to_owned());
     }
     container.volume_mounts = (!mounts.is_empty()).then_some(mounts);
+    container.security_context = Some(security::container_context());
     let active_deadline_seconds = match &spec.max_runtime {
         Some(text) => {
             Some(max_runtime_seconds(text).ok_or_else(|| BuildError::MaxRuntime(text.clone()))?)
@@ -343,6 +353,7 @@ fn pod_spec(
         affinity: spec.affinity.clone(),
         priority_class_name: spec.priority_class_name.clone(),
         service_account_name: spec.service_account_name.clone(),
+        security_context: Some(security::pod_context(identity)),
         ..PodSpec::default()
     };
     let gpu_request = spec.resources.as_ref().and_then(|r| r.gpu.as_ref());
@@ -857,6 +868,65 @@ mod tests {
         let env = pod.containers[0].env.clone().expect("env");
         let names: Vec<&str> = env.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(&names[..3], [SHARD_ENV, SHARDS_ENV, "HEPBATCH_INPUT_FILES"]);
+    }
+
+    #[test]
+    fn every_shard_runs_restricted_as_its_platforms_user_by_default() {
+        let config = OperatorConfig::default();
+        for (spec, user) in [
+            (json!({"platform": "cc7", "script": "true"}), 1000),
+            (
+                json!({"image": "busybox", "runAs": {"user": 4242, "group": 100}}),
+                4242,
+            ),
+        ] {
+            let pod = pod_of(
+                job(&analysis_job(spec), &config, None, &Snapshot::new()).expect("translates"),
+            );
+            let context = pod.security_context.clone().expect("pod security context");
+            assert_eq!(
+                (context.run_as_non_root, context.run_as_user),
+                (Some(true), Some(user))
+            );
+            assert_eq!(context.fs_group, context.run_as_group);
+            let container = pod.containers[0]
+                .security_context
+                .clone()
+                .expect("container");
+            assert_eq!(container.allow_privilege_escalation, Some(false));
+            assert_eq!(
+                security::level(&pod),
+                (hepbatch_crds::PodSecurityLevel::Restricted, Vec::new())
+            );
+        }
+    }
+
+    #[test]
+    fn root_is_a_rejection_unless_the_configuration_allows_it() {
+        let aj = analysis_job(json!({"image": "cernvm:5", "script": "true", "runAsRoot": true}));
+        let error = job_of(&aj).expect_err("refused by default");
+        assert_eq!(error.reason(), Some("RootNotAllowed"));
+        let allowing = OperatorConfig::parse(
+            std::path::Path::new("operator.yaml"),
+            "security:\n  allowRoot: {namespaces: [physics]}\n",
+        )
+        .expect("valid");
+        let pod = pod_of(job(&aj, &allowing, None, &Snapshot::new()).expect("allowed"));
+        let context = pod.security_context.clone().expect("pod security context");
+        assert_eq!(context.run_as_user, Some(0));
+        let container = pod.containers[0]
+            .security_context
+            .clone()
+            .expect("container");
+        assert_eq!(container.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            container.capabilities.and_then(|c| c.drop),
+            Some(vec!["ALL".to_owned()])
+        );
+        assert_eq!(
+            security::level(&pod).0,
+            hepbatch_crds::PodSecurityLevel::Baseline
+        );
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! Layout (pure core, runtime wiring around it):
 //! - [`build`]: AnalysisJob → Job, pure, composed of the HEP translations [`cmssw`]
 //!   (the release bootstrap script), [`cvmfs`] (`/cvmfs` volumes), [`gpu`] (device-plugin
-//!   resources and placement) and [`inputs`] (file lists split over shards);
+//!   resources and placement), [`inputs`] (file lists split over shards) and [`security`]
+//!   (who the shards run as, the Pod Security level a pod meets);
 //! - [`status`]: Job + failed pods → AnalysisJob status and the Events between two
 //!   statuses, pure and deterministic;
 //! - [`controller`]: the reconcile loop in four stages (observe, a pure plan, apply,
@@ -17,7 +18,8 @@
 //! - [`revision`]: the current revision of CVMFS repositories, read from their signed
 //!   manifests and verified, for `consistency: Fleet` AnalysisJobs;
 //! - [`config`]: the cluster admin's configuration (platforms, CVMFS provider and
-//!   servers, GPU runtime), reloaded when its file changes;
+//!   servers, GPU runtime, users and where root is allowed), reloaded when its file
+//!   changes;
 //! - [`crd`]: waiting for the AnalysisJob CRD to be served before the watches start;
 //! - [`cli`]: flags and environment of the binary;
 //! - [`process`]: the process around the loop (logging, admin server, CRD, leader, stop).
@@ -37,4 +39,5 @@ pub mod metrics;
 pub mod pacing;
 pub mod process;
 pub mod revision;
+pub mod security;
 pub mod status;
