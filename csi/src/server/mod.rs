@@ -23,6 +23,7 @@ use hepbatch_runtime::admin::{AdminError, AdminServer, Endpoints};
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::Server;
+use tonic::transport::server::Router;
 use tracing::info;
 
 use crate::config::Config;
@@ -57,15 +58,24 @@ pub enum ServerError {
     /// The controller's record directory could not be prepared.
     #[error("preparing the controller's volume records: {0}")]
     Store(#[from] StoreError),
-    /// The configuration is incomplete.
-    #[error("configuration: {0}")]
-    Config(String),
+    /// The node service runs without the node's name.
+    #[error("configuration: --node-id (NODE_NAME) is required when the node service runs")]
+    NodeIdMissing,
     /// The admin server failed.
     #[error(transparent)]
     Admin(#[from] AdminError),
-    /// A server failed.
+    /// A gRPC server failed.
+    #[error("serving: {server}: {source}")]
+    Serve {
+        /// Which server: `CSI` or `registration`.
+        server: &'static str,
+        /// The cause.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// A task of the plugin panicked or was cancelled.
     #[error("serving: {0}")]
-    Serve(String),
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// How long open connections may take to finish after SIGTERM.
@@ -109,9 +119,7 @@ async fn start_node(config: &Config, metrics: &Arc<Metrics>) -> Result<Arc<Topol
     })?);
     {
         let topology = topology.clone();
-        tokio::task::spawn_blocking(move || topology.init())
-            .await
-            .map_err(|e| ServerError::Serve(e.to_string()))??;
+        tokio::task::spawn_blocking(move || topology.init()).await??;
     }
     watchdog::pass(&topology, metrics).await;
     Ok(topology)
@@ -120,13 +128,29 @@ async fn start_node(config: &Config, metrics: &Arc<Metrics>) -> Result<Arc<Topol
 /// The servers of one process, each stopping when `stop` is cancelled.
 type Servers = tokio::task::JoinSet<Result<(), ServerError>>;
 
+/// Serves `router` on the connections of `listener` as one of `servers` until `stop` is
+/// cancelled; a failure names the server (`CSI`, `registration`).
+fn spawn_grpc(
+    servers: &mut Servers,
+    server: &'static str,
+    router: Router,
+    listener: UnixListener,
+    stop: &CancellationToken,
+) {
+    let stop = stop.clone();
+    servers.spawn(async move {
+        router
+            .serve_with_incoming_shutdown(incoming(listener), stop.cancelled_owned())
+            .await
+            .map_err(|source| ServerError::Serve { server, source })
+    });
+}
+
 /// The node's name when the node service runs (required then), `None` otherwise.
 fn node_id(config: &Config) -> Result<Option<String>, ServerError> {
     match (&config.node_id, config.services.node()) {
         (Some(id), true) if !id.is_empty() => Ok(Some(id.clone())),
-        (_, true) => Err(ServerError::Config(
-            "--node-id (NODE_NAME) is required when the node service runs".to_owned(),
-        )),
+        (_, true) => Err(ServerError::NodeIdMissing),
         (_, false) => Ok(None),
     }
 }
@@ -184,17 +208,11 @@ fn spawn_csi(
         Some(store) => ControllerService::new(store.clone(), metrics.clone()),
         None => ControllerService::disabled(metrics.clone()),
     };
-    let identity = IdentityService::new(readiness);
-    let csi_stop = stop.clone();
-    servers.spawn(async move {
-        Server::builder()
-            .add_service(IdentityServer::new(identity))
-            .add_service(ControllerServer::new(controller))
-            .add_optional_service(node)
-            .serve_with_incoming_shutdown(incoming(csi_listener), csi_stop.cancelled_owned())
-            .await
-            .map_err(|e| ServerError::Serve(format!("CSI: {e}")))
-    });
+    let router = Server::builder()
+        .add_service(IdentityServer::new(IdentityService::new(readiness)))
+        .add_service(ControllerServer::new(controller))
+        .add_optional_service(node);
+    spawn_grpc(servers, "CSI", router, csi_listener, stop);
     info!(
         endpoint = %config.endpoint.display(),
         services = ?config.services,
@@ -221,14 +239,9 @@ fn spawn_registration(
         .kubelet_endpoint
         .clone()
         .unwrap_or_else(|| config.endpoint.clone());
-    let reg_stop = stop.clone();
-    servers.spawn(async move {
-        Server::builder()
-            .add_service(RegistrationServer::new(RegistrationService::new(endpoint)))
-            .serve_with_incoming_shutdown(incoming(listener), reg_stop.cancelled_owned())
-            .await
-            .map_err(|e| ServerError::Serve(format!("registration: {e}")))
-    });
+    let router =
+        Server::builder().add_service(RegistrationServer::new(RegistrationService::new(endpoint)));
+    spawn_grpc(servers, "registration", router, listener, stop);
     info!(socket = %registration_socket.display(), "serving kubelet registration");
     Ok(true)
 }
@@ -276,7 +289,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     tokio::select! {
         () = shutdown.cancelled() => info!("shutting down; mounts stay in place"),
         Some(done) = servers.join_next() => {
-            result = done.map_err(|e| ServerError::Serve(e.to_string())).and_then(|r| r);
+            result = done.map_err(ServerError::from).and_then(|r| r);
         }
     }
     stop.cancel();
