@@ -22,25 +22,19 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::Node;
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index]
-}
+use common::mixed::{self, ContainerReader, percentile};
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Resident set size of the plugin process in KiB (VmRSS).
-fn rss_kib(node: &Node) -> u64 {
-    let pid = node.plugin.as_ref().unwrap().id();
+/// Resident set size of process `pid` in KiB (VmRSS), if it still runs.
+fn rss_kib(pid: u32) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
+        .ok()?
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
 }
 
 async fn publish_cycles(node: &Node, setup: &str) {
@@ -143,7 +137,8 @@ async fn heal_times(node: &mut Node, rounds: usize) {
 
 async fn rss(node: &Node) {
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let idle = rss_kib(node);
+    let pid = node.plugin.as_ref().unwrap().id();
+    let idle = rss_kib(pid).unwrap();
     let client = node.node_client().await;
     let targets: Vec<_> = (0..64).map(|i| node.target(&format!("rss-{i}"))).collect();
     for target in &targets {
@@ -160,17 +155,9 @@ async fn rss(node: &Node) {
     let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let sampler = {
         let peak = peak.clone();
-        let pid = node.plugin.as_ref().unwrap().id();
         tokio::spawn(async move {
             loop {
-                if let Some(kib) = std::fs::read_to_string(format!("/proc/{pid}/status"))
-                    .ok()
-                    .and_then(|s| {
-                        s.lines()
-                            .find_map(|l| l.strip_prefix("VmRSS:"))
-                            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-                    })
-                {
+                if let Some(kib) = rss_kib(pid) {
                     peak.fetch_max(kib, std::sync::atomic::Ordering::Relaxed);
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -197,193 +184,25 @@ async fn rss(node: &Node) {
     );
 }
 
-/// 1,000 publish/unpublish cycles of mixed volumes, `parallel` at a time; an on-demand
-/// volume is looked up once (from a thread in the node's namespace, as a container would)
-/// before it is unpublished.
+/// 1,000 publish/unpublish cycles of mixed volumes, `parallel` at a time
+/// ([`common::mixed`]): the publish latencies.
 async fn mixed_load(node: &std::sync::Arc<Node>, parallel: usize) {
-    const CYCLES: usize = 1000;
-    let variants: [&[(&str, &str)]; 5] = [
-        &[],
-        &[("pins", "cms.cern.ch@tag=v2")],
-        &[("repositories", "cms.cern.ch,sft.cern.ch")],
-        &[
-            ("repositories", "cms.cern.ch"),
-            ("pins", "cms.cern.ch@tag=v1"),
-        ],
-        &[("repositories", "atlas.cern.ch")],
-    ];
-    let client = node.node_client().await;
-    let mut setup = client.clone();
-    let keepers: [(&str, &[(&str, &str)]); 3] = [
-        (
-            "keeper-a",
-            &[("repositories", "atlas.cern.ch,cms.cern.ch,sft.cern.ch")],
-        ),
-        (
-            "keeper-b",
-            &[
-                ("repositories", "cms.cern.ch"),
-                ("pins", "cms.cern.ch@tag=v1"),
-            ],
-        ),
-        (
-            "keeper-c",
-            &[
-                ("repositories", "cms.cern.ch"),
-                ("pins", "cms.cern.ch@tag=v2"),
-            ],
-        ),
-    ];
-    for (name, attributes) in keepers {
-        node.publish(&mut setup, name, &node.target(name), attributes)
-            .await
-            .unwrap();
-    }
-    let readers = NamespaceReaders::start(node.keeper.id(), 8);
-    let started = Instant::now();
-    let workers = (0..parallel).map(|worker| {
-        let node = node.clone();
-        let readers = readers.clone();
-        let mut client = client.clone();
-        async move {
-            let mut latencies = Vec::new();
-            for cycle in (worker..CYCLES).step_by(parallel) {
-                let attributes = variants[cycle % variants.len()];
-                let volume = format!("mixed-{worker}");
-                let target = node.target(&volume);
-                let begun = Instant::now();
-                node.publish(&mut client, &volume, &target, attributes)
-                    .await
-                    .unwrap();
-                latencies.push(begun.elapsed());
-                if attributes.iter().all(|(k, _)| *k != "repositories") {
-                    readers
-                        .read(target.join("cms.cern.ch/version"))
-                        .await
-                        .unwrap();
-                }
-                node.unpublish(&mut client, &volume, &target).await.unwrap();
-            }
-            latencies
-        }
-    });
-    let mut latencies: Vec<Duration> = futures::future::join_all(workers)
-        .await
-        .into_iter()
-        .flatten()
-        .collect();
-    let took = started.elapsed();
-    latencies.sort();
+    let run = mixed::mixed_cycles(node, parallel).await;
     println!(
-        "publish under {parallel}-parallel mixed load ({CYCLES} cycles, on demand looked up once, {:.1} s): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        took.as_secs_f64(),
-        ms(percentile(&latencies, 0.5)),
-        ms(percentile(&latencies, 0.99)),
-        ms(*latencies.last().unwrap())
+        "publish under {parallel}-parallel mixed load ({} cycles, on demand looked up once, {:.1} s): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        mixed::CYCLES,
+        run.took.as_secs_f64(),
+        ms(run.at(0.5)),
+        ms(run.at(0.99)),
+        ms(run.max())
     );
-    for (name, _) in keepers {
-        node.unpublish(&mut setup, name, &node.target(name))
-            .await
-            .unwrap();
-    }
-}
-
-/// Threads of the bench inside the node's mount namespace that read files on request: an
-/// on-demand lookup from outside the plugin's process group, as a container's first access
-/// is, without starting a process per read (an `nsenter cat` per lookup took more of the
-/// two cores than the plugin did).
-#[derive(Clone)]
-struct NamespaceReaders {
-    requests: std::sync::mpsc::Sender<(
-        std::path::PathBuf,
-        tokio::sync::oneshot::Sender<std::io::Result<Vec<u8>>>,
-    )>,
-}
-
-impl NamespaceReaders {
-    fn start(pid: u32, threads: usize) -> Self {
-        let (requests, queue) = std::sync::mpsc::channel::<(
-            std::path::PathBuf,
-            tokio::sync::oneshot::Sender<std::io::Result<Vec<u8>>>,
-        )>();
-        let queue = std::sync::Arc::new(std::sync::Mutex::new(queue));
-        for _ in 0..threads {
-            let queue = queue.clone();
-            std::thread::spawn(move || {
-                nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS).unwrap();
-                let ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt")).unwrap();
-                nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
-                loop {
-                    let next = queue.lock().unwrap().recv();
-                    let Ok((path, reply)) = next else { return };
-                    let _ = reply.send(std::fs::read(&path));
-                }
-            });
-        }
-        Self { requests }
-    }
-
-    async fn read(&self, path: std::path::PathBuf) -> std::io::Result<Vec<u8>> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.requests.send((path, reply)).unwrap();
-        answer.await.unwrap()
-    }
-}
-
-/// A thread in a container's mount namespace reading `sft.cern.ch/version` of the
-/// on-demand volume it holds every 10 ms, counting failed reads and the longest run of them.
-struct ContainerReader {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: std::thread::JoinHandle<(u64, u64, Duration)>,
-}
-
-impl ContainerReader {
-    fn start(pid: u32, mount: std::path::PathBuf) -> Self {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stopping = stop.clone();
-        let thread = std::thread::spawn(move || {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS).unwrap();
-            let ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt")).unwrap();
-            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
-            let path = mount.join("sft.cern.ch/version");
-            let (mut reads, mut failures, mut longest) = (0, 0, Duration::ZERO);
-            let mut failing_since: Option<Instant> = None;
-            while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
-                reads += 1;
-                match std::fs::read(&path) {
-                    Ok(bytes) if !bytes.is_empty() => {
-                        if let Some(since) = failing_since.take() {
-                            longest = longest.max(since.elapsed());
-                        }
-                    }
-                    _ => {
-                        failures += 1;
-                        failing_since.get_or_insert_with(Instant::now);
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            if let Some(since) = failing_since {
-                longest = longest.max(since.elapsed());
-            }
-            (reads, failures, longest)
-        });
-        Self { stop, thread }
-    }
-
-    fn stop(self) -> (u64, u64, Duration) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.thread.join().unwrap()
-    }
 }
 
 /// Runs `work` on a thread that entered the mount namespace of process `pid` (a thread of
 /// its own file-system context, which setns needs in a multi-threaded process).
 fn in_namespace_of<T: Send + 'static>(pid: u32, work: impl FnOnce() -> T + Send + 'static) -> T {
     std::thread::spawn(move || {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS).unwrap();
-        let ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt")).unwrap();
-        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
+        mixed::enter_mount_namespace_of(pid);
         work()
     })
     .join()
@@ -507,12 +326,15 @@ fn main() {
             let container = node.container(&target);
             let node = std::sync::Arc::new(node);
             for parallel in [16, 64] {
-                let reader = ContainerReader::start(container.pid, container.mount.clone());
+                let reader =
+                    ContainerReader::start(&container, "sft.cern.ch/version", "sft latest\n");
                 mixed_load(&node, parallel).await;
-                let (reads, failures, longest) = reader.stop();
+                let reads = reader.stop();
                 println!(
-                    "  container reading an on-demand volume every 10 ms meanwhile: {reads} reads, {failures} failed, longest failure {:.0} ms",
-                    ms(longest)
+                    "  container reading an on-demand volume every 10 ms meanwhile: {} reads, {} failed, longest failure {:.0} ms",
+                    reads.reads,
+                    reads.failures,
+                    ms(reads.longest_failure)
                 );
             }
         }

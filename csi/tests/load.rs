@@ -5,9 +5,11 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::Node;
+use common::mixed::{self, ContainerReader};
 
 /// What a mountinfo line says about the topology: mount point, file system type and
 /// source. Mount ids are left out: a repository remounted by the watchdog gets a new id,
@@ -160,150 +162,45 @@ async fn sixty_four_concurrent_publishes_of_distinct_and_identical_volumes() {
     wait_for_baseline(&node, &baseline).await;
 }
 
-/// The attribute sets the mixed cycles publish: on demand (with and without a pin, each
-/// looked up once), explicit lists (with and without a pin).
-const MIXED: &[&[(&str, &str)]] = &[
-    &[],
-    &[("pins", "cms.cern.ch@tag=v2")],
-    &[("repositories", "cms.cern.ch,sft.cern.ch")],
-    &[
-        ("repositories", "cms.cern.ch"),
-        ("pins", "cms.cern.ch@tag=v1"),
-    ],
-    &[("repositories", "atlas.cern.ch")],
-];
-
-/// 1,000 publish/unpublish cycles of mixed volumes, `parallel` at a time, while a
-/// container reads an on-demand volume in a loop: no error, the reader never fails for
-/// longer than a healing interval, the mount table back at its baseline. Prints the
-/// publish latencies (docs/benchmarks.md has the figures).
+/// 1,000 publish/unpublish cycles of mixed volumes ([`common::mixed`]), `parallel` at a
+/// time, while a container reads an on-demand volume in a loop: no error, the reader
+/// never fails for longer than a healing interval, the mount table back at its baseline.
+/// Prints the publish latencies (docs/benchmarks.md has the figures).
 async fn mixed_cycles_with_a_reader(parallel: usize) {
-    const CYCLES: usize = 1000;
     let mut node = Node::start().await;
-    let client = node.node_client().await;
+    let mut client = node.node_client().await;
     let baseline = node.mountinfo();
-    // Keepers hold every instance, so the cycles measure publishing, not client starts.
-    let keepers = [
-        (
-            "keeper-listed",
-            vec![("repositories", "atlas.cern.ch,cms.cern.ch,sft.cern.ch")],
-        ),
-        (
-            "keeper-pins",
-            vec![
-                ("repositories", "cms.cern.ch"),
-                ("pins", "cms.cern.ch@tag=v1"),
-            ],
-        ),
-        (
-            "keeper-v2",
-            vec![
-                ("repositories", "cms.cern.ch"),
-                ("pins", "cms.cern.ch@tag=v2"),
-            ],
-        ),
-    ];
-    let mut setup = client.clone();
-    for (name, attributes) in &keepers {
-        node.publish(&mut setup, name, &node.target(name), attributes)
-            .await
-            .unwrap();
-    }
     let reader_target = node.target("reader");
-    node.publish(&mut setup, "reader", &reader_target, &[])
+    node.publish(&mut client, "reader", &reader_target, &[])
         .await
         .unwrap();
-    let reader = node.container(&reader_target);
-    assert_eq!(reader.read("sft.cern.ch/version").unwrap(), "sft latest\n");
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let reading = {
-        let stop = stop.clone();
-        let pid = reader.pid;
-        let path = reader.mount.join("sft.cern.ch/version");
-        std::thread::spawn(move || {
-            let (mut reads, mut failures, mut longest) = (0u64, 0u64, Duration::ZERO);
-            let mut failing_since: Option<Instant> = None;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let output = common::run(
-                    std::process::Command::new("nsenter")
-                        .arg("-t")
-                        .arg(pid.to_string())
-                        .args(["-m", "--", "cat"])
-                        .arg(&path),
-                );
-                reads += 1;
-                if output.status.success() && output.stdout == b"sft latest\n" {
-                    if let Some(since) = failing_since.take() {
-                        longest = longest.max(since.elapsed());
-                    }
-                } else {
-                    failures += 1;
-                    failing_since.get_or_insert_with(Instant::now);
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            if let Some(since) = failing_since {
-                longest = longest.max(since.elapsed());
-            }
-            (reads, failures, longest)
-        })
-    };
-    let started = Instant::now();
-    let node = std::sync::Arc::new(node);
-    let workers = (0..parallel).map(|worker| {
-        let node = node.clone();
-        let mut client = client.clone();
-        async move {
-            let mut latencies = Vec::new();
-            for cycle in (worker..CYCLES).step_by(parallel) {
-                let attributes = MIXED[cycle % MIXED.len()];
-                let volume = format!("mixed-{worker}");
-                let target = node.target(&volume);
-                let begun = Instant::now();
-                node.publish(&mut client, &volume, &target, attributes)
-                    .await
-                    .unwrap_or_else(|e| panic!("publish {cycle} {attributes:?}: {e:?}"));
-                latencies.push(begun.elapsed());
-                if !attributes.iter().any(|(k, _)| *k == "repositories") {
-                    // First access on demand, from the node (not the plugin's process group).
-                    let read = node.read(&target.join("cms.cern.ch/version"));
-                    assert!(read.is_ok(), "lookup in cycle {cycle}: {read:?}");
-                }
-                node.unpublish(&mut client, &volume, &target)
-                    .await
-                    .unwrap_or_else(|e| panic!("unpublish {cycle}: {e:?}"));
-            }
-            latencies
-        }
-    });
-    let mut latencies: Vec<Duration> = futures::future::join_all(workers)
-        .await
-        .into_iter()
-        .flatten()
-        .collect();
-    let took = started.elapsed();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (reads, failures, longest) = reading.join().unwrap();
-    latencies.sort();
-    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    let container = node.container(&reader_target);
+    assert_eq!(
+        container.read("sft.cern.ch/version").unwrap(),
+        "sft latest\n"
+    );
+    let reader = ContainerReader::start(&container, "sft.cern.ch/version", "sft latest\n");
+    let node = Arc::new(node);
+    let run = mixed::mixed_cycles(&node, parallel).await;
+    let reads = reader.stop();
     eprintln!(
-        "{CYCLES} mixed cycles, {parallel} in parallel, {:?} backend: {took:?}; publish p50 {:?}, p99 {:?}, max {:?}; reader: {reads} reads, {failures} failed, longest failure {longest:?}",
+        "{} mixed cycles, {parallel} in parallel, {:?} backend: {:?}; publish p50 {:?}, p99 {:?}, max {:?}; reader: {} reads, {} failed, longest failure {:?}",
+        mixed::CYCLES,
         node.backend,
-        at(0.5),
-        at(0.99),
-        latencies.last().unwrap()
+        run.took,
+        run.at(0.5),
+        run.at(0.99),
+        run.max(),
+        reads.reads,
+        reads.failures,
+        reads.longest_failure,
     );
-    assert_eq!(latencies.len(), CYCLES);
+    assert_eq!(run.latencies.len(), mixed::CYCLES);
     assert!(
-        longest <= Duration::from_millis(node.heal_interval_ms),
-        "the reader failed for {longest:?}"
+        reads.longest_failure <= Duration::from_millis(node.heal_interval_ms),
+        "the reader failed for {:?}",
+        reads.longest_failure
     );
-    let mut client = client.clone();
-    for (name, _) in &keepers {
-        node.unpublish(&mut client, name, &node.target(name))
-            .await
-            .unwrap();
-    }
     node.unpublish(&mut client, "reader", &reader_target)
         .await
         .unwrap();

@@ -10,9 +10,12 @@
 //! A [`Container`] is a further mount namespace that receives a published target as an
 //! `rbind` made `rslave`, as the kubelet and the container runtime do for a
 //! `HostToContainer` volume. Each namespace gets its own /run, so every node runs its own
-//! `automount`. Dropping a node kills every process in its namespace.
+//! `automount`. Dropping a node kills every process in its namespace. The mixed load of
+//! the load tests and the benchmark is [`mixed`].
 
 #![allow(dead_code, missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod mixed;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
