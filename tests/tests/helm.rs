@@ -5,6 +5,10 @@
 //!   option set) renders objects the real apiserver accepts (`kubectl apply
 //!   --dry-run=server`);
 //! - a values file that breaks the schema is refused with a message naming the key;
+//! - Pod Security: with the plugin in a namespace of its own, every workload of the
+//!   release namespace (operator, provisioner) and its pods pass `restricted` (server-side
+//!   dry runs in a namespace enforcing and warning `restricted`), and the plugin's pods
+//!   need `privileged`;
 //! - `helm install` creates every object (the CRD and the CSIDriver served), `helm upgrade`
 //!   changes the operator's arguments, `helm uninstall` removes the release but keeps the
 //!   CRD;
@@ -26,11 +30,11 @@ use hepbatch_tests::testbed::TestbedOptions;
 use hepbatch_tests::wait;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, PodSpec, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::api::storage::v1::CSIDriver;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::conditions;
 use tokio::process::Command;
 
@@ -50,6 +54,10 @@ fn main() -> ExitCode {
             test(
                 "bad_values_are_refused_by_the_schema_with_a_message",
                 bad_values_refused,
+            ),
+            test(
+                "only_the_csi_plugin_needs_more_than_pod_security_restricted",
+                pod_security,
             ),
             test(
                 "install_upgrade_uninstall_create_change_and_remove_every_object",
@@ -270,9 +278,10 @@ async fn all_options_accepted(ctx: TestContext) -> TestResult {
         conditions::is_crd_established(),
     )
     .await?;
-    // The watched namespaces of the values file get RoleBindings: they must exist.
+    // The watched namespaces of the values file get RoleBindings: they must exist; so
+    // must the CSI plugin's own, which the chart creates (a dry run creates nothing).
     let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
-    for name in ["hepbatch-all-a", "hepbatch-all-b"] {
+    for name in ["hepbatch-all-a", "hepbatch-all-b", "hepbatch-all-csi"] {
         let namespace: Namespace =
             serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;
         match namespaces.create(&PostParams::default(), &namespace).await {
@@ -282,6 +291,160 @@ async fn all_options_accepted(ctx: TestContext) -> TestResult {
         }
     }
     render_and_dry_run(&ctx, "all", &["ci/all-options-values.yaml"]).await
+}
+
+/// Labels `namespace` so Pod Security admission enforces and warns `level`.
+async fn label_pod_security(ctx: &TestContext, namespace: &str, level: &str) -> TestResult {
+    let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
+    let labels = serde_json::json!({"metadata": {"labels": {
+        "pod-security.kubernetes.io/enforce": level,
+        "pod-security.kubernetes.io/warn": level,
+    }}});
+    namespaces
+        .patch(namespace, &PatchParams::default(), &Patch::Merge(&labels))
+        .await?;
+    Ok(())
+}
+
+/// The pod templates of the workloads in `rendered` (kind, name, namespace, pod spec).
+fn pod_templates(rendered: &str) -> Result<Vec<(String, String, String, PodSpec)>, String> {
+    let mut templates = Vec::new();
+    let documents: Vec<serde_json::Value> =
+        serde_yaml::from_multiple(rendered).map_err(|e| e.to_string())?;
+    for object in documents {
+        let kind = object["kind"].as_str().unwrap_or_default();
+        if !["Deployment", "DaemonSet"].contains(&kind) {
+            continue;
+        }
+        let spec: PodSpec = serde_json::from_value(object["spec"]["template"]["spec"].clone())
+            .map_err(|e| format!("{kind}: {e}"))?;
+        templates.push((
+            kind.to_owned(),
+            object["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            object["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            spec,
+        ));
+    }
+    Ok(templates)
+}
+
+/// A server-side dry run of a pod with `spec` in `namespace`: what Pod Security admission
+/// says of it (`Ok` when admitted). The ServiceAccount is left out: it is not created by a
+/// dry run, and Pod Security does not look at it.
+async fn dry_run_pod(ctx: &TestContext, namespace: &str, spec: &PodSpec) -> Result<(), String> {
+    let pod = Pod {
+        metadata: kube::api::ObjectMeta {
+            generate_name: Some("pod-security-".to_owned()),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            service_account_name: None,
+            ..spec.clone()
+        }),
+        status: None,
+    };
+    let params = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    match Api::<Pod>::namespaced(ctx.client.clone(), namespace)
+        .create(&params, &pod)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) => Err(status.message),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+async fn pod_security(ctx: TestContext) -> TestResult {
+    let release_ns = ctx.namespace.clone();
+    let csi_ns = format!("{release_ns}-csi");
+    let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
+    let namespace: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": csi_ns}}))?;
+    namespaces
+        .create(&PostParams::default(), &namespace)
+        .await?;
+    label_pod_security(&ctx, &release_ns, "restricted").await?;
+    let mut template = helm(&ctx);
+    template
+        .args(["template", "hb"])
+        .arg(chart())
+        .args(["--namespace", &release_ns])
+        .args(["--set", &format!("csi.namespace={csi_ns}")])
+        .args(["--set", "csi.createNamespace=true"])
+        .args(["--set", "csi.provisioner.enabled=true"]);
+    let rendered = run_ok("helm template", &mut template).await?;
+    let file = ctx
+        .testbed
+        .work_dir()
+        .join(format!("{release_ns}-pod-security.yaml"));
+    std::fs::write(&file, &rendered)?;
+    // The plugin's namespace is the chart's, labelled privileged.
+    assert!(
+        rendered.contains(&format!("name: {csi_ns}"))
+            && rendered.contains("pod-security.kubernetes.io/enforce: privileged"),
+        "{rendered}"
+    );
+    // Workloads are checked against the namespace's warn level: kubectl prints
+    // "would violate PodSecurity" for any that would not pass.
+    let applied = run(kubectl(&ctx)
+        .args([
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--dry-run=server",
+        ])
+        .args(["--field-manager=hepbatch-helm-test", "-f"])
+        .arg(&file))
+    .await?;
+    assert!(applied.success, "{}{}", applied.stdout, applied.stderr);
+    assert!(
+        !applied.stderr.contains("would violate PodSecurity"),
+        "{}",
+        applied.stderr
+    );
+    // Their pods, as the apiserver admits pods: enforced.
+    let templates = pod_templates(&rendered)?;
+    let kinds: Vec<&str> = templates.iter().map(|(kind, ..)| kind.as_str()).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "Deployment").count(),
+        2,
+        "{kinds:?}"
+    );
+    for (kind, name, namespace, spec) in &templates {
+        if kind == "DaemonSet" {
+            assert_eq!(namespace, &csi_ns, "the plugin runs in its own namespace");
+            // Proof the check bites: the plugin's pods are refused under restricted...
+            let Err(refused) = dry_run_pod(&ctx, &release_ns, spec).await else {
+                return Err(format!("the privileged plugin {name} passed restricted").into());
+            };
+            assert!(
+                refused.contains("violates PodSecurity \"restricted:latest\""),
+                "{refused}"
+            );
+            assert!(refused.contains("privileged"), "{refused}");
+            // ... and admitted where the chart puts them.
+            label_pod_security(&ctx, &csi_ns, "privileged").await?;
+            dry_run_pod(&ctx, &csi_ns, spec)
+                .await
+                .map_err(|e| format!("{kind} {name} in {csi_ns}: {e}"))?;
+        } else {
+            assert_eq!(namespace, &release_ns);
+            dry_run_pod(&ctx, &release_ns, spec)
+                .await
+                .map_err(|e| format!("{kind} {name} under restricted: {e}"))?;
+        }
+    }
+    assert!(kinds.contains(&"DaemonSet"), "{kinds:?}");
+    Ok(())
 }
 
 async fn bad_values_refused(ctx: TestContext) -> TestResult {

@@ -63,6 +63,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s-csi-node" (include "hepbatch.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/* Namespace of the CSI node plugin: csi.namespace, else the release namespace. */}}
+{{- define "hepbatch.csi.namespace" -}}
+{{- default .Release.Namespace .Values.csi.namespace }}
+{{- end }}
+
 {{- define "hepbatch.provisioner.fullname" -}}
 {{- printf "%s-csi-provisioner" (include "hepbatch.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
@@ -86,7 +91,7 @@ cvmfs.hepbatch.io
 {{- else if and (eq $c.cvmfs.provider "hostPath") $c.cvmfs.path }}
 {{- $_ := set $cvmfs "path" $c.cvmfs.path }}
 {{- end }}
-{{- $out := dict "platforms" $c.platforms "cvmfs" $cvmfs }}
+{{- $out := dict "platforms" $c.platforms "cvmfs" $cvmfs "security" $c.security }}
 {{- if $c.gpu.nvidiaRuntimeClassName }}
 {{- $_ := set $out "gpu" (dict "nvidiaRuntimeClassName" $c.gpu.nvidiaRuntimeClassName) }}
 {{- end }}
