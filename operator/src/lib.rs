@@ -39,5 +39,6 @@ pub mod metrics;
 pub mod pacing;
 pub mod process;
 pub mod revision;
+pub mod room;
 pub mod security;
 pub mod status;

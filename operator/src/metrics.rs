@@ -79,6 +79,24 @@ pub struct StatusWriteLabels {
     pub change: StatusChange,
 }
 
+/// What a look at the shards waiting for a node found, as a metric label.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum LookOutcome {
+    /// The scheduler had not given up on any waiting shard.
+    Schedulable,
+    /// Waiting shards would fit a node once it has room.
+    WaitingForRoom,
+    /// No node could ever hold the waiting shards.
+    Unschedulable,
+}
+
+/// Label set of the look counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LookLabels {
+    /// What the look found.
+    pub outcome: LookOutcome,
+}
+
 /// The operator's metrics and the registry that serves them.
 #[derive(Debug)]
 pub struct Metrics {
@@ -92,6 +110,8 @@ pub struct Metrics {
     pub analysis_jobs: Family<PhaseLabels, Gauge>,
     /// Status writes by how the status changed.
     pub status_writes: Family<StatusWriteLabels, Counter>,
+    /// Looks at shards waiting for a node, by what they found.
+    pub scheduling_looks: Family<LookLabels, Counter>,
     /// Whether this replica holds the leader Lease (1) or not (0).
     pub leader: Gauge,
     registry: Registry,
@@ -106,6 +126,7 @@ impl Metrics {
         let duration = Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]);
         let analysis_jobs = Family::<PhaseLabels, Gauge>::default();
         let status_writes = Family::<StatusWriteLabels, Counter>::default();
+        let scheduling_looks = Family::<LookLabels, Counter>::default();
         let leader = Gauge::default();
         registry.register("reconciles", "Reconciles run", reconciles.clone());
         registry.register(
@@ -128,6 +149,11 @@ impl Metrics {
             "AnalysisJob status writes by how the status changed",
             status_writes.clone(),
         );
+        registry.register(
+            "scheduling_looks",
+            "Looks at shards waiting for a node, by what they found",
+            scheduling_looks.clone(),
+        );
         registry.register("leader", "1 when this replica leads", leader.clone());
         Arc::new(Metrics {
             reconciles,
@@ -135,6 +161,7 @@ impl Metrics {
             duration,
             analysis_jobs,
             status_writes,
+            scheduling_looks,
             leader,
             registry,
         })
@@ -155,6 +182,13 @@ impl Metrics {
     pub fn observe_status_write(&self, change: StatusChange) {
         self.status_writes
             .get_or_create(&StatusWriteLabels { change })
+            .inc();
+    }
+
+    /// Records a look at waiting shards that found `outcome`.
+    pub fn observe_look(&self, outcome: LookOutcome) {
+        self.scheduling_looks
+            .get_or_create(&LookLabels { outcome })
             .inc();
     }
 
@@ -201,11 +235,15 @@ mod tests {
         metrics.observe_error(ErrorCategory::Conflict);
         metrics.set_phases([Some(Phase::Running), Some(Phase::Running), None]);
         metrics.observe_status_write(StatusChange::Progress);
+        metrics.observe_look(LookOutcome::WaitingForRoom);
         let text = metrics.encode().expect("encodes");
         assert!(text.contains("hepbatch_operator_reconciles_total 1"));
         assert!(text.contains("hepbatch_operator_reconcile_errors_total{category=\"Conflict\"} 1"));
         assert!(text.contains("hepbatch_operator_analysis_jobs{phase=\"Running\"} 2"));
         assert!(text.contains("hepbatch_operator_analysis_jobs{phase=\"Unknown\"} 1"));
         assert!(text.contains("hepbatch_operator_status_writes_total{change=\"Progress\"} 1"));
+        assert!(
+            text.contains("hepbatch_operator_scheduling_looks_total{outcome=\"WaitingForRoom\"} 1")
+        );
     }
 }

@@ -23,6 +23,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::build::{COMPLETION_INDEX_ANNOTATION, CONTAINER_NAME};
 use crate::k8s::{ConditionStatus, JobCondition, PodCondition, PodConditionReason, PodPhase};
+use crate::metrics::LookOutcome;
 
 /// Annotation the Job controller puts on each pod: failures of its index before this pod.
 pub const INDEX_FAILURE_COUNT_ANNOTATION: &str = "batch.kubernetes.io/job-index-failure-count";
@@ -454,12 +455,28 @@ pub enum SchedulingLook {
     NotLooked,
     /// No waiting shard is one the scheduler gave up on.
     Schedulable,
-    /// The scheduler cannot place waiting shards, and says why.
+    /// The scheduler cannot place waiting shards now, but some node could hold them once
+    /// it has room: the fleet waits its turn, which is no news.
+    WaitingForRoom,
+    /// The scheduler cannot place waiting shards and no node could ever hold them (as
+    /// [`crate::room::could_ever_fit`] sees it); the scheduler says why.
     Unschedulable {
         /// The scheduler's message, e.g. `0/6 nodes are available: 6 Insufficient
         /// nvidia.com/gpu.`
         message: String,
     },
+}
+
+impl SchedulingLook {
+    /// What the look found, as a metric label; `None` when there was no look.
+    pub fn outcome(&self) -> Option<LookOutcome> {
+        match self {
+            SchedulingLook::NotLooked => None,
+            SchedulingLook::Schedulable => Some(LookOutcome::Schedulable),
+            SchedulingLook::WaitingForRoom => Some(LookOutcome::WaitingForRoom),
+            SchedulingLook::Unschedulable { .. } => Some(LookOutcome::Unschedulable),
+        }
+    }
 }
 
 /// `new` with the `ShardsUnschedulable` condition as `look` found it (`NotLooked`: as
@@ -482,14 +499,14 @@ pub fn with_scheduling(
         .find(|c| c.type_ == UNSCHEDULABLE_CONDITION && ConditionStatus::True.is(&c.status));
     let condition = match look {
         _ if waiting == 0 || finished => None,
-        SchedulingLook::Schedulable => None,
+        SchedulingLook::Schedulable | SchedulingLook::WaitingForRoom => None,
         SchedulingLook::NotLooked => previous.cloned(),
         SchedulingLook::Unschedulable { message } => Some(Condition {
             type_: UNSCHEDULABLE_CONDITION.to_owned(),
             status: ConditionStatus::True.into(),
             reason: PodConditionReason::Unschedulable.into(),
             message: format!(
-                "{} {} for resources no node offers now; the scheduler says: {message}",
+                "{} {} for resources no node offers; the scheduler says: {message}",
                 shards(waiting),
                 if waiting == 1 { "waits" } else { "wait" }
             ),
@@ -793,7 +810,7 @@ mod tests {
         );
         assert_eq!(
             condition.message,
-            "1 shard waits for resources no node offers now; the scheduler says: 0/6 nodes are \
+            "1 shard waits for resources no node offers; the scheduler says: 0/6 nodes are \
              available: 2 Insufficient nvidia.com/gpu."
         );
         assert!(

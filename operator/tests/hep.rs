@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use hepbatch_crds::{AnalysisJob, Phase};
 use hepbatch_tests::harness::{self, TestContext, TestResult, test};
+use hepbatch_tests::http::{self, free_address, metric};
 use hepbatch_tests::testbed::{TestbedOptions, annotations};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod};
@@ -55,6 +56,11 @@ fn main() -> ExitCode {
                 "unschedulable_shards_are_explained_on_the_analysis_job",
                 unschedulable_explained,
             ),
+            test(
+                "shards_waiting_for_room_in_a_full_cluster_are_not_unschedulable",
+                waiting_for_room,
+            )
+            .with_timeout(Duration::from_secs(240)),
             test("every_example_runs_to_succeeded", examples_succeed)
                 .with_timeout(Duration::from_secs(240)),
         ],
@@ -688,6 +694,64 @@ async fn examples_succeed(ctx: TestContext) -> TestResult {
 
 /// Shards no node can take: the AnalysisJob's phase is Unschedulable and it says why,
 /// quoting the scheduler.
+/// A fleet bigger than the cluster's free room waits its turn: the look at its waiting
+/// shards finds a node that could hold them once empty, so the AnalysisJob raises neither
+/// the `ShardsUnschedulable` condition nor its Warning, and its phase stays `Running`.
+async fn waiting_for_room(ctx: TestContext) -> TestResult {
+    install_crd(&ctx.client).await?;
+    let address = free_address()?;
+    let operator =
+        Operator::start_with(&ctx, "operator", &address, &["--no-leader-election"]).await?;
+    let api: Api<AnalysisJob> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    // 40 of a CPU node's 64 cores: one shard per node, so of five shards on the four CPU
+    // nodes one waits (GPU nodes are tainted), for longer than the look waits.
+    create(
+        &api,
+        "full",
+        json!({"platform": "el9", "script": "true", "shards": 5, "parallelism": 5,
+            "resources": {"cpu": "40"},
+            "podMetadata": {"annotations": {annotations::RUN_DURATION: "150s"}}}),
+    )
+    .await?;
+    let looked = operator.explain(
+        eventually(
+            "a look that finds shards waiting for room",
+            Duration::from_secs(150),
+            || async {
+                let (_, body) = http::get(&address, "/metrics").await?;
+                let sample = "hepbatch_operator_scheduling_looks_total{outcome=\"WaitingForRoom\"}";
+                Ok(metric(&body, sample).is_some_and(|looks| looks >= 1.0))
+            },
+        )
+        .await,
+    );
+    looked?;
+    let reasons = event_reasons(&ctx, "full").await?;
+    assert!(
+        !reasons.contains(&"ShardsUnschedulable".to_owned()),
+        "{reasons:?}"
+    );
+    let aj = api.get("full").await?;
+    let status = aj.status.ok_or("no status")?;
+    assert!(
+        status
+            .conditions
+            .iter()
+            .all(|c| c.type_ != "ShardsUnschedulable"),
+        "{:?}",
+        status.conditions
+    );
+    assert_ne!(status.phase, Some(Phase::Unschedulable), "{status:?}");
+    let pending = pods_of(&ctx, "full")
+        .await?
+        .iter()
+        .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_none())
+        .count();
+    assert_eq!(pending, 1, "one shard waits for room");
+    api.delete("full", &Default::default()).await?;
+    Ok(())
+}
+
 async fn unschedulable_explained(ctx: TestContext) -> TestResult {
     let bed = start(&ctx, "").await?;
     create(

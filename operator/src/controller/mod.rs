@@ -16,6 +16,7 @@
 
 mod apply;
 mod error;
+mod nodes;
 mod observe;
 mod plan;
 mod report;
@@ -69,6 +70,8 @@ pub struct Context {
     pub pacer: StatusPacer,
     /// When each AnalysisJob's waiting shards may be looked at again.
     pub unschedulable_checks: NotBefore,
+    /// The nodes' room, shared by the looks at waiting shards.
+    pub nodes: nodes::NodeRooms,
 }
 
 impl Context {
@@ -197,6 +200,7 @@ fn watch(
         config: options.config.clone(),
         pacer: StatusPacer::default(),
         unschedulable_checks: NotBefore::default(),
+        nodes: nodes::NodeRooms::default(),
         client: client.clone(),
         recorder: Recorder::new(client.clone(), reporter),
         metrics: options.metrics.clone(),

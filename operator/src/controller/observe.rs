@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use kube::runtime::reflector::ObjectRef;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::Context;
 use super::error::{self, Error};
@@ -29,6 +29,7 @@ use crate::inputs::{self, InputPlan, InputsError};
 use crate::k8s::{ConditionStatus, PodCondition, PodConditionReason, PodPhase};
 use crate::pacing::Pace;
 use crate::revision::{self, Snapshot};
+use crate::room::{self, PodNeeds};
 use crate::status::{self, SchedulingLook};
 
 /// Why an AnalysisJob cannot run as it stands; reported, not retried as an error.
@@ -199,6 +200,9 @@ async fn scheduling(context: &Context, job: &Job, key: &str, now: Now) -> Schedu
         },
         LookDue::Now => {
             let look = look_at_waiting_shards(context, job).await;
+            if let Some(outcome) = look.outcome() {
+                context.metrics.observe_look(outcome);
+            }
             let next = plan::next_look(&look);
             context.unschedulable_checks.set(key, now.instant + next);
             Scheduling {
@@ -210,8 +214,9 @@ async fn scheduling(context: &Context, job: &Job, key: &str, now: Now) -> Schedu
 }
 
 /// Looks whether the scheduler cannot place waiting shards (e.g. more GPUs than any node
-/// has) and what it says. Only pods without a node are listed (`spec.nodeName` is the
-/// field the apiserver's watch cache indexes pods by), from the watch cache.
+/// has) and what it says, and whether they merely wait for room. Only pods without a node
+/// are listed (`spec.nodeName` is the field the apiserver's watch cache indexes pods by),
+/// from the watch cache; the nodes only when the scheduler gave up on one of them.
 async fn look_at_waiting_shards(context: &Context, job: &Job) -> SchedulingLook {
     let namespace = job.namespace().unwrap_or_default();
     let pods: Api<Pod> = Api::namespaced(context.client.clone(), &namespace);
@@ -230,23 +235,39 @@ async fn look_at_waiting_shards(context: &Context, job: &Job) -> SchedulingLook 
             return SchedulingLook::NotLooked;
         }
     };
-    let unschedulable = pending.iter().find_map(|pod| {
-        pod.status
-            .as_ref()?
-            .conditions
-            .as_ref()?
-            .iter()
-            .find(|c| {
-                PodCondition::PodScheduled.is(&c.type_)
-                    && ConditionStatus::False.is(&c.status)
-                    && c.reason.as_deref() == Some(PodConditionReason::Unschedulable.as_str())
-            })
-            .and_then(|c| c.message.clone())
-    });
-    match unschedulable {
-        Some(message) => SchedulingLook::Unschedulable { message },
-        None => SchedulingLook::Schedulable,
+    let Some((pod, message)) = pending
+        .iter()
+        .find_map(|pod| Some((pod, scheduler_gave_up(pod)?)))
+    else {
+        return SchedulingLook::Schedulable;
+    };
+    match context.nodes.get(&context.client).await {
+        Ok(nodes) if room::could_ever_fit(&PodNeeds::of(pod), &nodes) => {
+            debug!(%message, "shards wait for room");
+            SchedulingLook::WaitingForRoom
+        }
+        Ok(_) => SchedulingLook::Unschedulable { message },
+        Err(error) => {
+            warn!(%error, "cannot list nodes; reporting waiting shards as unschedulable");
+            SchedulingLook::Unschedulable { message }
+        }
     }
+}
+
+/// The scheduler's message when it could not place `pod` (`PodScheduled=False`, reason
+/// `Unschedulable`).
+fn scheduler_gave_up(pod: &Pod) -> Option<String> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| {
+            PodCondition::PodScheduled.is(&c.type_)
+                && ConditionStatus::False.is(&c.status)
+                && c.reason.as_deref() == Some(PodConditionReason::Unschedulable.as_str())
+        })
+        .and_then(|c| c.message.clone())
 }
 
 /// What a new Job needs: the input list, then the CVMFS revisions (not resolved when the

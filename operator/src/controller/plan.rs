@@ -815,6 +815,37 @@ mod tests {
     }
 
     #[test]
+    fn shards_waiting_for_room_are_no_news_and_clear_an_old_unschedulable() {
+        let unschedulable = "{phase: Unschedulable, shards: 3, active: 3, ready: 0, \
+            conditions: [{type: ShardsUnschedulable, status: 'True', reason: Unschedulable, \
+            message: 3 shards wait, lastTransitionTime: '2026-01-01T00:00:30Z'}]}";
+        let live = || {
+            job(
+                "u-1",
+                "{completions: 3, parallelism: 3}",
+                "{active: 3, ready: 0, startTime: '2026-01-01T00:00:01Z'}",
+            )
+        };
+        let mut observed = present(live());
+        observed.scheduling = Scheduling {
+            look: SchedulingLook::WaitingForRoom,
+            look_again: Some(next_look(&SchedulingLook::WaitingForRoom)),
+        };
+        let waiting = "{phase: Running, shards: 3, active: 3, ready: 0, jobName: higgs, \
+            startTime: '2026-01-01T00:00:01Z', observedGeneration: 1}";
+        let plan = planned(&analysis_job(SPEC, Some(waiting)), &observed, later());
+        assert!(reasons(&plan.notes).is_empty());
+        assert!(plan.status.is_none(), "{:?}", plan.status.map(|w| w.status));
+        assert_eq!(plan.requeue, Requeue::After(requeue::UNSCHEDULABLE_RECHECK));
+
+        let plan = planned(&analysis_job(SPEC, Some(unschedulable)), &observed, later());
+        let write = plan.status.expect("the condition clears");
+        assert_eq!(write.status.phase, Some(Phase::Running));
+        assert!(write.status.conditions.is_empty(), "{:?}", write.status);
+        assert!(reasons(&plan.notes).is_empty());
+    }
+
+    #[test]
     fn waiting_shards_are_looked_at_only_after_a_while_and_not_when_finished() {
         let waiting = job("u-1", "{completions: 3}", "{active: 3, ready: 1}");
         let young = at("2026-01-01T00:00:20Z").time;

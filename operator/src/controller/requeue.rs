@@ -25,13 +25,17 @@ pub const NAME_TAKEN_RETRY: Duration = Duration::from_secs(10);
 /// AnalysisJob soon after its start.
 pub const UNSCHEDULABLE_AFTER: Duration = Duration::from_secs(60);
 
-/// How soon waiting shards are looked at again when the scheduler had not given up on any:
-/// a scheduler that has not tried a pod for this long is busy with a backlog.
+/// How soon waiting shards are looked at again when none was found that no node could
+/// ever hold (the scheduler had not given up on any, or they wait for room).
 pub const UNSCHEDULABLE_RECHECK: Duration = Duration::from_secs(120);
 
 /// How soon waiting shards are looked at again after the reason was reported: the Event
 /// stands meanwhile, and looking more often costs a pod LIST for news nobody needs.
 pub const UNSCHEDULABLE_REPORTED_RECHECK: Duration = Duration::from_secs(600);
+
+/// How long one list of the nodes' room serves every look at waiting shards: nodes come
+/// and go in minutes, and a full cluster's waiting fleets would otherwise each list them.
+pub const NODE_ROOM_MAX_AGE: Duration = Duration::from_secs(60);
 
 /// How often a healthy, unfinished AnalysisJob is looked at even without a change.
 pub const RESYNC: Duration = Duration::from_secs(300);
