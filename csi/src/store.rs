@@ -1,21 +1,12 @@
 //! The controller's record of provisioned volumes: one small JSON file per volume name.
 //!
-//! Why records at all: CreateVolume must answer ALREADY_EXISTS when a name comes back with
-//! other parameters or another capacity range, and ValidateVolumeCapabilities must answer
-//! NOT_FOUND for a volume that does not exist. Both need to know what was created under a
-//! name; nothing else does (a provisioned volume's content lives in its PV's
-//! `volume_context`, which the node reads).
-//!
-//! Why files under the state directory, not memory and not the Kubernetes API: the
-//! controller runs as a small Deployment next to the external-provisioner, which retries
-//! CreateVolume until it sees an answer, across restarts of either container. The records
-//! survive a restart of the plugin process (a file under `<state-dir>/controller/`, an
-//! emptyDir or a small volume in the chart) and need no API access or RBAC. Should the
-//! records be lost with the pod, nothing breaks: the volume id is derived from the name and
-//! the request ([`crate::provision`]), so the provisioner's retries (same name, same
-//! StorageClass parameters, same size) still get the same answer; only the conflict check
-//! for a *changed* request, which Kubernetes never sends, and ValidateVolumeCapabilities of
-//! older volumes, which Kubernetes never calls, lose their memory.
+//! CreateVolume must answer ALREADY_EXISTS when a name comes back with other parameters or
+//! another capacity range, and ValidateVolumeCapabilities NOT_FOUND for a volume that does
+//! not exist: both need what was created under a name, and nothing else does (the node
+//! reads a provisioned volume from its PV's `volume_context`). Files under
+//! `<state-dir>/controller/` survive a restart of the plugin and need no API access or
+//! RBAC; why that is enough, and how little is lost with them (volume ids are derived from
+//! the request, [`crate::provision`]), is in docs/csi.md, "StorageClass provisioning".
 //!
 //! Layout and safety: `<dir>/<hash of the name>.json`; the volume id carries the same hash,
 //! so DeleteVolume and ValidateVolumeCapabilities find the record without a scan. A record
@@ -48,7 +39,7 @@ pub enum StoreError {
         /// What the new request asks for.
         requested: String,
     },
-    /// Two names with the same 64-bit hash (never seen in practice; refused, not merged).
+    /// Two names with the same 64-bit hash (refused, not merged).
     #[error("volume name {name:?} collides with the recorded name {recorded:?}")]
     Collision {
         /// The requested name.

@@ -7,13 +7,10 @@
 //! `<target>/<name>` (the bind propagates into the container's rslave copy) and answers
 //! READY, or FAIL for a name that is not a repository (the process gets ENOENT).
 //!
-//! Why not `automount(8)`: every new volume meant a master-map line and a daemon reload,
-//! and concurrent reloads crashed or deadlocked the daemon; a replaced daemon mounted new
-//! autofs file systems *on top of* the old ones, which never reach containers holding a
-//! copy of the old one. Here publishing mounts one file system and reloads nothing, and a
-//! restarted plugin takes its volumes over in place ([`Autofs::take_over`]: the
-//! `/dev/autofs` CATATONIC + SETPIPEFD ioctls), so running containers keep the very mount
-//! they hold and new names work again as soon as the plugin is back.
+//! Publishing mounts one file system and reloads nothing, and a restarted plugin takes its
+//! volumes over in place ([`Autofs::take_over`]: the `/dev/autofs` CATATONIC + SETPIPEFD
+//! ioctls), so running containers keep the very mount they hold and new names work again
+//! as soon as the plugin is back. Why not `automount(8)`: docs/csi.md, "On-demand volumes".
 //!
 //! The kernel treats the process group given at mount (ours) as the daemon ("oz mode"):
 //! its lookups never trigger and it may create the `<name>` directories. The plugin

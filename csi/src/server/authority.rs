@@ -4,8 +4,8 @@
 //! making: the kubelet's plugin watcher (grpc-go, passthrough target) sends the socket
 //! path, grpc-core (Python's `grpcio`) a percent-encoded `unix:` URI. Neither is a valid
 //! URI authority, and the `h2` server behind tonic answers such a request with
-//! `RST_STREAM(PROTOCOL_ERROR)` before any service runs. The kubelet's own CSI client sets
-//! `localhost`, which is why only registration broke.
+//! `RST_STREAM(PROTOCOL_ERROR)` before any service runs. (The kubelet's own CSI client
+//! sets `localhost`; the plugin watcher dials the registration socket.)
 //!
 //! [`LocalAuthority`] wraps each accepted stream and rewrites, on the way in, every header
 //! block whose `:authority` does not parse as a URI authority: the block is decoded with

@@ -28,7 +28,7 @@
 //! - [`unpublish`]: detach a target with everything beneath it.
 //! - [`heal`]: remount broken clients, re-bind stale binds, take over on-demand volumes.
 //! - [`reap`]: unmount clients nobody uses, forget unused spec records.
-//! - [`probe`]: health of a path, of a volume and of the node.
+//! - [`probe`](mod@probe): health of a path, of a volume and of the node.
 
 pub mod clients;
 pub mod heal;

@@ -12,7 +12,7 @@
 //! Inputs are bounded before they are parsed ([`limits`]): a value longer than
 //! [`limits::MAX_ATTRIBUTE_LENGTH`], more than [`limits::MAX_REPOSITORIES`] repositories or
 //! [`limits::MAX_PINS`] pins are refused with the limit in words, and every message quotes
-//! user input through [`quote`] (at most a short prefix).
+//! user input through [`quote`](fn@quote) (at most a short prefix).
 
 pub mod quote;
 
