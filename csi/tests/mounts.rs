@@ -306,16 +306,8 @@ async fn killed_client_heals_beneath_running_containers() {
     );
 
     // Volume stats report the health; after healing, healthy.
-    let stats = client
-        .node_get_volume_stats(NodeGetVolumeStatsRequest {
-            volume_id: "vol-l".into(),
-            volume_path: listed.display().to_string(),
-            staging_target_path: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(!stats.volume_condition.unwrap().abnormal);
+    let (abnormal, message) = node.condition(&mut client, "vol-l", &listed).await;
+    assert!(!abnormal, "{message}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -353,22 +345,9 @@ async fn volume_stats_report_a_broken_repository() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let stats = client
-        .node_get_volume_stats(NodeGetVolumeStatsRequest {
-            volume_id: "vol-s".into(),
-            volume_path: target.display().to_string(),
-            staging_target_path: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let condition = stats.volume_condition.unwrap();
-    assert!(condition.abnormal, "{condition:?}");
-    assert!(
-        condition.message.contains("sft.cern.ch"),
-        "{}",
-        condition.message
-    );
+    let (abnormal, message) = node.condition(&mut client, "vol-s", &target).await;
+    assert!(abnormal, "{message}");
+    assert!(message.contains("sft.cern.ch"), "{message}");
     let unknown = client
         .node_get_volume_stats(NodeGetVolumeStatsRequest {
             volume_id: "other".into(),
