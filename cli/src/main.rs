@@ -8,10 +8,22 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use std::io::IsTerminal;
+use std::time::Duration;
+
 use clap::{Parser, Subcommand, ValueEnum};
-use hepbatch_cli::cluster::{ClusterError, Target};
+use futures::{AsyncBufReadExt, StreamExt, TryStreamExt};
+use hepbatch_cli::attempt::{self, SHARD_CONTAINER};
+use hepbatch_cli::cluster::{ClusterError, Connection, Target};
+use hepbatch_cli::logs::{self, NoLog, Which};
+use hepbatch_cli::progress::{self, Progress};
+use hepbatch_cli::status;
 use hepbatch_cli::submit::{self, ItemSource, SubmitError};
-use kube::api::{Patch, PatchParams};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use kube::Api;
+use kube::api::{LogParams, Patch, PatchParams};
+use kube::runtime::watcher;
 
 /// Field manager of every object this plugin applies.
 const FIELD_MANAGER: &str = "kubectl-hepbatch";
@@ -46,6 +58,45 @@ enum Command {
         #[arg(long)]
         platform: Option<String>,
     },
+    /// Phase, counts and every shard that is not simply done (index, state, attempts,
+    /// last exit code and reason, node, duration).
+    Status {
+        /// The AnalysisJob.
+        name: String,
+        /// Print the report as JSON or YAML instead of a table.
+        #[arg(short = 'o', long, value_enum)]
+        output: Option<Format>,
+    },
+    /// Follow an AnalysisJob until it finishes: exit status 0 when it succeeded, 1 when
+    /// it failed. A progress bar at a terminal, one line per change otherwise.
+    Watch {
+        /// The AnalysisJob.
+        name: String,
+    },
+    /// The log of one shard: its latest attempt, attempt K, or all attempts whose pods
+    /// still exist.
+    Logs {
+        /// The AnalysisJob.
+        name: String,
+        /// The shard's index.
+        #[arg(long)]
+        shard: i32,
+        /// Attempt K (1 = the first pod of the shard that still exists).
+        #[arg(long, conflicts_with = "all_attempts")]
+        attempt: Option<u32>,
+        /// Every attempt, oldest first, each under a heading.
+        #[arg(long)]
+        all_attempts: bool,
+        /// Keep following the log while the pod runs.
+        #[arg(short = 'f', long)]
+        follow: bool,
+    },
+    /// One self-contained HTML page: a timeline bar per shard attempt coloured by
+    /// outcome and grouped by node, and the table of failed attempts (`> fleet.html`).
+    Report {
+        /// The AnalysisJob.
+        name: String,
+    },
 }
 
 /// Machine-readable output formats.
@@ -72,6 +123,22 @@ enum CliError {
     Write(#[source] std::io::Error),
     #[error("serializing the output")]
     Serialize(String),
+    #[error(transparent)]
+    NoLog(#[from] NoLog),
+    #[error("reading the log of pod {pod}")]
+    Log {
+        pod: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("watching analysisjob {name}")]
+    Watch {
+        name: String,
+        #[source]
+        source: watcher::Error,
+    },
+    #[error("analysisjob {0} was deleted while being watched")]
+    Deleted(String),
     #[error("applying analysisjob {name}")]
     Apply {
         name: String,
@@ -116,7 +183,167 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             name,
             platform,
         } => submit_command(&cli.target, &file, dry_run, output, name, platform).await,
+        Command::Status { name, output } => {
+            status_command(&cli.target.connect().await?, &name, output).await
+        }
+        Command::Watch { name } => watch_command(&cli.target.connect().await?, &name).await,
+        Command::Logs {
+            name,
+            shard,
+            attempt,
+            all_attempts,
+            follow,
+        } => {
+            let which = match (attempt, all_attempts) {
+                (Some(k), _) => Which::Attempt(k),
+                (None, true) => Which::All,
+                (None, false) => Which::Latest,
+            };
+            logs_command(&cli.target.connect().await?, &name, shard, which, follow).await
+        }
+        Command::Report { name } => {
+            let connection = cli.target.connect().await?;
+            let analysis_job = connection.analysis_job(&name).await?;
+            let pods = connection.pods(&name).await?;
+            let page = hepbatch_cli::report::render(
+                &analysis_job,
+                &attempt::attempts(&pods),
+                Timestamp::now(),
+            );
+            std::io::stdout()
+                .write_all(page.as_bytes())
+                .map_err(CliError::Write)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+async fn status_command(
+    connection: &Connection,
+    name: &str,
+    output: Option<Format>,
+) -> Result<ExitCode, CliError> {
+    let analysis_job = connection.analysis_job(name).await?;
+    let pods = connection.pods(name).await?;
+    let report = status::report(&analysis_job, &attempt::attempts(&pods), Timestamp::now());
+    match output {
+        Some(format) => print(&report, format)?,
+        None => std::io::stdout()
+            .write_all(status::table(&report).as_bytes())
+            .map_err(CliError::Write)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Follows the AnalysisJob through a watch of it alone; redraws the bar each second so
+/// the rate and the time left stay current.
+async fn watch_command(connection: &Connection, name: &str) -> Result<ExitCode, CliError> {
+    // Fail early, with the usual message, when it does not exist.
+    let first = connection.analysis_job(name).await?;
+    let terminal = std::io::stdout().is_terminal();
+    let bar = terminal.then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{spinner} [{bar:40.green/red}] {msg}")
+        {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar
+    });
+    let mut current = Progress::of(&first);
+    let mut printed: Option<Progress> = None;
+    let stream = watcher::watch_object(connection.analysis_jobs(), name);
+    let mut stream = std::pin::pin!(stream);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let now = Timestamp::now();
+        match &bar {
+            Some(bar) => {
+                bar.set_length(u64::try_from(current.shards).unwrap_or(0));
+                bar.set_position(u64::try_from(current.finished()).unwrap_or(0));
+                bar.set_message(current.line(now));
+            }
+            None if printed != Some(current) => {
+                println!("{} {}", now.strftime("%H:%M:%S"), current.line(now));
+                printed = Some(current);
+            }
+            None => {}
+        }
+        if let Some(succeeded) = progress::outcome(current.phase) {
+            if let Some(bar) = &bar {
+                bar.finish();
+            }
+            if !succeeded {
+                let failed = connection.analysis_job(name).await?;
+                let status = failed.status.unwrap_or_default();
+                if let Some(condition) = status.conditions.iter().find(|c| c.type_ == "Failed") {
+                    eprintln!("{name} failed: {}: {}", condition.reason, condition.message);
+                }
+                if let Some(shards) = status.failed_shards {
+                    eprintln!("failed shards: {shards} (kubectl hepbatch status {name})");
+                }
+            }
+            return Ok(if succeeded {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            });
+        }
+        tokio::select! {
+            event = stream.try_next() => match event {
+                Ok(Some(Some(analysis_job))) => current = Progress::of(&analysis_job),
+                Ok(Some(None)) | Ok(None) => return Err(CliError::Deleted(name.to_owned())),
+                Err(source) => return Err(CliError::Watch { name: name.to_owned(), source }),
+            },
+            _ = tick.tick() => {}
+        }
+    }
+}
+
+async fn logs_command(
+    connection: &Connection,
+    name: &str,
+    shard: i32,
+    which: Which,
+    follow: bool,
+) -> Result<ExitCode, CliError> {
+    let analysis_job = connection.analysis_job(name).await?;
+    let pods = connection.pods(name).await?;
+    let attempts = attempt::attempts(&pods);
+    let of_shard = attempts.get(&shard).map(Vec::as_slice).unwrap_or(&[]);
+    let selected = logs::select(&analysis_job, shard, of_shard, which)?;
+    let api: Api<Pod> = Api::namespaced(connection.client.clone(), &connection.namespace);
+    let headings = selected.len() > 1 || which == Which::All;
+    let mut stdout = std::io::stdout();
+    for attempt in selected {
+        if headings {
+            writeln!(stdout, "{}", logs::heading(attempt)).map_err(CliError::Write)?;
+        }
+        let params = LogParams {
+            container: Some(SHARD_CONTAINER.to_owned()),
+            follow,
+            ..LogParams::default()
+        };
+        let log_error = |source| CliError::Log {
+            pod: attempt.pod.clone(),
+            source,
+        };
+        if follow {
+            let mut lines = api
+                .log_stream(&attempt.pod, &params)
+                .await
+                .map_err(log_error)?
+                .lines();
+            while let Some(line) = lines.next().await {
+                let line = line.map_err(CliError::Write)?;
+                writeln!(stdout, "{line}").map_err(CliError::Write)?;
+            }
+        } else {
+            let text = api.logs(&attempt.pod, &params).await.map_err(log_error)?;
+            stdout.write_all(text.as_bytes()).map_err(CliError::Write)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn read_text(path: &Path) -> Result<String, CliError> {

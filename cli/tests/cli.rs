@@ -1,3 +1,393 @@
-//! The `kubectl hepbatch` commands against the testbed with a running operator.
+//! The `kubectl hepbatch` commands as a person runs them: the real binary against the
+//! testbed, with the operator running and kwok playing the shards (pods scripted with
+//! the testbed's annotations, docs/testbed.md).
+//!
+//! The operator binary is the one built next to these tests (`cargo build -p
+//! hepbatch-operator`); `HEPBATCH_OPERATOR_BIN` overrides it. kwok's fake nodes serve no
+//! container logs (the apiserver would dial their made-up node IP), so the log tests
+//! read only what needs no kubelet: the explanations when no pod holds the log.
 
-fn main() {}
+#![allow(missing_docs, clippy::expect_used, clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::time::Duration;
+
+use hepbatch_crds::AnalysisJob;
+use hepbatch_crds::testing;
+use hepbatch_tests::harness::{self, TestContext, TestResult, test};
+use hepbatch_tests::testbed::{self, TestbedOptions, annotations};
+use hepbatch_tests::wait;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::wait::conditions;
+use kube::{Client, CustomResourceExt};
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn main() -> ExitCode {
+    harness::run(
+        TestbedOptions::default(),
+        vec![
+            test(
+                "submit_applies_a_submit_file_and_watch_exits_0_on_success",
+                submit_then_watch_succeeds,
+            ),
+            test(
+                "watch_exits_1_on_failure_and_status_shows_the_exit_code",
+                watch_fails_and_status_explains,
+            ),
+            test(
+                "logs_explain_when_no_pod_holds_the_log",
+                logs_explain_missing_pods,
+            ),
+            test("report_is_one_self_contained_page", report_page),
+        ],
+    )
+}
+
+/// Installs the AnalysisJob CRD and waits until its endpoint serves.
+async fn install_crd(client: &Client) -> Result<(), BoxError> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let name = "analysisjobs.hepbatch.io";
+    crds.patch(
+        name,
+        &PatchParams::apply("hepbatch-cli-tests").force(),
+        &Patch::Apply(&AnalysisJob::crd()),
+    )
+    .await?;
+    wait::until(
+        &crds,
+        name,
+        "Established",
+        Duration::from_secs(30),
+        conditions::is_crd_established(),
+    )
+    .await?;
+    let api: Api<AnalysisJob> = Api::all(client.clone());
+    wait::eventually("the AnalysisJob endpoint", Duration::from_secs(10), || {
+        let api = api.clone();
+        async move { Ok::<_, BoxError>(api.list(&ListParams::default().limit(1)).await.is_ok()) }
+    })
+    .await
+}
+
+/// The operator binary of this workspace (see the module documentation).
+fn operator_binary() -> Result<PathBuf, BoxError> {
+    if let Ok(path) = std::env::var("HEPBATCH_OPERATOR_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/cli-<hash>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("no target directory")?;
+    let binary = profile_dir.join("hepbatch-operator");
+    if binary.is_file() {
+        Ok(binary)
+    } else {
+        Err(format!(
+            "{} is missing: build it first (cargo build -p hepbatch-operator) or set \
+             HEPBATCH_OPERATOR_BIN",
+            binary.display()
+        )
+        .into())
+    }
+}
+
+/// The operator watching the test's namespace; killed when dropped.
+struct Operator {
+    _child: Child,
+    _registration: testbed::RegistrationGuard,
+}
+
+async fn start_operator(ctx: &TestContext) -> Result<Operator, BoxError> {
+    install_crd(&ctx.client).await?;
+    let log = ctx
+        .testbed
+        .log_dir()
+        .join(format!("operator-{}.log", ctx.namespace));
+    let file = std::fs::File::create(&log)?;
+    let mut command = Command::new(operator_binary()?);
+    command
+        .arg("--kubeconfig")
+        .arg(ctx.testbed.kubeconfig())
+        .args(["--namespaces", &ctx.namespace])
+        .args(["--lease-namespace", &ctx.namespace])
+        .args(["--lease-duration-seconds", "6"])
+        .args(["--identity", "operator"])
+        .args(["--metrics-address", "127.0.0.1:0"])
+        .env("RUST_LOG", "info,kube=warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(file)
+        .kill_on_drop(true);
+    let (child, registration) = testbed::spawn_registered(&mut command)?;
+    Ok(Operator {
+        _child: child,
+        _registration: registration,
+    })
+}
+
+/// What one run of the plugin did.
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs `kubectl-hepbatch <args>` against the test's namespace, at most `timeout`.
+async fn plugin(ctx: &TestContext, args: &[&str], timeout: Duration) -> Result<Run, BoxError> {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kubectl-hepbatch"));
+    command
+        .arg("--kubeconfig")
+        .arg(ctx.testbed.kubeconfig())
+        .args(["-n", &ctx.namespace])
+        .args(args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(timeout, command.output())
+        .await
+        .map_err(|_| format!("kubectl-hepbatch {args:?} still ran after {timeout:?}"))??;
+    Ok(Run {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    })
+}
+
+async fn create(ctx: &TestContext, name: &str, spec: Value) -> Result<(), BoxError> {
+    let api: Api<AnalysisJob> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    api.create(
+        &PostParams::default(),
+        &testing::analysis_job(name, spec).build()?,
+    )
+    .await?;
+    Ok(())
+}
+
+async fn submit_then_watch_succeeds(ctx: TestContext) -> TestResult {
+    let _operator = start_operator(&ctx).await?;
+    let file = ctx
+        .testbed
+        .work_dir()
+        .join(format!("{}-hello.sub", ctx.namespace));
+    std::fs::write(
+        &file,
+        "universe = docker\ndocker_image = busybox\nexecutable = /bin/echo\n\
+         arguments = hello $(Process)\noutput = hello.$(Process).out\nrequest_memory = 100\n\
+         queue 3\n",
+    )?;
+    let file = file.display().to_string();
+    let submitted = plugin(
+        &ctx,
+        &["submit", &file, "--name", "hello"],
+        Duration::from_secs(30),
+    )
+    .await?;
+    assert_eq!(submitted.code, Some(0), "{submitted}");
+    assert!(
+        submitted
+            .stdout
+            .contains("analysisjob.hepbatch.io/hello applied"),
+        "{submitted}"
+    );
+    assert!(
+        submitted
+            .stderr
+            .contains("line 5: output is not translated"),
+        "the untranslated command is warned with its line: {submitted}"
+    );
+    let api: Api<AnalysisJob> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let applied = api.get("hello").await?;
+    assert_eq!(applied.spec.shards, Some(3));
+    assert_eq!(
+        applied.spec.args.as_deref(),
+        Some(&["hello".to_owned(), "$(HEPBATCH_SHARD_INDEX)".to_owned()][..])
+    );
+
+    let watched = plugin(&ctx, &["watch", "hello"], Duration::from_secs(120)).await?;
+    assert_eq!(watched.code, Some(0), "{watched}");
+    let last = watched.stdout.lines().last().unwrap_or_default();
+    assert!(last.contains("Succeeded: 3/3 succeeded"), "{watched}");
+
+    let status = plugin(&ctx, &["status", "hello"], Duration::from_secs(30)).await?;
+    assert_eq!(status.code, Some(0), "{status}");
+    assert!(status.stdout.contains("Phase        Succeeded"), "{status}");
+    assert!(
+        status.stdout.contains("No shard needs attention."),
+        "{status}"
+    );
+    Ok(())
+}
+
+async fn watch_fails_and_status_explains(ctx: TestContext) -> TestResult {
+    let _operator = start_operator(&ctx).await?;
+    create(
+        &ctx,
+        "broken",
+        json!({
+            "image": "busybox",
+            "shards": 2,
+            "maxRetriesPerShard": 1,
+            "podMetadata": {"annotations": {
+                annotations::EXIT_CODE: "3",
+                annotations::RUN_DURATION: "200ms",
+            }},
+        }),
+    )
+    .await?;
+    let watched = plugin(&ctx, &["watch", "broken"], Duration::from_secs(120)).await?;
+    assert_eq!(
+        watched.code,
+        Some(1),
+        "a failed AnalysisJob exits 1: {watched}"
+    );
+    assert!(watched.stderr.contains("failed shards: 0,1"), "{watched}");
+
+    let status = plugin(&ctx, &["status", "broken"], Duration::from_secs(30)).await?;
+    assert_eq!(status.code, Some(0), "{status}");
+    assert!(status.stdout.contains("Phase        Failed"), "{status}");
+    for index in ["0", "1"] {
+        let row = status
+            .stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(index))
+            .ok_or_else(|| format!("no row of shard {index}: {status}"))?;
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            &cells[..5],
+            [index, "Failed", "2", "3", "Error"],
+            "state, attempts, exit code and reason: {status}"
+        );
+        assert!(cells[5].starts_with("cpu-"), "the node: {status}");
+    }
+
+    let json = plugin(
+        &ctx,
+        &["status", "broken", "-o", "json"],
+        Duration::from_secs(30),
+    )
+    .await?;
+    let report: Value = serde_json::from_str(&json.stdout).map_err(|e| format!("{e}: {json}"))?;
+    assert_eq!(report["phase"], "Failed");
+    assert_eq!(report["failed"], 2);
+    assert_eq!(report["shardRows"][0]["lastExitCode"], 3);
+    assert_eq!(report["shardRows"][0]["attempts"], 2);
+    Ok(())
+}
+
+async fn logs_explain_missing_pods(ctx: TestContext) -> TestResult {
+    let _operator = start_operator(&ctx).await?;
+    create(
+        &ctx,
+        "held",
+        json!({"image": "busybox", "shards": 2, "suspend": true}),
+    )
+    .await?;
+    let api: Api<AnalysisJob> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    wait::until(
+        &api,
+        "held",
+        "Suspended",
+        Duration::from_secs(30),
+        |aj: Option<&AnalysisJob>| {
+            aj.and_then(|a| a.status.as_ref())
+                .is_some_and(|s| s.phase == Some(hepbatch_crds::Phase::Suspended))
+        },
+    )
+    .await?;
+    let no_pod = plugin(
+        &ctx,
+        &["logs", "held", "--shard", "1"],
+        Duration::from_secs(30),
+    )
+    .await?;
+    assert_eq!(no_pod.code, Some(2), "{no_pod}");
+    assert!(
+        no_pod
+            .stderr
+            .contains("shard 1 of analysisjob held has no pod: it has not started yet"),
+        "{no_pod}"
+    );
+    let no_shard = plugin(
+        &ctx,
+        &["logs", "held", "--shard", "5"],
+        Duration::from_secs(30),
+    )
+    .await?;
+    assert_eq!(no_shard.code, Some(2), "{no_shard}");
+    assert!(
+        no_shard
+            .stderr
+            .contains("analysisjob held has shards 0 to 1; there is no shard 5"),
+        "{no_shard}"
+    );
+    let missing = plugin(
+        &ctx,
+        &["logs", "nothing", "--shard", "0"],
+        Duration::from_secs(30),
+    )
+    .await?;
+    assert_eq!(missing.code, Some(2), "{missing}");
+    assert!(
+        missing
+            .stderr
+            .contains("analysisjob nothing not found in namespace"),
+        "{missing}"
+    );
+    Ok(())
+}
+
+async fn report_page(ctx: TestContext) -> TestResult {
+    let _operator = start_operator(&ctx).await?;
+    create(
+        &ctx,
+        "mixed",
+        json!({
+            "image": "busybox",
+            "shards": 3,
+            "maxRetriesPerShard": 0,
+            "podMetadata": {"annotations": {
+                annotations::EXIT_CODE: "2",
+                annotations::RUN_DURATION: "300ms",
+            }},
+        }),
+    )
+    .await?;
+    let watched = plugin(&ctx, &["watch", "mixed"], Duration::from_secs(120)).await?;
+    assert_eq!(watched.code, Some(1), "{watched}");
+    let report = plugin(&ctx, &["report", "mixed"], Duration::from_secs(30)).await?;
+    assert_eq!(report.code, Some(0), "{report}");
+    let page = &report.stdout;
+    assert!(page.starts_with("<!DOCTYPE html>"), "{report}");
+    for absent in ["<script src", "<link", "http://", "https://"] {
+        assert!(
+            !page.contains(absent),
+            "the page loads nothing ({absent}): {page}"
+        );
+    }
+    assert_eq!(
+        page.matches("class=\"attempt failed\"").count(),
+        3,
+        "one failed bar per attempt: {page}"
+    );
+    assert!(
+        page.contains("<td>2</td>"),
+        "the exit code in the failure table: {page}"
+    );
+    Ok(())
+}
