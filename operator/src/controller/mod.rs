@@ -18,6 +18,8 @@ mod apply;
 mod error;
 mod nodes;
 mod observe;
+#[cfg(test)]
+mod order_of_writes;
 mod plan;
 mod report;
 mod requeue;
