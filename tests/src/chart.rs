@@ -15,7 +15,59 @@ use serde_json::json;
 
 use crate::cvmfs::{Stratum, content};
 use crate::testbed::node::ANALYSIS_BASE_IMAGE;
-use crate::testbed::{RealNode, Testbed};
+use crate::testbed::{RealNode, Testbed, TestbedError};
+use crate::wait::WaitError;
+
+/// Why the chart could not be prepared or installed.
+#[derive(Debug, thiserror::Error)]
+pub enum ChartError {
+    /// An image archive is not built.
+    #[error("{} is missing: build the images with `make images` (images/build.sh)", .0.display())]
+    ImageMissing(PathBuf),
+    /// The real backend was asked for without a stratum to point it at.
+    #[error("the real backend needs a stratum")]
+    NoStratum,
+    /// The stratum could not be exposed on the node.
+    #[error("{0}")]
+    Expose(#[source] TestbedError),
+    /// A file could not be read, written or created.
+    #[error("{}: {source}", path.display())]
+    File {
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A program could not be started.
+    #[error("{program}: {source}")]
+    Spawn {
+        /// The program.
+        program: &'static str,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A program ran and failed; `output` is what it printed.
+    #[error("{what}: {output}")]
+    Failed {
+        /// What failed, e.g. `helm install failed`.
+        what: &'static str,
+        /// Its standard output and error.
+        output: String,
+    },
+    /// The kubelet did not register the plugin in time.
+    #[error("{0}")]
+    Registration(#[source] WaitError),
+}
+
+/// A [`ChartError::File`] for `path`.
+fn file_error(path: &Path) -> impl FnOnce(std::io::Error) -> ChartError + '_ {
+    move |source| ChartError::File {
+        path: path.to_owned(),
+        source,
+    }
+}
 
 /// The namespace the chart is installed into.
 pub const NAMESPACE: &str = "hepbatch-system";
@@ -37,16 +89,13 @@ pub fn images_dir() -> PathBuf {
 
 /// The operator and CSI image archives for real nodes; an error naming what to run when
 /// they are not built.
-pub fn image_archives() -> Result<Vec<PathBuf>, String> {
+pub fn image_archives() -> Result<Vec<PathBuf>, ChartError> {
     let archives: Vec<PathBuf> = ["hepbatch-operator", "hepbatch-csi"]
         .iter()
         .map(|name| images_dir().join(format!("{name}.docker.tar")))
         .collect();
     match archives.iter().find(|a| !a.is_file()) {
-        Some(missing) => Err(format!(
-            "{} is missing: build the images with `make images` (images/build.sh)",
-            missing.display()
-        )),
+        Some(missing) => Err(ChartError::ImageMissing(missing.clone())),
         None => Ok(archives),
     }
 }
@@ -71,7 +120,7 @@ pub fn values(
     node: &RealNode,
     backend: Backend,
     stratum: Option<&Stratum>,
-) -> Result<serde_json::Value, String> {
+) -> Result<serde_json::Value, ChartError> {
     let platforms: BTreeMap<&str, &str> = ["cc7", "el8", "el9"]
         .into_iter()
         .map(|p| (p, ANALYSIS_BASE_IMAGE))
@@ -86,12 +135,11 @@ pub fn values(
         (Backend::Cvmfs, Some(stratum)) => {
             let exposed = node
                 .expose(stratum.address().port())
-                .map_err(|e| e.to_string())?;
+                .map_err(ChartError::Expose)?;
             let mut keys = serde_json::Map::new();
             for repository in stratum.repositories() {
                 let path = stratum.keys_dir().join(format!("{repository}.pub"));
-                let key = std::fs::read_to_string(&path)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                let key = std::fs::read_to_string(&path).map_err(file_error(&path))?;
                 keys.insert(format!("{repository}.pub"), key.into());
             }
             csi["cvmfs"] = json!({
@@ -101,7 +149,7 @@ pub fn values(
                 "quotaLimitMib": 1000,
             });
         }
-        (Backend::Cvmfs, None) => return Err("the real backend needs a stratum".into()),
+        (Backend::Cvmfs, None) => return Err(ChartError::NoStratum),
         (Backend::Squashfuse, _) => {
             csi["backend"] = "squashfuse".into();
             write_stand_in_images(node)?;
@@ -120,9 +168,9 @@ pub fn values(
 /// The stand-in's images, one squashfs per repository and revision of the standard
 /// fixtures, in the node's `/var/lib/hepbatch/images` (the chart's default
 /// `csi.squashfuseImages`).
-pub fn write_stand_in_images(node: &RealNode) -> Result<(), String> {
+pub fn write_stand_in_images(node: &RealNode) -> Result<(), ChartError> {
     let images = node.var_upper_dir().join("lib/hepbatch/images");
-    std::fs::create_dir_all(&images).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&images).map_err(file_error(&images))?;
     for repository in content::standard() {
         let count = repository.revisions.len();
         for (i, revision) in repository.revisions.iter().enumerate() {
@@ -131,19 +179,24 @@ pub fn write_stand_in_images(node: &RealNode) -> Result<(), String> {
                 (Some(tag), false) => format!("{}@tag-{tag}", repository.name),
                 (None, false) => continue,
             };
-            let tree = tempfile::tempdir().map_err(|e| e.to_string())?;
-            revision.write(tree.path()).map_err(|e| e.to_string())?;
+            let tree = tempfile::tempdir().map_err(file_error(&images))?;
+            revision
+                .write(tree.path())
+                .map_err(file_error(tree.path()))?;
             let output = std::process::Command::new("mksquashfs")
                 .arg(tree.path())
                 .arg(images.join(format!("{instance}.squashfs")))
                 .args(["-noappend", "-quiet", "-no-progress", "-no-xattrs"])
                 .output()
-                .map_err(|e| format!("mksquashfs: {e}"))?;
+                .map_err(|source| ChartError::Spawn {
+                    program: "mksquashfs",
+                    source,
+                })?;
             if !output.status.success() {
-                return Err(format!(
-                    "mksquashfs: {}",
-                    String::from_utf8_lossy(&output.stderr)
-                ));
+                return Err(ChartError::Failed {
+                    what: "mksquashfs",
+                    output: String::from_utf8_lossy(&output.stderr).into_owned(),
+                });
             }
         }
     }
@@ -157,12 +210,12 @@ pub async fn install(
     testbed: &Testbed,
     node: &RealNode,
     values: &serde_json::Value,
-) -> Result<(), String> {
+) -> Result<(), ChartError> {
     let file = tempfile::Builder::new()
         .suffix(".json")
         .tempfile()
-        .map_err(|e| e.to_string())?;
-    std::fs::write(file.path(), values.to_string()).map_err(|e| e.to_string())?;
+        .map_err(file_error(&std::env::temp_dir()))?;
+    std::fs::write(file.path(), values.to_string()).map_err(file_error(file.path()))?;
     let output = std::process::Command::new(testbed.binaries().path("helm"))
         .arg("--kubeconfig")
         .arg(testbed.kubeconfig())
@@ -172,13 +225,19 @@ pub async fn install(
         .args(["--timeout", "180s", "-f"])
         .arg(file.path())
         .output()
-        .map_err(|e| format!("helm: {e}"))?;
+        .map_err(|source| ChartError::Spawn {
+            program: "helm",
+            source,
+        })?;
     if !output.status.success() {
-        return Err(format!(
-            "helm install failed: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ));
+        return Err(ChartError::Failed {
+            what: "helm install failed",
+            output: format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        });
     }
     wait_for_registration(&testbed.client(), node.name())
         .await
@@ -187,7 +246,10 @@ pub async fn install(
 
 /// Waits until the kubelet of `node` lists the driver in its CSINode object: proof that
 /// it called the plugin's registration service and got its answer.
-pub async fn wait_for_registration(client: &kube::Client, node: &str) -> Result<CSINode, String> {
+pub async fn wait_for_registration(
+    client: &kube::Client,
+    node: &str,
+) -> Result<CSINode, ChartError> {
     let api: Api<CSINode> = Api::all(client.clone());
     crate::wait::until(
         &api,
@@ -199,5 +261,5 @@ pub async fn wait_for_registration(client: &kube::Client, node: &str) -> Result<
         },
     )
     .await
-    .map_err(|e| e.to_string())
+    .map_err(ChartError::Registration)
 }

@@ -147,7 +147,7 @@ fn helm(ctx: &TestContext) -> std::process::Command {
 }
 
 /// The chart's values for the suite's node and backend.
-fn values(ctx: &TestContext) -> Result<serde_json::Value, String> {
+fn values(ctx: &TestContext) -> Result<serde_json::Value, chart::ChartError> {
     let stratum = (backend() == Backend::Cvmfs).then(stratum);
     chart::values(node(ctx), backend(), stratum.as_deref())
 }
@@ -169,7 +169,7 @@ async fn installed(ctx: &TestContext) -> Result<Calm, Box<dyn std::error::Error 
     Ok(CALM.read().await)
 }
 
-async fn wait_for_registration(ctx: &TestContext) -> Result<CSINode, String> {
+async fn wait_for_registration(ctx: &TestContext) -> Result<CSINode, chart::ChartError> {
     chart::wait_for_registration(&ctx.client, node(ctx).name()).await
 }
 

@@ -180,6 +180,7 @@ async fn up(
     let registration = testbed::register(Registered::Path(kubeconfig.clone()));
     if let (Some(chart), Some(node)) = (&chart, testbed.real_nodes().first()) {
         let written = hepbatch_tests::chart::values(node, chart.backend, stratum.as_ref())
+            .map_err(|e| e.to_string())
             .and_then(|values| {
                 std::fs::write(&chart.path, values.to_string()).map_err(|e| e.to_string())
             });
