@@ -1,0 +1,119 @@
+//! `kubectl hepbatch logs` on a real node: the logs of a shard's failed attempts and
+//! its successful one, read through the apiserver from a real kubelet (kwok serves no
+//! logs). Needs root and the node images (`make node-images`), as the testbed's real
+//! nodes do.
+
+#![allow(missing_docs, clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use hepbatch_tests::harness::{self, TestContext, TestResult, test};
+use hepbatch_tests::testbed::TestbedOptions;
+use hepbatch_tests::testbed::node::ANALYSIS_BASE_IMAGE;
+use serde_json::json;
+
+use common::{create, plugin, start_operator};
+
+fn main() -> ExitCode {
+    harness::run(
+        TestbedOptions::one_real_node(),
+        vec![
+            test(
+                "logs_of_each_attempt_of_a_failing_shard_and_of_a_finished_one",
+                logs_of_attempts,
+            )
+            .with_timeout(Duration::from_secs(240)),
+        ],
+    )
+}
+
+async fn logs_of_attempts(ctx: TestContext) -> TestResult {
+    let _operator = start_operator(&ctx).await?;
+    create(
+        &ctx,
+        "retry",
+        json!({
+            "image": ANALYSIS_BASE_IMAGE,
+            "shards": 2,
+            "maxRetriesPerShard": 1,
+            "script": "echo \"shard $HEPBATCH_SHARD_INDEX ran in $(hostname)\"\n\
+                       [ \"$HEPBATCH_SHARD_INDEX\" = 0 ] || { echo 'no input file' >&2; exit 3; }",
+        }),
+    )
+    .await?;
+    let watched = plugin(&ctx, &["watch", "retry"], Duration::from_secs(180)).await?;
+    assert_eq!(watched.code, Some(1), "shard 1 fails for good: {watched}");
+
+    let all = plugin(
+        &ctx,
+        &["logs", "retry", "--shard", "1", "--all-attempts"],
+        Duration::from_secs(30),
+    )
+    .await?;
+    assert_eq!(all.code, Some(0), "{all}");
+    for attempt in [1, 2] {
+        assert!(
+            all.stdout
+                .contains(&format!("==> shard 1 attempt {attempt} (pod retry-1-")),
+            "a heading per attempt: {all}"
+        );
+    }
+    assert_eq!(
+        all.stdout.matches("Failed, exit code 3) <==").count(),
+        2,
+        "{all}"
+    );
+    assert_eq!(
+        all.stdout.matches("shard 1 ran in retry-1\n").count(),
+        2,
+        "{all}"
+    );
+    assert_eq!(
+        all.stdout.matches("no input file").count(),
+        2,
+        "stderr too: {all}"
+    );
+
+    let first = plugin(
+        &ctx,
+        &["logs", "retry", "--shard", "1", "--attempt", "1"],
+        Duration::from_secs(30),
+    )
+    .await?;
+    assert_eq!(first.code, Some(0), "{first}");
+    assert!(
+        !first.stdout.contains("==>"),
+        "one attempt, no heading: {first}"
+    );
+    assert_eq!(first.stdout.lines().count(), 2, "{first}");
+
+    // -f on a finished pod prints its log and returns.
+    let followed = plugin(
+        &ctx,
+        &["logs", "retry", "--shard", "0", "-f"],
+        Duration::from_secs(30),
+    )
+    .await?;
+    assert_eq!(followed.code, Some(0), "{followed}");
+    assert!(
+        followed.stdout.starts_with("shard 0 ran in retry-0\n"),
+        "{followed}"
+    );
+
+    let status = plugin(&ctx, &["status", "retry"], Duration::from_secs(30)).await?;
+    let row = status
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("1 "))
+        .ok_or_else(|| format!("no row of shard 1: {status}"))?;
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        &cells[..6],
+        ["1", "Failed", "2", "3", "Error", "node-0"],
+        "{status}"
+    );
+    Ok(())
+}
