@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use hepbatch_tests::harness::{self, TestContext, TestResult, test};
-use hepbatch_tests::testbed::{TestbedOptions, annotations};
+use hepbatch_tests::testbed::{Failure, Failures, TestbedOptions, annotations};
 use hepbatch_tests::wait;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
@@ -34,6 +34,10 @@ fn main() -> ExitCode {
             test(
                 "pod_scripted_to_fail_reports_its_exit_code",
                 failing_pod_exit_code,
+            ),
+            test(
+                "shards_scripted_to_fail_fail_as_the_rules_say",
+                scripted_shard_outcomes,
             ),
             test("built_kubectl_gets_nodes", kubectl_gets_nodes),
         ],
@@ -279,6 +283,91 @@ async fn failing_pod_exit_code(ctx: TestContext) -> TestResult {
         .ok_or("no terminated container state")?;
     assert_eq!(terminated.exit_code, 3);
     assert_eq!(terminated.reason.as_deref(), Some("Error"));
+    Ok(())
+}
+
+/// An Indexed Job whose shards fail as `testbed.hepbatch.io/failures` says: every pod's
+/// exit code, the failed attempts of each shard and the Job's failed indexes are what
+/// [`Failures::exit_code`] predicts.
+async fn scripted_shard_outcomes(ctx: TestContext) -> TestResult {
+    const SHARDS: i32 = 60;
+    const ATTEMPTS: i32 = 3;
+    let failures = Failures(vec![
+        Failure::shards(&[7, 42]).code(42),
+        Failure::every(20).times(2),
+        Failure::percent(5.0).times(1).code(3),
+    ]);
+    let rules = failures.annotation();
+    let template = pod_template(
+        BTreeMap::from([
+            (annotations::FAILURES, rules.as_str()),
+            (annotations::RUN_DURATION, "100ms"),
+        ]),
+        json!({}),
+    );
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let job: Job = serde_json::from_value(json!({
+        "metadata": {"name": "scripted"},
+        "spec": {
+            "completions": SHARDS,
+            "parallelism": 20,
+            "completionMode": "Indexed",
+            "backoffLimitPerIndex": ATTEMPTS - 1,
+            "template": template,
+        }
+    }))?;
+    jobs.create(&PostParams::default(), &job).await?;
+    let done = wait::until(
+        &jobs,
+        "scripted",
+        "Failed",
+        Duration::from_secs(180),
+        |job: Option<&Job>| {
+            job.and_then(|j| j.status.as_ref())
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Failed" && c.status == "True"))
+        },
+    )
+    .await?;
+    let status = done.status.ok_or("job without status")?;
+    assert_eq!(status.failed_indexes.as_deref(), Some("7,42"), "{status:?}");
+
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let list = pods
+        .list(&ListParams::default().labels("batch.kubernetes.io/job-name=scripted"))
+        .await?;
+    let mut seen: BTreeMap<i32, Vec<(i32, i32)>> = BTreeMap::new();
+    for pod in &list.items {
+        let notes = pod.metadata.annotations.clone().unwrap_or_default();
+        let number = |key: &str| notes.get(key).and_then(|v| v.parse::<i32>().ok());
+        let shard = number("batch.kubernetes.io/job-completion-index").ok_or("no index")?;
+        let attempt = number("batch.kubernetes.io/job-index-failure-count").unwrap_or(0);
+        let code = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|c| c.first())
+            .and_then(|c| c.state.as_ref())
+            .and_then(|s| s.terminated.as_ref())
+            .map(|t| t.exit_code)
+            .ok_or("a pod without an exit code")?;
+        seen.entry(shard).or_default().push((attempt, code));
+    }
+    let mut retried = 0;
+    for shard in 0..SHARDS {
+        let mut attempts = seen.remove(&shard).unwrap_or_default();
+        attempts.sort();
+        let failed = failures.failed_attempts(shard, ATTEMPTS);
+        let expected: Vec<(i32, i32)> = (0..(failed + 1).min(ATTEMPTS))
+            .map(|attempt| (attempt, failures.exit_code(shard, attempt)))
+            .collect();
+        assert_eq!(attempts, expected, "shard {shard}");
+        retried += i32::from(failed > 0 && failed < ATTEMPTS);
+    }
+    assert!(
+        retried >= 3,
+        "every 20th shard and the 5 % retried: {retried}"
+    );
     Ok(())
 }
 

@@ -22,6 +22,7 @@ mod binaries;
 mod kubeconfig;
 pub mod node;
 mod nodes;
+pub mod outcomes;
 mod pki;
 mod process;
 
@@ -40,6 +41,7 @@ use crate::wait::Poll;
 pub use binaries::{BIN_DIR_ENV, Binaries, COMPONENTS};
 pub use node::{NodeFootprint, RealNode, RealNodeSpec};
 pub use nodes::{FakeNode, GpuModel, MANAGED_LABEL, NVIDIA_GPU};
+pub use outcomes::{Failure, Failures};
 use process::Component;
 pub use process::{Registered, RegistrationGuard, register, spawn_registered, tail, unregister};
 
@@ -51,6 +53,9 @@ pub mod annotations {
     pub const RUN_DURATION: &str = "testbed.hepbatch.io/run-duration";
     /// Non-zero exit code the pod fails with; absent means it succeeds.
     pub const EXIT_CODE: &str = "testbed.hepbatch.io/exit-code";
+    /// Per-shard outcomes of an Indexed Job's pods, a JSON list of rules written by
+    /// [`Failures::annotation`](super::outcomes::Failures::annotation).
+    pub const FAILURES: &str = "testbed.hepbatch.io/failures";
 }
 
 /// The service IP range of the testbed and the apiserver's address in it.
