@@ -64,13 +64,23 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
-    /// A record that is not valid JSON or holds an invalid spec.
-    #[error("volume record {path} is corrupt: {reason}")]
+    /// A record that is not valid JSON (or one that could not be encoded).
+    #[error("volume record {path} is corrupt: {source}")]
     Corrupt {
         /// The file.
         path: PathBuf,
         /// What is wrong.
-        reason: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A record whose spec does not validate.
+    #[error("volume record {path} is corrupt: {source}")]
+    InvalidSpec {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: AttributeError,
     },
 }
 
@@ -210,22 +220,26 @@ impl VolumeStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(self.io(&path)(e)),
         };
-        let corrupt = |reason: String| StoreError::Corrupt {
-            path: path.clone(),
-            reason,
-        };
         let record: VolumeRecord =
-            serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
-        record.volume_spec().map_err(|e| corrupt(e.to_string()))?;
+            serde_json::from_str(&text).map_err(|source| StoreError::Corrupt {
+                path: path.clone(),
+                source,
+            })?;
+        record
+            .volume_spec()
+            .map_err(|source| StoreError::InvalidSpec {
+                path: path.clone(),
+                source,
+            })?;
         Ok(Some(record))
     }
 
     fn write(&self, key: &str, record: &VolumeRecord) -> Result<(), StoreError> {
         let path = self.path(key);
         let temporary = self.dir.join(format!(".{key}.json.tmp"));
-        let text = serde_json::to_vec_pretty(record).map_err(|e| StoreError::Corrupt {
+        let text = serde_json::to_vec_pretty(record).map_err(|source| StoreError::Corrupt {
             path: path.clone(),
-            reason: e.to_string(),
+            source,
         })?;
         let mut file = std::fs::File::create(&temporary).map_err(self.io(&temporary))?;
         file.write_all(&text)
@@ -326,6 +340,13 @@ mod tests {
         std::fs::write(store.dir().join(format!("{key}.json")), "{").unwrap();
         let err = store.create(&provision("pvc-1", "a.ch", 0)).unwrap_err();
         assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        let record = store.create(&provision("pvc-2", "a.ch", 0)).unwrap();
+        let path = store.dir().join(format!("{}.json", name_hash("pvc-2")));
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replace(&record.spec, "not a spec")).unwrap();
+        let err = store.get(&record.volume_id).unwrap_err();
+        assert!(matches!(err, StoreError::InvalidSpec { .. }), "{err}");
+        assert!(err.to_string().contains("is corrupt: "), "{err}");
     }
 
     #[test]

@@ -1,14 +1,14 @@
 //! Health: of a path (does the client answer?), of a published volume (every repository it
 //! shows), and of the node (what Probe and `/healthz` report).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::published::{PublishedVolume, VolumeKind};
 use super::unpublish::device_number;
 use super::{Topology, TopologyError};
-use crate::backend::Snapshot;
-use crate::mount::table::MountTable;
+use crate::backend::{BackendError, Snapshot};
+use crate::mount::table::{MountTable, TableError};
 use crate::volume::RepositoryName;
 
 /// How long reading a repository's root may take before it counts as hung.
@@ -74,56 +74,64 @@ impl Topology {
 }
 
 /// Why the node is not ready.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum NotReady {
-    /// The mount root is not a mount point, not shared or not usable.
+    /// The mount table cannot be read.
     #[error("{0}")]
-    MountRoot(String),
+    MountTable(#[source] TableError),
+    /// The mount root is not a mount point.
+    #[error("{} is not a mount point", .0.display())]
+    RootNotMounted(PathBuf),
+    /// The mount root is not a shared mount, so binds would not reach containers.
+    #[error("{} is not a shared mount", .0.display())]
+    RootNotShared(PathBuf),
+    /// The directory of the client mounts is something else.
+    #[error("{} is not a directory", .0.display())]
+    ReposNotADirectory(PathBuf),
+    /// The directory of the client mounts cannot be looked at.
+    #[error("{}: {source}", path.display())]
+    ReposUnusable {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// The client programs are missing.
     #[error("{0}")]
-    Client(String),
+    Client(#[source] BackendError),
     /// An on-demand volume is not served: lookups of new names fail until it is taken over.
-    #[error("on-demand volume at {0} is not served (taking it over)")]
-    OnDemandNotServed(String),
+    #[error("on-demand volume at {} is not served (taking it over)", .0.display())]
+    OnDemandNotServed(PathBuf),
 }
 
 impl Topology {
     /// Checks what the node service needs (Probe and `/healthz`).
     pub fn readiness(&self) -> Result<(), NotReady> {
-        let table = MountTable::read().map_err(|e| NotReady::MountRoot(e.to_string()))?;
+        let table = MountTable::read().map_err(NotReady::MountTable)?;
         match table.at(&self.root) {
-            None => {
-                return Err(NotReady::MountRoot(format!(
-                    "{} is not a mount point",
-                    self.root.display()
-                )));
-            }
+            None => return Err(NotReady::RootNotMounted(self.root.clone())),
             Some(m) if m.shared.is_none() => {
-                return Err(NotReady::MountRoot(format!(
-                    "{} is not a shared mount",
-                    self.root.display()
-                )));
+                return Err(NotReady::RootNotShared(self.root.clone()));
             }
             Some(_) => {}
         }
         let repos = self.repos_dir();
         match std::fs::metadata(&repos) {
             Ok(m) if m.is_dir() => {}
-            Ok(_) => {
-                return Err(NotReady::MountRoot(format!(
-                    "{} is not a directory",
-                    repos.display()
-                )));
+            Ok(_) => return Err(NotReady::ReposNotADirectory(repos)),
+            Err(source) => {
+                return Err(NotReady::ReposUnusable {
+                    path: repos,
+                    source,
+                });
             }
-            Err(e) => return Err(NotReady::MountRoot(format!("{}: {e}", repos.display()))),
         }
-        self.backend
-            .check_client()
-            .map_err(|e| NotReady::Client(e.to_string()))?;
+        self.backend.check_client().map_err(NotReady::Client)?;
         for volume in self.published_volumes(&table) {
             if !self.is_served(&volume) {
                 return Err(NotReady::OnDemandNotServed(
-                    volume.mount.mount_point.display().to_string(),
+                    volume.mount.mount_point.clone(),
                 ));
             }
         }
