@@ -503,24 +503,13 @@ impl Node {
     /// Reads a file inside the node's namespace.
     pub fn read(&self, path: &Path) -> Result<String, String> {
         let output = run(self.in_ns("cat").arg(path));
-        if output.status.success() {
-            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&output.stderr).trim().to_owned())
-        }
+        stdout_or_stderr(&output)
     }
 
     /// Lists a directory inside the node's namespace.
     pub fn list(&self, path: &Path) -> Result<Vec<String>, String> {
         let output = run(self.in_ns("ls").arg("-1A").arg(path));
-        if output.status.success() {
-            Ok(String::from_utf8_lossy(&output.stdout)
-                .lines()
-                .map(str::to_owned)
-                .collect())
-        } else {
-            Err(String::from_utf8_lossy(&output.stderr).trim().to_owned())
-        }
+        stdout_or_stderr(&output).map(|text| text.lines().map(str::to_owned).collect())
     }
 
     /// The end of the plugin's log, for failure messages.
@@ -671,6 +660,16 @@ fn kill_tree(pid: u32) {
     );
 }
 
+/// What a program printed: its standard output when it succeeded, else its standard
+/// error (what tests match failures against, e.g. "No space left on device").
+fn stdout_or_stderr(output: &Output) -> Result<String, String> {
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).trim().to_owned())
+    }
+}
+
 /// A process in its own mount namespace holding an rslave copy of a target.
 pub struct Container {
     pub pid: u32,
@@ -685,11 +684,7 @@ impl Container {
             .arg(self.pid.to_string())
             .args(["-m", "--", "cat"])
             .arg(self.mount.join(relative)));
-        if output.status.success() {
-            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&output.stderr).trim().to_owned())
-        }
+        stdout_or_stderr(&output)
     }
 
     /// Reads `relative` as an unprivileged user (uid/gid 65534), as most pods run.
@@ -707,11 +702,7 @@ impl Container {
                 "cat",
             ])
             .arg(self.mount.join(relative)));
-        if output.status.success() {
-            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&output.stderr).trim().to_owned())
-        }
+        stdout_or_stderr(&output)
     }
 
     /// Polls until `relative` reads `expected`; returns how long it took.
