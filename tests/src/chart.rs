@@ -183,24 +183,40 @@ pub fn write_stand_in_images(node: &RealNode) -> Result<(), ChartError> {
             revision
                 .write(tree.path())
                 .map_err(file_error(tree.path()))?;
-            let output = std::process::Command::new("mksquashfs")
-                .arg(tree.path())
-                .arg(images.join(format!("{instance}.squashfs")))
-                .args(["-noappend", "-quiet", "-no-progress", "-no-xattrs"])
-                .output()
-                .map_err(|source| ChartError::Spawn {
-                    program: "mksquashfs",
-                    source,
-                })?;
-            if !output.status.success() {
-                return Err(ChartError::Failed {
-                    what: "mksquashfs",
-                    output: String::from_utf8_lossy(&output.stderr).into_owned(),
-                });
-            }
+            run(
+                "mksquashfs",
+                "mksquashfs",
+                std::process::Command::new("mksquashfs")
+                    .arg(tree.path())
+                    .arg(images.join(format!("{instance}.squashfs")))
+                    .args(["-noappend", "-quiet", "-no-progress", "-no-xattrs"]),
+            )?;
         }
     }
     Ok(())
+}
+
+/// Runs `command` (the program `program`) to its end; a failure is `failed` with what the
+/// program printed.
+fn run(
+    program: &'static str,
+    failed: &'static str,
+    command: &mut std::process::Command,
+) -> Result<(), ChartError> {
+    let output = command
+        .output()
+        .map_err(|source| ChartError::Spawn { program, source })?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(ChartError::Failed {
+        what: failed,
+        output: format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    })
 }
 
 /// `helm install` of the chart with `values` as release [`RELEASE`] in [`NAMESPACE`],
@@ -216,29 +232,18 @@ pub async fn install(
         .tempfile()
         .map_err(file_error(&std::env::temp_dir()))?;
     std::fs::write(file.path(), values.to_string()).map_err(file_error(file.path()))?;
-    let output = std::process::Command::new(testbed.binaries().path("helm"))
-        .arg("--kubeconfig")
-        .arg(testbed.kubeconfig())
-        .args(["install", RELEASE])
-        .arg(chart_dir())
-        .args(["--namespace", NAMESPACE, "--create-namespace", "--wait"])
-        .args(["--timeout", "180s", "-f"])
-        .arg(file.path())
-        .output()
-        .map_err(|source| ChartError::Spawn {
-            program: "helm",
-            source,
-        })?;
-    if !output.status.success() {
-        return Err(ChartError::Failed {
-            what: "helm install failed",
-            output: format!(
-                "{}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            ),
-        });
-    }
+    run(
+        "helm",
+        "helm install failed",
+        std::process::Command::new(testbed.binaries().path("helm"))
+            .arg("--kubeconfig")
+            .arg(testbed.kubeconfig())
+            .args(["install", RELEASE])
+            .arg(chart_dir())
+            .args(["--namespace", NAMESPACE, "--create-namespace", "--wait"])
+            .args(["--timeout", "180s", "-f"])
+            .arg(file.path()),
+    )?;
     wait_for_registration(&testbed.client(), node.name())
         .await
         .map(drop)
