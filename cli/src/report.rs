@@ -134,7 +134,7 @@ fn timeline(attempts: &BTreeMap<i32, Vec<Attempt>>, now: Timestamp) -> String {
     let height = 30
         + i64::try_from(drawn).unwrap_or(0) * ROW_HEIGHT
         + i64::try_from(by_node.len()).unwrap_or(0) * GROUP_GAP;
-    let width = LABEL_WIDTH + PLOT_WIDTH + 20;
+    let width = LABEL_WIDTH + PLOT_WIDTH + 50;
     out.push_str(
         "<div class=\"legend\"><span><i class=\"swatch succeeded\"></i>succeeded</span>\
          <span><i class=\"swatch failed\"></i>failed</span><span><i class=\"swatch \

@@ -173,18 +173,22 @@ pub fn report(
                             ShardState::Running | ShardState::Pending | ShardState::Succeeded
                         ))
                 }));
+        // Exit code and reason come from one place, so they describe the same attempt:
+        // the latest attempt that ended, else what the status kept.
+        let (ended_exit, ended_reason) = match ended {
+            Some(a) => (a.exit_code, a.reason.clone()),
+            None => match (failed_detail, retried_detail) {
+                (Some(f), _) => (f.last_exit_code, f.reason.clone()),
+                (None, Some(r)) => (r.last_exit_code, r.reason.clone()),
+                (None, None) => (None, None),
+            },
+        };
         rows.push(ShardRow {
             index,
             state,
             attempts,
-            last_exit_code: ended
-                .and_then(|a| a.exit_code)
-                .or_else(|| failed_detail.and_then(|f| f.last_exit_code))
-                .or_else(|| retried_detail.and_then(|r| r.last_exit_code)),
-            reason: ended
-                .and_then(|a| a.reason.clone())
-                .or_else(|| failed_detail.and_then(|f| f.reason.clone()))
-                .or_else(|| retried_detail.and_then(|r| r.reason.clone())),
+            last_exit_code: ended_exit,
+            reason: ended_reason,
             node: latest
                 .and_then(|a| a.node.clone())
                 .or_else(|| failed_detail.and_then(|f| f.node.clone())),
@@ -210,7 +214,8 @@ pub fn report(
         .conditions
         .iter()
         .filter(|c| match (c.type_.as_str(), c.status.as_str()) {
-            ("Accepted" | "Complete" | "SuccessCriteriaMet", "True") => false,
+            // Routine, or repeated by a condition that says more (Failed).
+            ("Accepted" | "Complete" | "SuccessCriteriaMet" | "FailureTarget", "True") => false,
             (_, "False") => c.type_ == "Accepted",
             _ => true,
         })
@@ -276,9 +281,13 @@ pub fn table(report: &StatusReport) -> String {
     let mut out = String::new();
     let dash = || "-".to_owned();
     let _ = writeln!(out, "AnalysisJob  {}/{}", report.namespace, report.name);
+    let finished = matches!(report.phase.as_str(), "Succeeded" | "Failed");
     let elapsed = report
         .elapsed_seconds
-        .map(|s| format!(" for {}", human_duration(s)))
+        .map(|s| {
+            let word = if finished { "after" } else { "for" };
+            format!(" {word} {}", human_duration(s))
+        })
         .unwrap_or_default();
     let _ = writeln!(out, "Phase        {}{elapsed}", report.phase);
     if let Some(image) = &report.image {
@@ -415,7 +424,12 @@ mod tests {
 
     #[test]
     fn a_shard_that_succeeded_after_a_retry_is_listed() {
-        let aj = job(json!({"phase": "Succeeded", "shards": 1, "succeeded": 1, "retries": 1}));
+        let aj = job(
+            json!({"phase": "Succeeded", "shards": 1, "succeeded": 1, "retries": 1,
+            "startTime": "2027-01-15T08:00:00Z", "completionTime": "2027-01-15T08:02:05Z",
+            "retriedShards": [{"index": 0, "failedAttempts": 1, "lastExitCode": 1,
+                "reason": "Error"}]}),
+        );
         let pods = vec![
             test_pod("fit-0-a", 0, 0, "Failed", Some(1), "cpu-0"),
             test_pod("fit-0-b", 0, 100, "Succeeded", Some(0), "cpu-1"),
@@ -424,6 +438,11 @@ mod tests {
         let row = &report.shard_rows[0];
         assert_eq!((row.state, row.attempts), (ShardState::Succeeded, 2));
         assert_eq!(row.last_exit_code, Some(0));
+        assert_eq!(
+            row.reason, None,
+            "the reason is of the same attempt as the exit code"
+        );
+        assert!(table(&report).contains("Phase        Succeeded after 2m05s\n"));
     }
 
     #[test]
