@@ -9,7 +9,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -23,7 +23,8 @@ use kube::api::{Api, ListParams, PostParams};
 use serde_json::{Value, json};
 
 use common::{
-    BoxError, Operator, create, event_reasons, eventually, install_crd, pods_of, wait_phase,
+    Operator, accepted_false_reason, create, event_reasons, eventually, install_crd, pods_of,
+    start_configured as start, wait_phase,
 };
 
 fn main() -> ExitCode {
@@ -65,35 +66,6 @@ fn main() -> ExitCode {
                 .with_timeout(Duration::from_secs(240)),
         ],
     )
-}
-
-/// An operator with a configuration file in the test's work directory.
-struct Configured {
-    operator: Operator,
-    config: PathBuf,
-    api: Api<AnalysisJob>,
-}
-
-async fn start(ctx: &TestContext, config: &str) -> Result<Configured, BoxError> {
-    install_crd(&ctx.client).await?;
-    let path = ctx
-        .testbed
-        .work_dir()
-        .join(format!("operator-{}.yaml", ctx.namespace));
-    std::fs::write(&path, config)?;
-    let path_arg = path.display().to_string();
-    let operator = Operator::start_with(
-        ctx,
-        "operator",
-        "127.0.0.1:0",
-        &["--config", &path_arg, "--no-leader-election"],
-    )
-    .await?;
-    Ok(Configured {
-        operator,
-        config: path,
-        api: Api::namespaced(ctx.client.clone(), &ctx.namespace),
-    })
 }
 
 /// A spec whose fake pods run briefly and succeed.
@@ -374,22 +346,6 @@ fn cvmfs_volume(pod: &Pod) -> k8s_openapi::api::core::v1::Volume {
         .expect("a cvmfs volume")
 }
 
-async fn accepted_false_reason(api: &Api<AnalysisJob>, name: &str) -> Result<String, BoxError> {
-    for _ in 0..150 {
-        let aj = api.get(name).await?;
-        if let Some(c) = aj
-            .status
-            .iter()
-            .flat_map(|s| s.conditions.iter())
-            .find(|c| c.type_ == "Accepted" && c.status == "False")
-        {
-            return Ok(format!("{}: {}", c.reason, c.message));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Err(format!("{name} never got an Accepted=False condition").into())
-}
-
 async fn cvmfs_providers(ctx: TestContext) -> TestResult {
     let bed = start(&ctx, "").await?;
     let pinned = json!({
@@ -650,19 +606,8 @@ async fn output_and_runtime(ctx: TestContext) -> TestResult {
 /// configuration, runs to Succeeded on the testbed (the GPU example on a GPU node).
 async fn examples_succeed(ctx: TestContext) -> TestResult {
     let bed = start(&ctx, "").await?;
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
     let mut names = Vec::new();
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)?
-        .map(|entry| entry.map(|e| e.path()))
-        .collect::<Result<_, _>>()?;
-    paths.sort();
-    for path in paths
-        .iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-    {
-        let text = std::fs::read_to_string(path)?;
-        let example: AnalysisJob =
-            serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    for (path, example) in common::examples()? {
         let name = example
             .metadata
             .name

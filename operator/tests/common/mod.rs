@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use hepbatch_crds::{AnalysisJob, Phase, testing};
 use hepbatch_tests::harness::TestContext;
 use hepbatch_tests::testbed;
 use hepbatch_tests::wait;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
@@ -260,4 +260,93 @@ where
     Fut: Future<Output = Result<bool, BoxError>>,
 {
     wait::eventually(what, timeout, check).await
+}
+
+/// Every AnalysisJob of `examples/`, by file name order, with the file it came from.
+pub fn examples() -> Result<Vec<(PathBuf, AnalysisJob)>, BoxError> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    paths.sort();
+    let mut examples = Vec::new();
+    for path in paths
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+    {
+        let text = std::fs::read_to_string(&path)?;
+        let example: AnalysisJob =
+            serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        examples.push((path, example));
+    }
+    Ok(examples)
+}
+
+/// Labels the test's namespace so Pod Security admission enforces `level` on its pods
+/// (`restricted`, `baseline` or `privileged`).
+pub async fn enforce_pod_security(ctx: &TestContext, level: &str) -> Result<(), BoxError> {
+    let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
+    let labels = json!({"metadata": {"labels": {
+        hepbatch_crds::security::POD_SECURITY_ENFORCE_LABEL: level,
+    }}});
+    namespaces
+        .patch(
+            &ctx.namespace,
+            &PatchParams::default(),
+            &Patch::Merge(&labels),
+        )
+        .await?;
+    Ok(())
+}
+
+/// An operator with a configuration file in the test's work directory.
+pub struct Configured {
+    /// The operator (no leader election).
+    pub operator: Operator,
+    /// Its configuration file: write it to reconfigure the running operator.
+    pub config: PathBuf,
+    /// AnalysisJobs of the test's namespace.
+    pub api: Api<AnalysisJob>,
+}
+
+/// Installs the CRD and starts an operator for the test's namespace with `config` as its
+/// configuration file.
+pub async fn start_configured(ctx: &TestContext, config: &str) -> Result<Configured, BoxError> {
+    install_crd(&ctx.client).await?;
+    let path = ctx
+        .testbed
+        .work_dir()
+        .join(format!("operator-{}.yaml", ctx.namespace));
+    std::fs::write(&path, config)?;
+    let path_arg = path.display().to_string();
+    let operator = Operator::start_with(
+        ctx,
+        "operator",
+        "127.0.0.1:0",
+        &["--config", &path_arg, "--no-leader-election"],
+    )
+    .await?;
+    Ok(Configured {
+        operator,
+        config: path,
+        api: Api::namespaced(ctx.client.clone(), &ctx.namespace),
+    })
+}
+
+/// The `reason: message` of the AnalysisJob `name`'s `Accepted=False` condition, once it
+/// has one (within 30 s).
+pub async fn accepted_false_reason(api: &Api<AnalysisJob>, name: &str) -> Result<String, BoxError> {
+    for _ in 0..150 {
+        let aj = api.get(name).await?;
+        if let Some(c) = aj
+            .status
+            .iter()
+            .flat_map(|s| s.conditions.iter())
+            .find(|c| c.type_ == "Accepted" && c.status == "False")
+        {
+            return Ok(format!("{}: {}", c.reason, c.message));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(format!("{name} never got an Accepted=False condition").into())
 }

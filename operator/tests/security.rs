@@ -1,0 +1,320 @@
+//! Pod Security on the real testbed (the apiserver's PodSecurity admission plugin is on,
+//! as in every cluster since Kubernetes 1.25): every example runs to Succeeded in a
+//! namespace enforcing `restricted` and in one enforcing `baseline`, with the `csi`
+//! provider and (where it can serve them) the `pvc` provider; a chosen user reaches the
+//! pods; root is refused until the configuration allows it, and then still drops every
+//! capability and escalation.
+
+#![allow(missing_docs, clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use hepbatch_crds::{AnalysisJob, Phase};
+use hepbatch_tests::harness::{self, TestContext, TestResult, test};
+use hepbatch_tests::testbed::{TestbedOptions, annotations};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
+use kube::api::{Api, DeleteParams, PostParams};
+use serde_json::{Value, json};
+
+use common::{
+    BoxError, Configured, create, enforce_pod_security, event_reasons, eventually, examples,
+    pods_of, scripted, start_configured, wait_phase,
+};
+
+fn main() -> ExitCode {
+    let long = Duration::from_secs(240);
+    harness::run(
+        TestbedOptions::default(),
+        vec![
+            test("every_example_succeeds_in_a_restricted_namespace", |ctx| {
+                examples_succeed_under(ctx, "restricted")
+            })
+            .with_timeout(long),
+            test("every_example_succeeds_in_a_baseline_namespace", |ctx| {
+                examples_succeed_under(ctx, "baseline")
+            })
+            .with_timeout(long),
+            test(
+                "the_pvc_provider_serves_the_examples_in_a_restricted_namespace",
+                pvc_provider_under_restricted,
+            )
+            .with_timeout(long),
+            test(
+                "a_chosen_user_reaches_the_pods_and_root_waits_for_the_admin",
+                users_and_root,
+            ),
+        ],
+    )
+}
+
+/// A spec whose fake pods run briefly and succeed.
+fn quick(spec: Value) -> Value {
+    scripted(spec, json!({annotations::RUN_DURATION: "200ms"}))
+}
+
+/// What `restricted` asks of a shard pod, as the pod the Job controller created has it.
+fn assert_restricted(pod: &Pod) {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let spec = pod.spec.as_ref().expect("pod spec");
+    let context = spec
+        .security_context
+        .as_ref()
+        .expect("pod security context");
+    assert_eq!(context.run_as_non_root, Some(true), "{name}");
+    assert!(context.run_as_user.is_some_and(|u| u > 0), "{name}");
+    assert_eq!(context.fs_group, context.run_as_group, "{name}");
+    assert_eq!(
+        context.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+        Some("RuntimeDefault"),
+        "{name}"
+    );
+    assert_drops_everything(pod);
+}
+
+/// No escalation and no capability in any container of `pod`.
+fn assert_drops_everything(pod: &Pod) {
+    for container in &pod.spec.as_ref().expect("pod spec").containers {
+        let context = container
+            .security_context
+            .as_ref()
+            .expect("container security context");
+        assert_eq!(context.allow_privilege_escalation, Some(false));
+        let capabilities = context.capabilities.as_ref().expect("capabilities");
+        assert_eq!(capabilities.drop, Some(vec!["ALL".to_owned()]));
+        assert_eq!(capabilities.add, None);
+    }
+}
+
+/// Creates every example in the test's namespace; their names.
+async fn create_examples(bed: &Configured) -> Result<Vec<String>, BoxError> {
+    let mut names = Vec::new();
+    for (path, example) in examples()? {
+        let name = example
+            .metadata
+            .name
+            .clone()
+            .ok_or("example without a name")?;
+        bed.api
+            .create(&PostParams::default(), &example)
+            .await
+            .map_err(|e| format!("{} rejected: {e}", path.display()))?;
+        names.push(name);
+    }
+    assert!(names.len() >= 6, "examples: {names:?}");
+    Ok(names)
+}
+
+/// Whether the namespace admits a pod as the operator made them before they had a
+/// security context (a server-side dry run): the proof that admission enforces.
+async fn admits_a_bare_pod(ctx: &TestContext) -> Result<bool, BoxError> {
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"generateName": "bare-"},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "shard", "image": "busybox"}]},
+    }))?;
+    let params = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    match Api::<Pod>::namespaced(ctx.client.clone(), &ctx.namespace)
+        .create(&params, &pod)
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.message.contains("violates PodSecurity") => {
+            Ok(false)
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+async fn examples_succeed_under(ctx: TestContext, level: &'static str) -> TestResult {
+    enforce_pod_security(&ctx, level).await?;
+    assert_eq!(
+        admits_a_bare_pod(&ctx).await?,
+        level != "restricted",
+        "Pod Security admission does not enforce {level}"
+    );
+    let bed = start_configured(&ctx, "").await?;
+    for name in create_examples(&bed).await? {
+        bed.operator.explain(
+            wait_phase(&bed.api, &name, Phase::Succeeded, Duration::from_secs(180))
+                .await
+                .map_err(|e| format!("example {name} under {level}: {e}")),
+        )?;
+        let pods = pods_of(&ctx, &name).await?;
+        assert!(!pods.is_empty(), "{name} has no pods");
+        pods.iter().for_each(assert_restricted);
+    }
+    // The CMS example runs as the cc7 image's cmsusr.
+    for pod in pods_of(&ctx, "zpeak").await? {
+        let context = pod.spec.and_then(|s| s.security_context).expect("context");
+        assert_eq!(
+            (context.run_as_user, context.run_as_group),
+            (Some(1000), Some(1000))
+        );
+    }
+    Ok(())
+}
+
+/// A PersistentVolume of the CSI driver bound to the claim `cvmfs` of the test's
+/// namespace, as a cvmfs-csi style installation provides it.
+async fn cvmfs_claim(ctx: &TestContext) -> Result<String, BoxError> {
+    let pv_name = format!("cvmfs-{}", ctx.namespace);
+    let pv: PersistentVolume = serde_json::from_value(json!({
+        "metadata": {"name": pv_name},
+        "spec": {
+            "capacity": {"storage": "1Mi"},
+            "accessModes": ["ReadOnlyMany"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": "",
+            "claimRef": {"namespace": ctx.namespace, "name": "cvmfs"},
+            "csi": {"driver": hepbatch_crds::CSI_DRIVER_NAME, "volumeHandle": pv_name,
+                    "readOnly": true},
+        },
+    }))?;
+    Api::<PersistentVolume>::all(ctx.client.clone())
+        .create(&PostParams::default(), &pv)
+        .await?;
+    let claim: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": "cvmfs"},
+        "spec": {
+            "accessModes": ["ReadOnlyMany"],
+            "storageClassName": "",
+            "volumeName": pv_name,
+            "resources": {"requests": {"storage": "1Mi"}},
+        },
+    }))?;
+    Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), &ctx.namespace)
+        .create(&PostParams::default(), &claim)
+        .await?;
+    Ok(pv_name)
+}
+
+async fn pvc_provider_under_restricted(ctx: TestContext) -> TestResult {
+    enforce_pod_security(&ctx, "restricted").await?;
+    let pv_name = cvmfs_claim(&ctx).await?;
+    let bed = start_configured(&ctx, "cvmfs:\n  provider: pvc\n  claimName: cvmfs\n").await?;
+    let outcome = async {
+        for name in create_examples(&bed).await? {
+            if name == "pinned-snapshot" {
+                // A PVC cannot pin: refused in words, whatever the namespace admits.
+                let reason = common::accepted_false_reason(&bed.api, &name).await?;
+                assert!(reason.starts_with("CvmfsPinUnsupported"), "{reason}");
+                continue;
+            }
+            bed.operator.explain(
+                wait_phase(&bed.api, &name, Phase::Succeeded, Duration::from_secs(180))
+                    .await
+                    .map_err(|e| format!("example {name} with the pvc provider: {e}")),
+            )?;
+            pods_of(&ctx, &name)
+                .await?
+                .iter()
+                .for_each(assert_restricted);
+        }
+        let pod = &pods_of(&ctx, "cms-software").await?[0];
+        let claim = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.volumes.as_ref())
+            .and_then(|v| v.iter().find(|v| v.name == "cvmfs"))
+            .and_then(|v| v.persistent_volume_claim.as_ref())
+            .map(|c| c.claim_name.clone());
+        assert_eq!(claim.as_deref(), Some("cvmfs"));
+        Ok::<(), BoxError>(())
+    }
+    .await;
+    let _ = Api::<PersistentVolume>::all(ctx.client.clone())
+        .delete(&pv_name, &DeleteParams::default())
+        .await;
+    outcome
+}
+
+async fn users_and_root(ctx: TestContext) -> TestResult {
+    enforce_pod_security(&ctx, "baseline").await?;
+    let bed = start_configured(&ctx, "").await?;
+    create(
+        &bed.api,
+        "chosen",
+        quick(json!({"image": "busybox", "command": ["true"],
+            "runAs": {"user": 2000, "group": 3000}})),
+    )
+    .await?;
+    create(
+        &bed.api,
+        "root",
+        quick(json!({"image": "cernvm:5", "command": ["/init"], "runAsRoot": true})),
+    )
+    .await?;
+    bed.operator.explain(
+        wait_phase(
+            &bed.api,
+            "chosen",
+            Phase::Succeeded,
+            Duration::from_secs(60),
+        )
+        .await,
+    )?;
+    let pod = &pods_of(&ctx, "chosen").await?[0];
+    assert_restricted(pod);
+    let context = pod.spec.as_ref().and_then(|s| s.security_context.clone());
+    let context = context.expect("context");
+    assert_eq!(
+        (context.run_as_user, context.run_as_group, context.fs_group),
+        (Some(2000), Some(3000), Some(3000))
+    );
+
+    // Root: refused by default, in words that say who can allow it; no Job.
+    let reason = bed
+        .operator
+        .explain(common::accepted_false_reason(&bed.api, "root").await)?;
+    assert!(
+        reason.starts_with(&format!(
+            "RootNotAllowed: spec.runAsRoot is not allowed in namespace {}: only the \
+             cluster admin can allow it",
+            ctx.namespace
+        )),
+        "{reason}"
+    );
+    assert!(reason.contains("security.allowRoot"), "{reason}");
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    assert!(jobs.get_opt("root").await?.is_none(), "a Job was created");
+    eventually(
+        "the RootNotAllowed Event",
+        Duration::from_secs(10),
+        || async {
+            Ok(event_reasons(&ctx, "root")
+                .await?
+                .contains(&"RootNotAllowed".to_owned()))
+        },
+    )
+    .await?;
+
+    // The admin allows root in this namespace: the running operator picks it up.
+    std::fs::write(
+        &bed.config,
+        format!(
+            "security:\n  allowRoot:\n    namespaces: [{}]\n",
+            ctx.namespace
+        ),
+    )?;
+    let done: AnalysisJob = bed
+        .operator
+        .explain(wait_phase(&bed.api, "root", Phase::Succeeded, Duration::from_secs(60)).await)?;
+    let status = done.status.expect("status");
+    assert!(status.conditions.iter().all(|c| c.type_ != "Accepted"));
+    let pod = &pods_of(&ctx, "root").await?[0];
+    let context = pod.spec.as_ref().and_then(|s| s.security_context.clone());
+    let context = context.expect("context");
+    assert_eq!(
+        (context.run_as_user, context.run_as_non_root),
+        (Some(0), Some(false))
+    );
+    assert!(context.seccomp_profile.is_some());
+    assert_drops_everything(pod);
+    Ok(())
+}
