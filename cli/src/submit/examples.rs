@@ -107,6 +107,7 @@ queue 50
         ])
     );
     assert_eq!(spec["resources"], json!({"cpu": "4", "memory": "8Gi"}));
+    assert_eq!(spec["cvmfs"], json!({"repositories": ["grid.cern.ch"]}));
     assert_eq!(spec["maxRuntime"], "longlunch");
     assert_eq!(spec["maxRetriesPerShard"], 2);
     assert_eq!(spec["shards"], 50);
@@ -139,13 +140,13 @@ queue file from files.txt
     assert!(spec.get("command").is_none());
     assert_eq!(
         spec["script"],
-        "# This shard's item: its line of the queue list.\n\
-         IFS='' read -r item_file <<<\"$(head -n 1 \"$HEPBATCH_INPUT_FILES\")\"\n\
+        "IFS='' read -r item_file <<<\"$(head -n 1 \"$HEPBATCH_INPUT_FILES\")\"\n\
          exec '/cvmfs/cms.cern.ch/common/cmsRun' 'analyzer_cfg.py' 'inputFiles='\"$item_file\" \
          'outputFile=out_'\"$HEPBATCH_SHARD_INDEX\"'.root'\n"
     );
     assert_eq!(spec["maxRuntime"], "7200s");
     assert_eq!(spec["maxRetriesPerShard"], 3);
+    assert_eq!(spec["cvmfs"], json!({"repositories": ["cms.cern.ch"]}));
     assert_eq!(
         spec["resources"],
         json!({"memory": "2000Mi", "ephemeralStorage": "20Gi"})

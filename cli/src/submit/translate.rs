@@ -410,6 +410,26 @@ pub fn container_image(reference: &str) -> Result<String, String> {
     Ok(reference)
 }
 
+/// The CVMFS repositories that paths in `texts` name (`/cvmfs/cms.cern.ch/...` →
+/// `cms.cern.ch`), in order of first mention.
+pub fn cvmfs_repositories(texts: &[&str]) -> Vec<String> {
+    let mut found: Vec<String> = Vec::new();
+    for text in texts {
+        for (at, _) in text.match_indices("/cvmfs/") {
+            let rest = &text[at + "/cvmfs/".len()..];
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '-')
+                .collect();
+            let name = name.to_ascii_lowercase();
+            if name.contains('.') && !name.ends_with('.') && !found.contains(&name) {
+                found.push(name);
+            }
+        }
+    }
+    found
+}
+
 /// GPU demands of a `require_gpus` expression: `Capability >= 8.0 && GlobalMemoryMb >=
 /// 40000`; other clauses are warnings.
 fn require_gpus(expression: &str) -> (Option<String>, Option<String>, Vec<String>) {
@@ -628,7 +648,7 @@ pub fn translate(description: &Description, options: &Options) -> Result<Transla
         if !shell_vars.is_empty() {
             let ifs = if shell_vars.len() == 1 { "" } else { ", " };
             script.push_str(&format!(
-                "# This shard's item: its line of the queue list.\nIFS='{ifs}' read -r {} <<<\"$(head -n 1 \"${}\")\"\n",
+                "IFS='{ifs}' read -r {} <<<\"$(head -n 1 \"${}\")\"\n",
                 shell_vars.join(" "),
                 hepbatch_crds::analysis_job::INPUT_FILES_ENV,
             ));
@@ -674,6 +694,23 @@ pub fn translate(description: &Description, options: &Options) -> Result<Transla
     }
     if executable.is_none() && universe.as_ref().is_none_or(|(_, u)| u == "vanilla") {
         return Err(SubmitError::NoExecutable);
+    }
+
+    // The CVMFS repositories the program names (HTCondor pools mount /cvmfs everywhere;
+    // an AnalysisJob asks for it).
+    let named: Vec<&str> = program
+        .iter()
+        .chain(&args)
+        .chain(&env_words)
+        .flatten()
+        .filter_map(|s| match s {
+            Segment::Text(t) => Some(t.as_str()),
+            _ => None,
+        })
+        .collect();
+    let repositories = cvmfs_repositories(&named);
+    if !repositories.is_empty() {
+        spec.insert("cvmfs".into(), json!({"repositories": repositories}));
     }
 
     // Shards and inputs.
@@ -931,6 +968,18 @@ mod tests {
         assert_eq!(
             shell_word(&[Segment::Item(0)], &["item_file".into()]),
             "\"$item_file\""
+        );
+    }
+
+    #[test]
+    fn cvmfs_repositories_from_paths() {
+        assert_eq!(
+            cvmfs_repositories(&[
+                "/cvmfs/cms.cern.ch/common/cmsRun",
+                "CERTS=/cvmfs/grid.cern.ch/etc:/cvmfs/cms.cern.ch/x",
+                "/cvmfs/ /cvmfs/notarepo/",
+            ]),
+            ["cms.cern.ch", "grid.cern.ch"]
         );
     }
 
