@@ -23,7 +23,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::{LogParams, Patch, PatchParams};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 
 /// Field manager of every object this plugin applies.
 const FIELD_MANAGER: &str = "kubectl-hepbatch";
@@ -130,12 +130,6 @@ enum CliError {
         pod: String,
         #[source]
         source: kube::Error,
-    },
-    #[error("watching analysisjob {name}")]
-    Watch {
-        name: String,
-        #[source]
-        source: watcher::Error,
     },
     #[error("analysisjob {0} was deleted while being watched")]
     Deleted(String),
@@ -252,7 +246,9 @@ async fn watch_command(connection: &Connection, name: &str) -> Result<ExitCode, 
     });
     let mut current = Progress::of(&first);
     let mut printed: Option<Progress> = None;
-    let stream = watcher::watch_object(connection.analysis_jobs(), name);
+    // Transient errors (an apiserver restart, a dropped connection) are retried with
+    // kube's default backoff; the watch only ends with the AnalysisJob.
+    let stream = watcher::watch_object(connection.analysis_jobs(), name).default_backoff();
     let mut stream = std::pin::pin!(stream);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -293,7 +289,13 @@ async fn watch_command(connection: &Connection, name: &str) -> Result<ExitCode, 
             event = stream.try_next() => match event {
                 Ok(Some(Some(analysis_job))) => current = Progress::of(&analysis_job),
                 Ok(Some(None)) | Ok(None) => return Err(CliError::Deleted(name.to_owned())),
-                Err(source) => return Err(CliError::Watch { name: name.to_owned(), source }),
+                Err(error) => {
+                    let message = format!("warning: watching analysisjob {name}: {error}; retrying");
+                    match &bar {
+                        Some(bar) => bar.println(message),
+                        None => eprintln!("{message}"),
+                    }
+                }
             },
             _ = tick.tick() => {}
         }
