@@ -229,6 +229,23 @@ async fn status_command(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Waits until the pod `name` has left `Pending` (a log can be followed from then on),
+/// saying on stderr what it waits for.
+async fn wait_until_started(api: &Api<Pod>, name: &str) -> Result<(), CliError> {
+    eprintln!("waiting for pod {name} to start ...");
+    loop {
+        let pod = api.get(name).await.map_err(|source| CliError::Log {
+            pod: name.to_owned(),
+            source,
+        })?;
+        let phase = pod.status.and_then(|s| s.phase);
+        if phase.as_deref() != Some("Pending") {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// Follows the AnalysisJob through a watch of it alone; redraws the bar each second so
 /// the rate and the time left stay current.
 async fn watch_command(connection: &Connection, name: &str) -> Result<ExitCode, CliError> {
@@ -331,6 +348,9 @@ async fn logs_command(
             source,
         };
         if follow {
+            if attempt.state == attempt::AttemptState::Pending {
+                wait_until_started(&api, &attempt.pod).await?;
+            }
             let mut lines = api
                 .log_stream(&attempt.pod, &params)
                 .await

@@ -15,7 +15,11 @@ use hepbatch_tests::testbed::TestbedOptions;
 use hepbatch_tests::testbed::node::ANALYSIS_BASE_IMAGE;
 use serde_json::json;
 
-use common::{create, plugin, start_operator};
+use common::{BoxError, create, plugin, start_operator};
+use hepbatch_crds::analysis_job::ANALYSIS_JOB_LABEL;
+use hepbatch_tests::wait;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
 
 fn main() -> ExitCode {
     harness::run(
@@ -26,6 +30,11 @@ fn main() -> ExitCode {
                 logs_of_attempts,
             )
             .with_timeout(Duration::from_secs(240)),
+            test(
+                "follow_waits_for_a_starting_pod_and_ends_with_it",
+                follow_a_running_shard,
+            )
+            .with_timeout(Duration::from_secs(120)),
         ],
     )
 }
@@ -114,6 +123,50 @@ async fn logs_of_attempts(ctx: TestContext) -> TestResult {
         &cells[..6],
         ["1", "Failed", "2", "3", "Error", "node-0"],
         "{status}"
+    );
+    Ok(())
+}
+
+async fn follow_a_running_shard(ctx: TestContext) -> TestResult {
+    let _operator = start_operator(&ctx).await?;
+    create(
+        &ctx,
+        "ticks",
+        json!({
+            "image": ANALYSIS_BASE_IMAGE,
+            "shards": 1,
+            "maxRetriesPerShard": 0,
+            "script": "for i in 1 2 3; do echo \"tick $i\"; sleep 1; done",
+        }),
+    )
+    .await?;
+    // Follow as soon as the pod exists: it is usually still being created then.
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let selector = format!("{ANALYSIS_JOB_LABEL}=ticks");
+    wait::eventually("the shard's pod", Duration::from_secs(60), || {
+        let pods = pods.clone();
+        let selector = selector.clone();
+        async move {
+            Ok::<_, BoxError>(
+                !pods
+                    .list(&ListParams::default().labels(&selector))
+                    .await?
+                    .items
+                    .is_empty(),
+            )
+        }
+    })
+    .await?;
+    let followed = plugin(
+        &ctx,
+        &["logs", "ticks", "--shard", "0", "-f"],
+        Duration::from_secs(60),
+    )
+    .await?;
+    assert_eq!(followed.code, Some(0), "{followed}");
+    assert_eq!(
+        followed.stdout, "tick 1\ntick 2\ntick 3\n",
+        "the whole log, and the command ended with the container: {followed}"
     );
     Ok(())
 }
