@@ -214,16 +214,9 @@ fn in_namespace_of<T: Send + 'static>(pid: u32, work: impl FnOnce() -> T + Send 
 async fn first_reads(stratum: std::sync::Arc<hepbatch_tests::cvmfs::Stratum>, files: usize) {
     let mut node = Node::start_with_stratum(stratum.clone(), &[]).await;
     let mut client = node.node_client().await;
-    let target = node.target("reads");
-    node.publish(
-        &mut client,
-        "reads",
-        &target,
-        &[("repositories", "data.cern.ch")],
-    )
-    .await
-    .unwrap();
-    let container = node.container(&target);
+    let (_, container) = node
+        .publish_in_container(&mut client, "reads", &[("repositories", "data.cern.ch")])
+        .await;
     // The plain mount: the same configuration as the plugin's client, another cache.
     let plain = node.dir.path().join("plain");
     let cache = node.dir.path().join("plain-cache");
@@ -319,11 +312,9 @@ fn main() {
         if runs("mixed") {
             let mut node = Node::start().await;
             let client = node.node_client().await;
-            let target = node.target("reader");
-            node.publish(&mut client.clone(), "reader", &target, &[])
-                .await
-                .unwrap();
-            let container = node.container(&target);
+            let (_, container) = node
+                .publish_in_container(&mut client.clone(), "reader", &[])
+                .await;
             let node = std::sync::Arc::new(node);
             for parallel in [16, 64] {
                 let reader =

@@ -295,16 +295,9 @@ async fn a_cache_too_small_for_a_file_is_told_by_the_volume() {
     );
     let mut node = Node::start_with_stratum(stratum, &["--quota-limit-mib", "2"]).await;
     let mut client = node.node_client().await;
-    let target = node.target("big");
-    node.publish(
-        &mut client,
-        "big",
-        &target,
-        &[("repositories", "big.cern.ch")],
-    )
-    .await
-    .unwrap();
-    let container = node.container(&target);
+    let (target, container) = node
+        .publish_in_container(&mut client, "big", &[("repositories", "big.cern.ch")])
+        .await;
     assert_eq!(container.read("big.cern.ch/small").unwrap(), "small\n");
     let error = container.read("big.cern.ch/big.dat").unwrap_err();
     assert!(error.contains("No space left on device"), "{error}");
@@ -320,16 +313,9 @@ async fn the_cache_survives_a_plugin_restart() {
     let stratum = Arc::new(Stratum::start(&content::standard()).unwrap());
     let mut node = Node::start_with_stratum(stratum.clone(), &[]).await;
     let mut client = node.node_client().await;
-    let target = node.target("cached");
-    node.publish(
-        &mut client,
-        "cached",
-        &target,
-        &[("repositories", "cms.cern.ch")],
-    )
-    .await
-    .unwrap();
-    let container = node.container(&target);
+    let (_, container) = node
+        .publish_in_container(&mut client, "cached", &[("repositories", "cms.cern.ch")])
+        .await;
     let files = ["version", "bin/cmsRun", "cmsset_default.sh"];
     let contents: Vec<String> = files
         .iter()

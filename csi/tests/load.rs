@@ -170,11 +170,7 @@ async fn mixed_cycles_with_a_reader(parallel: usize) {
     let mut node = Node::start().await;
     let mut client = node.node_client().await;
     let baseline = node.mountinfo();
-    let reader_target = node.target("reader");
-    node.publish(&mut client, "reader", &reader_target, &[])
-        .await
-        .unwrap();
-    let container = node.container(&reader_target);
+    let (reader_target, container) = node.publish_in_container(&mut client, "reader", &[]).await;
     assert_eq!(
         container.read("sft.cern.ch/version").unwrap(),
         "sft latest\n"

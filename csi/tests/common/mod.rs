@@ -500,6 +500,22 @@ impl Node {
             .map(|_| ())
     }
 
+    /// Publishes `volume` with `attributes` at its target ([`Node::target`]) and starts a
+    /// [`Container`] holding the target; returns both.
+    pub async fn publish_in_container(
+        &mut self,
+        client: &mut NodeClient<Channel>,
+        volume: &str,
+        attributes: &[(&str, &str)],
+    ) -> (PathBuf, Container) {
+        let target = self.target(volume);
+        self.publish(client, volume, &target, attributes)
+            .await
+            .unwrap_or_else(|e| panic!("publish {volume}: {e:?}"));
+        let container = self.container(&target);
+        (target, container)
+    }
+
     /// Reads a file inside the node's namespace.
     pub fn read(&self, path: &Path) -> Result<String, String> {
         let output = run(self.in_ns("cat").arg(path));
