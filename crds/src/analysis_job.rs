@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::hep::{Cmssw, Cvmfs, GpuRequest, Inputs, Output};
-use crate::security::RunAs;
+use crate::security::{PodSecurityLevel, RunAs};
 
 /// Largest number of shards one AnalysisJob may have (the Job API's limit on completions
 /// with per-index backoff).
@@ -466,8 +466,10 @@ pub struct AnalysisJobStatus {
     pub phase: Option<Phase>,
     /// The Job's conditions (Suspended, FailureTarget, SuccessCriteriaMet, Complete, Failed)
     /// with their reasons and messages; `ShardsUnschedulable` while shards wait for a node
-    /// the scheduler cannot find (its message quotes the scheduler); `Accepted=False`
-    /// while the operator cannot run the AnalysisJob as it stands.
+    /// the scheduler cannot find (its message quotes the scheduler); `ShardsNotCreated`
+    /// while the Job controller cannot create shards' pods (its message quotes the
+    /// refusal: Pod Security, a ResourceQuota, ...); `Accepted=False` while the operator
+    /// cannot run the AnalysisJob as it stands.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Name of the Job that runs the shards.
@@ -480,6 +482,11 @@ pub struct AnalysisJobStatus {
     /// (`spec.cvmfs.consistency: Fleet`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cvmfs: Option<CvmfsStatus>,
+    /// The strictest Pod Security level the shards' pods meet, which their namespace must
+    /// admit: `restricted` (the default), `baseline` (root shards) or `privileged`
+    /// (`hostPath` volumes: the hostPath CVMFS provider or output).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_security: Option<PodSecurityLevel>,
     /// Total number of shards.
     #[serde(default)]
     pub shards: i32,

@@ -46,7 +46,9 @@ impl RunAs {
     }
 }
 
-/// The Pod Security Standards levels, from the strictest.
+/// A Pod Security Standards level, from the strictest: in the status, the one the shards'
+/// pods meet and their namespace must admit (`restricted`; `baseline` for root shards;
+/// `privileged` with `hostPath` volumes).
 #[derive(
     Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
 )]

@@ -8,8 +8,18 @@
 //! only when it really changed. [`keep_described`] carries the shard detail over from the
 //! last status when the pods were not listed again; [`with_scheduling`] adds what the
 //! last look at waiting shards found (the `ShardsUnschedulable` condition, and the phase
-//! `Unschedulable` while no shard runs). [`events`] compares two statuses and names what
-//! happened in between (suspended, resumed, shard failed, succeeded, failed).
+//! `Unschedulable` while no shard runs); [`with_creation`] what the last look at missing
+//! pods found (the `ShardsNotCreated` condition). [`events`] compares two statuses and
+//! names what happened in between (suspended, resumed, shard failed, succeeded, failed,
+//! pods refused and created again).
+//!
+//! Pods the Job controller cannot create (Pod Security admission, a ResourceQuota, a
+//! LimitRange, a missing ServiceAccount, a webhook) leave no trace in the Job's status
+//! but a shortfall: fewer pods than it should have ([`missing_pods`]). Only then does the
+//! controller read the Job's `FailedCreate` Events ([`creation_look`]: the newest, if the
+//! Job controller recorded it recently enough to describe the present), and the condition
+//! quotes it. It goes as soon as the Job has the pods it should (no look needed: the
+//! counts say so), so a raised quota clears it with the Job's next status.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -17,13 +27,18 @@ use hepbatch_crds::analysis_job::{
     AnalysisJob, AnalysisJobStatus, CVMFS_REVISIONS_ANNOTATION, CvmfsRevision, CvmfsStatus,
     FailedShard, Phase, RetriedShard,
 };
+use std::time::Duration;
+
+use hepbatch_crds::PodSecurityLevel;
 use k8s_openapi::api::batch::v1::{Job, JobCondition as JobStatusCondition};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Event, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
 
 use crate::build::{COMPLETION_INDEX_ANNOTATION, CONTAINER_NAME};
 use crate::k8s::{ConditionStatus, JobCondition, PodCondition, PodConditionReason, PodPhase};
 use crate::metrics::LookOutcome;
+use crate::security;
 
 /// Annotation the Job controller puts on each pod: failures of its index before this pod.
 pub const INDEX_FAILURE_COUNT_ANNOTATION: &str = "batch.kubernetes.io/job-index-failure-count";
@@ -36,6 +51,17 @@ pub const MAX_RETRIED_SHARDS: usize = 100;
 
 /// Type of the condition saying that shards wait for a node the scheduler cannot find.
 pub const UNSCHEDULABLE_CONDITION: &str = "ShardsUnschedulable";
+
+/// Type of the condition saying that the Job controller cannot create shards' pods.
+pub const NOT_CREATED_CONDITION: &str = "ShardsNotCreated";
+
+/// Reason of the Job controller's Warning Events about a pod it could not create.
+pub const FAILED_CREATE_REASON: &str = "FailedCreate";
+
+/// How old the Job controller's newest `FailedCreate` may be and still describe the
+/// present: it retries a refused creation at least every minute (its backoff stops
+/// growing at 60 s) and records each refusal.
+pub const REFUSAL_FRESH: Duration = Duration::from_secs(90);
 
 /// `1 shard`, `2 shards`.
 pub fn shards(count: i32) -> String {
@@ -90,6 +116,7 @@ pub fn derive(
     AnalysisJobStatus {
         phase: Some(phase(job, &job_conditions)),
         cvmfs: cvmfs(job),
+        pod_security: pod_spec(job).map(|pod| security::level(pod).0),
         conditions: job_conditions
             .iter()
             .map(|c| condition(c, job, generation))
@@ -111,6 +138,11 @@ pub fn derive(
         completion_time: job_status.completion_time,
         observed_generation: generation,
     }
+}
+
+/// The pod template's spec of `job`.
+fn pod_spec(job: &Job) -> Option<&PodSpec> {
+    job.spec.as_ref()?.template.spec.as_ref()
 }
 
 /// The CVMFS revisions the Job pins, as it recorded them when it was created
@@ -525,6 +557,213 @@ pub fn with_scheduling(
     new
 }
 
+/// Shards of `job` that should have a pod now and have none: of the shards neither
+/// succeeded nor failed for good, as many as `parallelism` allows, less the pods the Job
+/// has (active, terminating, or finished and not yet counted). None while the Job is
+/// suspended or has met its success or failure criteria.
+pub fn missing_pods(job: &Job) -> i32 {
+    let (Some(spec), Some(status)) = (job.spec.as_ref(), job.status.as_ref()) else {
+        return 0;
+    };
+    let conditions = status.conditions.as_deref().unwrap_or_default();
+    let ending = [
+        JobCondition::Complete,
+        JobCondition::Failed,
+        JobCondition::SuccessCriteriaMet,
+        JobCondition::FailureTarget,
+    ]
+    .into_iter()
+    .any(|c| is_true(conditions, c));
+    if ending || spec.suspend.unwrap_or(false) || is_true(conditions, JobCondition::Suspended) {
+        return 0;
+    }
+    let failed_for_good = status
+        .failed_indexes
+        .as_deref()
+        .map(count_ranges)
+        .unwrap_or(0);
+    let remaining = i64::from(spec.completions.unwrap_or(1))
+        - i64::from(status.succeeded.unwrap_or(0))
+        - failed_for_good;
+    let wanted = i64::from(spec.parallelism.unwrap_or(1)).min(remaining);
+    let uncounted = status.uncounted_terminated_pods.as_ref().map_or(0, |u| {
+        u.succeeded.as_ref().map_or(0, Vec::len) + u.failed.as_ref().map_or(0, Vec::len)
+    });
+    let present = i64::from(status.active.unwrap_or(0))
+        + i64::from(status.terminating.unwrap_or(0))
+        + i64::try_from(uncounted).unwrap_or(i64::MAX);
+    i32::try_from((wanted - present).max(0)).unwrap_or(i32::MAX)
+}
+
+/// How many indexes the Job API's ranges (`"0-3,7"`) name, without listing them.
+fn count_ranges(ranges: &str) -> i64 {
+    ranges
+        .split(',')
+        .map(str::trim)
+        .filter_map(|part| match part.split_once('-') {
+            Some((a, b)) => Some((a.trim().parse::<i64>().ok()?, b.trim().parse::<i64>().ok()?)),
+            None => part.parse::<i64>().ok().map(|i| (i, i)),
+        })
+        .map(|(first, last)| (last - first + 1).max(0))
+        .sum()
+}
+
+/// What the last look at the Job's missing pods found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CreationLook {
+    /// Not looked this time (too soon, or no pod is missing).
+    NotLooked,
+    /// The Job controller recorded no recent refusal: the pods are on their way (a
+    /// shard's backoff, a large Job's slow start).
+    Created,
+    /// The Job controller cannot create pods, and the apiserver said why.
+    Refused {
+        /// The refusal as the Job controller recorded it, e.g. `Error creating: pods
+        /// "higgs-0-abcde" is forbidden: exceeded quota: pods, requested: pods=1, ...`.
+        message: String,
+    },
+}
+
+/// What the Job's Events say about its pods at `now`: the newest `FailedCreate`, if no
+/// older than [`REFUSAL_FRESH`].
+pub fn creation_look(events: &[Event], now: Timestamp) -> CreationLook {
+    let newest = events
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some(FAILED_CREATE_REASON))
+        .filter_map(|e| Some((last_seen(e)?, e.message.as_deref()?)))
+        .max_by_key(|(at, _)| *at);
+    match newest {
+        Some((at, message)) if now.duration_since(at).unsigned_abs() <= REFUSAL_FRESH => {
+            let message = message
+                .strip_prefix("(combined from similar events): ")
+                .unwrap_or(message);
+            CreationLook::Refused {
+                message: without_pod_name(message),
+            }
+        }
+        _ => CreationLook::Created,
+    }
+}
+
+/// `message` with the name of the refused pod (`pods "higgs-0-x7k2p" is forbidden`, a new
+/// name at every attempt) replaced by `the pod`, so the same refusal reads the same.
+fn without_pod_name(message: &str) -> String {
+    const NAMED: &str = "pods \"";
+    let Some(start) = message.find(NAMED) else {
+        return message.to_owned();
+    };
+    let rest = &message[start + NAMED.len()..];
+    match rest.find('"') {
+        Some(end) => format!("{}the pod{}", &message[..start], &rest[end + 1..]),
+        None => message.to_owned(),
+    }
+}
+
+/// When `event` was last seen, whichever of its times the recorder set.
+fn last_seen(event: &Event) -> Option<Timestamp> {
+    [
+        event.last_timestamp.as_ref().map(|t| t.0),
+        event.event_time.as_ref().map(|t| t.0),
+        event
+            .series
+            .as_ref()
+            .and_then(|s| s.last_observed_time.as_ref())
+            .map(|t| t.0),
+        event.first_timestamp.as_ref().map(|t| t.0),
+        event.metadata.creation_timestamp.as_ref().map(|t| t.0),
+    ]
+    .into_iter()
+    .flatten()
+    .max()
+}
+
+/// The condition reason naming who refused the pods, from the apiserver's message.
+pub fn refusal_reason(message: &str) -> &'static str {
+    if message.contains("violates PodSecurity") {
+        "PodSecurity"
+    } else if message.contains("exceeded quota") || message.contains("failed quota") {
+        "ResourceQuota"
+    } else if message.contains("usage per Container") || message.contains("usage per Pod") {
+        "LimitRange"
+    } else if message.contains("serviceaccount") && message.contains("not found") {
+        "ServiceAccountMissing"
+    } else if message.contains("admission webhook") {
+        "AdmissionWebhook"
+    } else {
+        FAILED_CREATE_REASON
+    }
+}
+
+/// `new` with the `ShardsNotCreated` condition as `look` found it (`NotLooked`: as `old`
+/// had it, while pods are still missing), and the phase `Pending` while it holds and no
+/// shard ever ran. `pod` is the Job's pod template: when Pod Security refuses pods that
+/// cannot meet `restricted`, the message says which level they need and why. `now` is
+/// the transition time of a condition that is news.
+pub fn with_creation(
+    old: &AnalysisJobStatus,
+    mut new: AnalysisJobStatus,
+    missing: i32,
+    look: &CreationLook,
+    pod: Option<&PodSpec>,
+    now: Time,
+) -> AnalysisJobStatus {
+    new.conditions.retain(|c| c.type_ != NOT_CREATED_CONDITION);
+    let finished = new.phase.is_some_and(|p| p.is_finished());
+    let previous = old
+        .conditions
+        .iter()
+        .find(|c| c.type_ == NOT_CREATED_CONDITION && ConditionStatus::True.is(&c.status));
+    let condition = match look {
+        _ if missing == 0 || finished => None,
+        CreationLook::Created => None,
+        CreationLook::NotLooked => previous.cloned(),
+        CreationLook::Refused { message } => {
+            let reason = refusal_reason(message);
+            Some(Condition {
+                type_: NOT_CREATED_CONDITION.to_owned(),
+                status: ConditionStatus::True.into(),
+                reason: reason.to_owned(),
+                message: describe_refusal(message, reason, pod),
+                last_transition_time: previous
+                    .filter(|c| c.reason == reason)
+                    .map(|c| c.last_transition_time.clone())
+                    .unwrap_or(now),
+                observed_generation: new.observed_generation,
+            })
+        }
+    };
+    if let Some(condition) = condition {
+        let never_ran = new.active == 0 && new.succeeded == 0 && new.failed == 0;
+        if new.phase == Some(Phase::Running) && never_ran && new.retries == 0 {
+            new.phase = Some(Phase::Pending);
+        }
+        new.conditions.push(condition);
+    }
+    new
+}
+
+/// `the Job controller cannot create shards' pods: <refusal>`, and for a Pod Security
+/// refusal of pods below `restricted`, the level they need. The same refusal gives the
+/// same message, however many pods are missing, so only a new refusal is news.
+fn describe_refusal(refusal: &str, reason: &str, pod: Option<&PodSpec>) -> String {
+    let mut message = format!("the Job controller cannot create shards' pods: {refusal}");
+    if reason == "PodSecurity"
+        && let Some(pod) = pod
+    {
+        let (level, why) = security::level(pod);
+        if level != PodSecurityLevel::Restricted {
+            message.push_str(&format!(
+                "; the shards' pods meet Pod Security {} at best ({}), so their namespace \
+                 must admit {}",
+                level.as_str(),
+                why.join("; "),
+                level.as_str()
+            ));
+        }
+    }
+    message
+}
+
 /// Parses the Job API's index ranges (`"0-3,7"`); malformed parts are skipped.
 pub fn parse_ranges(ranges: &str) -> BTreeSet<i32> {
     let mut indexes = BTreeSet::new();
@@ -555,6 +794,15 @@ pub enum Happening {
         /// Number of shards.
         shards: i32,
     },
+    /// The Job controller cannot create shards' pods (the condition's message).
+    NotCreated {
+        /// Who refused them, e.g. `PodSecurity`, `ResourceQuota`.
+        reason: String,
+        /// The condition's message, quoting the refusal.
+        message: String,
+    },
+    /// The Job controller creates the pods again after a refusal.
+    CreatedAgain,
     /// The AnalysisJob failed.
     Failed {
         /// The Job's reason, e.g. `FailedIndexes`, `DeadlineExceeded`.
@@ -578,6 +826,28 @@ pub fn events(old: &AnalysisJobStatus, new: &AnalysisJobStatus) -> Vec<Happening
         if described && (!known.contains(&shard.index) || !old_described) {
             happenings.push(Happening::ShardFailed(shard.clone()));
         }
+    }
+    let not_created = |status: &AnalysisJobStatus| {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == NOT_CREATED_CONDITION)
+            .map(|c| c.reason.clone())
+    };
+    match (not_created(old), not_created(new)) {
+        (before, Some(reason)) if before.as_ref() != Some(&reason) => {
+            let message = new
+                .conditions
+                .iter()
+                .find(|c| c.type_ == NOT_CREATED_CONDITION)
+                .map(|c| c.message.clone())
+                .unwrap_or_default();
+            happenings.push(Happening::NotCreated { reason, message });
+        }
+        (Some(_), None) if !new.phase.is_some_and(|p| p.is_finished()) => {
+            happenings.push(Happening::CreatedAgain);
+        }
+        _ => {}
     }
     if old.phase != new.phase {
         match new.phase {
@@ -998,5 +1268,212 @@ mod tests {
         // The Job's record is news of the first status, not progress to hold back.
         let bare = derive(&aj, Some(&job(json!({"template": {}}), json!({}))), &[]);
         assert!(!is_progress_only(&bare, &status));
+    }
+
+    /// A `FailedCreate` Event of the Job controller last seen at `at`.
+    fn refusal(at: &str, message: &str) -> Event {
+        serde_json::from_value(json!({
+            "metadata": {"name": "higgs.1", "namespace": "physics"},
+            "involvedObject": {"kind": "Job", "name": "higgs"},
+            "reason": "FailedCreate", "type": "Warning", "message": message,
+            "lastTimestamp": at, "count": 3,
+        }))
+        .expect("valid")
+    }
+
+    const QUOTA: &str = "Error creating: pods \"higgs-1-abcde\" is forbidden: exceeded quota: \
+        pods, requested: pods=1, used: pods=1, limited: pods=1";
+
+    /// [`QUOTA`] as the look reports it.
+    const QUOTA_SEEN: &str = "Error creating: the pod is forbidden: exceeded quota: pods, \
+        requested: pods=1, used: pods=1, limited: pods=1";
+
+    #[test]
+    fn missing_pods_are_the_shards_parallelism_allows_less_the_pods_there_are() {
+        let missing = |spec: Value, status: Value| missing_pods(&job(spec, status));
+        let spec = json!({"completions": 10, "parallelism": 4, "template": {}});
+        assert_eq!(missing(spec.clone(), json!({"active": 1})), 3);
+        assert_eq!(
+            missing(spec.clone(), json!({"active": 1, "terminating": 3})),
+            0
+        );
+        // Near the end fewer shards remain than parallelism allows.
+        assert_eq!(
+            missing(
+                spec.clone(),
+                json!({"active": 0, "succeeded": 8, "failedIndexes": "9"})
+            ),
+            1
+        );
+        assert_eq!(
+            missing(
+                spec.clone(),
+                json!({"active": 2, "uncountedTerminatedPods":
+                {"succeeded": ["a", "b"]}})
+            ),
+            0
+        );
+        // A suspended or ending Job wants no pods.
+        let suspended = json!({"completions": 10, "parallelism": 4, "suspend": true,
+            "template": {}});
+        assert_eq!(missing(suspended, json!({"active": 0})), 0);
+        let ending = json!({"active": 0, "conditions": [{"type": "FailureTarget",
+            "status": "True"}]});
+        assert_eq!(missing(spec.clone(), ending), 0);
+        assert_eq!(
+            missing(spec, Value::Null),
+            0,
+            "no status yet: nothing to miss"
+        );
+    }
+
+    #[test]
+    fn the_newest_recent_refusal_describes_the_present() {
+        let now: Timestamp = "2026-01-01T00:02:00Z".parse().expect("time");
+        let events = vec![
+            refusal("2026-01-01T00:00:10Z", "Error creating: old"),
+            refusal(
+                "2026-01-01T00:01:50Z",
+                &format!("(combined from similar events): {QUOTA}"),
+            ),
+        ];
+        assert_eq!(
+            creation_look(&events, now),
+            CreationLook::Refused {
+                message: QUOTA_SEEN.to_owned()
+            }
+        );
+        // A refusal the Job controller has not repeated for a while is over.
+        let later: Timestamp = "2026-01-01T00:04:00Z".parse().expect("time");
+        assert_eq!(creation_look(&events, later), CreationLook::Created);
+        assert_eq!(creation_look(&[], now), CreationLook::Created);
+        let mut other = refusal("2026-01-01T00:01:59Z", "Created pod: higgs-1-abcde");
+        other.reason = Some("SuccessfulCreate".to_owned());
+        assert_eq!(creation_look(&[other], now), CreationLook::Created);
+    }
+
+    #[test]
+    fn refusals_are_named_after_who_refused() {
+        for (message, reason) in [
+            (
+                "pods \"x\" is forbidden: violates PodSecurity \"restricted:latest\": ...",
+                "PodSecurity",
+            ),
+            (QUOTA, "ResourceQuota"),
+            (
+                "pods \"x\" is forbidden: maximum memory usage per Container is 1Gi, but \
+                 limit is 2Gi",
+                "LimitRange",
+            ),
+            (
+                "pods \"x\" is forbidden: error looking up service account physics/reco: \
+                 serviceaccount \"reco\" not found",
+                "ServiceAccountMissing",
+            ),
+            (
+                "admission webhook \"policy.example.org\" denied the request",
+                "AdmissionWebhook",
+            ),
+            ("something else", "FailedCreate"),
+        ] {
+            assert_eq!(refusal_reason(message), reason, "{message}");
+        }
+    }
+
+    #[test]
+    fn refused_pods_are_a_condition_until_the_job_has_its_pods() {
+        let aj = analysis_job(json!({"image": "i", "shards": 4}));
+        let started = json!({"active": 0, "startTime": "2026-01-01T00:00:01Z"});
+        let running = derive(&aj, Some(&job(json!({"template": {}}), started)), &[]);
+        assert_eq!(running.phase, Some(Phase::Running));
+        let now = Time("2026-01-01T00:00:05Z".parse().expect("time"));
+        let look = CreationLook::Refused {
+            message: QUOTA_SEEN.to_owned(),
+        };
+        let refused = with_creation(&running, running.clone(), 4, &look, None, now.clone());
+        assert_eq!(refused.phase, Some(Phase::Pending), "no shard ever ran");
+        let condition = refused
+            .conditions
+            .iter()
+            .find(|c| c.type_ == NOT_CREATED_CONDITION)
+            .expect("the condition");
+        assert_eq!(condition.reason, "ResourceQuota");
+        assert_eq!(
+            condition.message,
+            "the Job controller cannot create shards' pods: Error creating: the pod is \
+             forbidden: exceeded quota: pods, requested: pods=1, used: pods=1, limited: pods=1"
+        );
+        assert!(!is_progress_only(&running, &refused), "news");
+        assert_eq!(
+            events(&running, &refused),
+            [Happening::NotCreated {
+                reason: "ResourceQuota".to_owned(),
+                message: condition.message.clone(),
+            }]
+        );
+        // Looked again with one pod created, refused alike: nothing changed.
+        let three = with_creation(&refused, running.clone(), 3, &look, None, now.clone());
+        assert_eq!(three, refused);
+        // Not looked: kept while pods are missing; gone once none is.
+        let later = Time("2026-01-01T00:01:00Z".parse().expect("time"));
+        let kept = with_creation(
+            &refused,
+            running.clone(),
+            4,
+            &CreationLook::NotLooked,
+            None,
+            later.clone(),
+        );
+        assert_eq!(kept, refused);
+        let created = with_creation(
+            &refused,
+            running.clone(),
+            0,
+            &CreationLook::NotLooked,
+            None,
+            later,
+        );
+        assert_eq!(created, running);
+        assert_eq!(events(&refused, &created), [Happening::CreatedAgain]);
+    }
+
+    #[test]
+    fn a_pod_security_refusal_says_which_level_the_pods_need() {
+        let aj = analysis_job(json!({"image": "i"}));
+        let pod: PodSpec = serde_json::from_value(json!({
+            "containers": [{"name": "shard"}],
+            "securityContext": {"runAsNonRoot": true, "runAsUser": 1000},
+            "volumes": [{"name": "cvmfs", "hostPath": {"path": "/cvmfs"}}],
+        }))
+        .expect("valid");
+        let with_pod = job(json!({"template": {"spec": pod.clone()}}), json!({}));
+        let status = derive(&aj, Some(&with_pod), &[]);
+        assert_eq!(status.pod_security, Some(PodSecurityLevel::Privileged));
+        let look = CreationLook::Refused {
+            message: "Error creating: pods \"higgs-0-x\" is forbidden: violates PodSecurity \
+                \"restricted:latest\": restricted volume types (volume \"cvmfs\" uses \
+                restricted volume type \"hostPath\")"
+                .to_owned(),
+        };
+        let now = Time("2026-01-01T00:00:05Z".parse().expect("time"));
+        let refused = with_creation(&status, status.clone(), 1, &look, Some(&pod), now);
+        let condition = &refused.conditions[0];
+        assert_eq!(condition.reason, "PodSecurity");
+        assert!(
+            condition
+                .message
+                .starts_with("the Job controller cannot create shards' pods: Error creating"),
+            "{}",
+            condition.message
+        );
+        assert!(
+            condition.message.ends_with(
+                "; the shards' pods meet Pod Security privileged at best (volume cvmfs is a \
+                 hostPath, which only privileged admits), so their namespace must admit \
+                 privileged"
+            ),
+            "{}",
+            condition.message
+        );
     }
 }

@@ -3,7 +3,10 @@
 //! namespace enforcing `restricted` and in one enforcing `baseline`, with the `csi`
 //! provider and (where it can serve them) the `pvc` provider; a chosen user reaches the
 //! pods; root is refused until the configuration allows it, and then still drops every
-//! capability and escalation.
+//! capability and escalation. Pods the Job controller cannot create reach the
+//! AnalysisJob: the `hostPath` provider under `restricted` and `baseline` (and clearing
+//! once the namespace admits `privileged`), a ResourceQuota of one pod (and clearing once
+//! it is raised).
 
 #![allow(missing_docs, clippy::expect_used, clippy::unwrap_used)]
 
@@ -16,8 +19,10 @@ use hepbatch_crds::{AnalysisJob, Phase};
 use hepbatch_tests::harness::{self, TestContext, TestResult, test};
 use hepbatch_tests::testbed::{TestbedOptions, annotations};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
-use kube::api::{Api, DeleteParams, PostParams};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, ResourceQuota};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 use common::{
@@ -47,6 +52,16 @@ fn main() -> ExitCode {
                 "a_chosen_user_reaches_the_pods_and_root_waits_for_the_admin",
                 users_and_root,
             ),
+            test(
+                "the_host_path_provider_under_restricted_says_why_until_privileged",
+                host_path_under_restricted,
+            )
+            .with_timeout(long),
+            test(
+                "a_quota_of_one_pod_is_shown_and_raising_it_completes_the_fleet",
+                quota_of_one_pod,
+            )
+            .with_timeout(long),
         ],
     )
 }
@@ -316,5 +331,206 @@ async fn users_and_root(ctx: TestContext) -> TestResult {
     );
     assert!(context.seccomp_profile.is_some());
     assert_drops_everything(pod);
+    Ok(())
+}
+
+/// Waits until the AnalysisJob `name` has the `ShardsNotCreated` condition with a message
+/// containing `text`; the condition.
+async fn not_created(
+    bed: &Configured,
+    name: &str,
+    text: &str,
+    timeout: Duration,
+) -> Result<Condition, BoxError> {
+    let found = hepbatch_tests::wait::until(
+        &bed.api,
+        name,
+        "the ShardsNotCreated condition",
+        timeout,
+        |aj: Option<&AnalysisJob>| {
+            aj.and_then(|a| a.status.as_ref()).is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "ShardsNotCreated" && c.message.contains(text))
+            })
+        },
+    )
+    .await;
+    let aj = bed.operator.explain(found)?;
+    Ok(aj
+        .status
+        .into_iter()
+        .flat_map(|s| s.conditions)
+        .find(|c| c.type_ == "ShardsNotCreated")
+        .ok_or("the condition went")?)
+}
+
+/// The notes of the Events with `reason` regarding `name`.
+async fn notes(ctx: &TestContext, name: &str, reason: &str) -> Result<Vec<String>, BoxError> {
+    let events: Api<Event> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    Ok(events
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .filter_map(|e| e.note)
+        .collect())
+}
+
+async fn host_path_under_restricted(ctx: TestContext) -> TestResult {
+    enforce_pod_security(&ctx, "restricted").await?;
+    let bed = start_configured(&ctx, "cvmfs:\n  provider: hostPath\n").await?;
+    let began = std::time::Instant::now();
+    create(
+        &bed.api,
+        "host-cvmfs",
+        quick(
+            json!({"platform": "el9", "script": "ls /cvmfs/cms.cern.ch", "shards": 2,
+            "cvmfs": {"repositories": ["cms.cern.ch"]}}),
+        ),
+    )
+    .await?;
+    let condition = not_created(&bed, "host-cvmfs", "restricted", Duration::from_secs(60)).await?;
+    println!(
+        "hostPath under restricted: reported {:.1?} after the AnalysisJob was created",
+        began.elapsed()
+    );
+    assert_eq!(condition.reason, "PodSecurity");
+    for words in [
+        "the Job controller cannot create shards' pods: Error creating: the pod is forbidden",
+        "violates PodSecurity \"restricted:latest\"",
+        "hostPath",
+        "the shards' pods meet Pod Security privileged at best (volume cvmfs is a hostPath, \
+         which only privileged admits), so their namespace must admit privileged",
+    ] {
+        assert!(
+            condition.message.contains(words),
+            "{words:?} not in {}",
+            condition.message
+        );
+    }
+    let aj = bed.api.get("host-cvmfs").await?;
+    let status = aj.status.expect("status");
+    assert_eq!(
+        status.pod_security,
+        Some(hepbatch_crds::PodSecurityLevel::Privileged)
+    );
+    assert_eq!(status.phase, Some(Phase::Pending));
+    eventually(
+        "the ShardsNotCreated Event",
+        Duration::from_secs(10),
+        || async {
+            Ok(!notes(&ctx, "host-cvmfs", "ShardsNotCreated")
+                .await?
+                .is_empty())
+        },
+    )
+    .await?;
+    // baseline forbids hostPath volumes too.
+    enforce_pod_security(&ctx, "baseline").await?;
+    not_created(
+        &bed,
+        "host-cvmfs",
+        "baseline:latest",
+        Duration::from_secs(150),
+    )
+    .await?;
+    // A namespace admitting privileged gets the pods: the condition goes, the fleet runs.
+    enforce_pod_security(&ctx, "privileged").await?;
+    let done = bed.operator.explain(
+        wait_phase(
+            &bed.api,
+            "host-cvmfs",
+            Phase::Succeeded,
+            Duration::from_secs(120),
+        )
+        .await,
+    )?;
+    let status = done.status.expect("status");
+    assert!(
+        status
+            .conditions
+            .iter()
+            .all(|c| c.type_ != "ShardsNotCreated"),
+        "{:?}",
+        status.conditions
+    );
+    assert!(!notes(&ctx, "host-cvmfs", "ShardsCreated").await?.is_empty());
+    Ok(())
+}
+
+async fn quota_of_one_pod(ctx: TestContext) -> TestResult {
+    let quotas: Api<ResourceQuota> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let quota: ResourceQuota = serde_json::from_value(json!({
+        "metadata": {"name": "one-pod"}, "spec": {"hard": {"pods": "1"}},
+    }))?;
+    quotas.create(&PostParams::default(), &quota).await?;
+    // The quota admits pods once the quota controller has counted what is there.
+    eventually("the quota counted", Duration::from_secs(30), || async {
+        let quota = quotas.get("one-pod").await?;
+        Ok(quota.status.and_then(|s| s.used).is_some())
+    })
+    .await?;
+    let bed = start_configured(&ctx, "").await?;
+    let began = std::time::Instant::now();
+    create(
+        &bed.api,
+        "fleet",
+        scripted(
+            json!({"image": "busybox", "command": ["true"], "shards": 6, "parallelism": 3}),
+            json!({annotations::RUN_DURATION: "1s"}),
+        ),
+    )
+    .await?;
+    let condition = not_created(&bed, "fleet", "exceeded quota", Duration::from_secs(60)).await?;
+    println!(
+        "quota of one pod: reported {:.1?} after the AnalysisJob was created",
+        began.elapsed()
+    );
+    assert_eq!(condition.reason, "ResourceQuota");
+    assert!(
+        condition
+            .message
+            .starts_with("the Job controller cannot create shards' pods")
+            && condition.message.contains("limited: pods=1"),
+        "{}",
+        condition.message
+    );
+    let warnings = notes(&ctx, "fleet", "ShardsNotCreated").await?;
+    assert!(
+        warnings.iter().any(|n| n.contains("exceeded quota")),
+        "{warnings:?}"
+    );
+    // The admin raises the quota: pods are created, the condition goes, the fleet ends.
+    let raised = json!({"spec": {"hard": {"pods": "10"}}});
+    quotas
+        .patch("one-pod", &PatchParams::default(), &Patch::Merge(&raised))
+        .await?;
+    let raised_at = std::time::Instant::now();
+    let done = bed.operator.explain(
+        wait_phase(
+            &bed.api,
+            "fleet",
+            Phase::Succeeded,
+            Duration::from_secs(150),
+        )
+        .await,
+    )?;
+    println!(
+        "quota raised: the fleet of 6 succeeded {:.1?} later",
+        raised_at.elapsed()
+    );
+    let status = done.status.expect("status");
+    assert_eq!(status.succeeded, 6);
+    assert!(
+        status
+            .conditions
+            .iter()
+            .all(|c| c.type_ != "ShardsNotCreated"),
+        "{:?}",
+        status.conditions
+    );
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! One reconcile runs four stages ([`reconcile_analysis_job`] reads as their list):
 //! 1. [`observe`]: what the cluster has — the Job from the watch's store (else a GET),
 //!    and only when needed the input list and CVMFS revisions for a new Job, the failed
-//!    pods, the pods waiting for a node;
+//!    pods, the pods waiting for a node, the refusals of pods that could not be created;
 //! 2. [`plan()`]: pure — the Job (or patch, or nothing, or a rejection), the status, the
 //!    Events and one [`Requeue`], from the AnalysisJob, the observation and the time;
 //! 3. [`apply()`]: server-side apply of the new Job and its input ConfigMaps, or the patch;
@@ -72,6 +72,8 @@ pub struct Context {
     pub pacer: StatusPacer,
     /// When each AnalysisJob's waiting shards may be looked at again.
     pub unschedulable_checks: NotBefore,
+    /// When each AnalysisJob's missing pods may be looked into again.
+    pub creation_checks: NotBefore,
     /// The nodes' room, shared by the looks at waiting shards.
     pub nodes: nodes::NodeRooms,
 }
@@ -81,6 +83,7 @@ impl Context {
     fn forget(&self, key: &str) {
         self.pacer.forget(key);
         self.unschedulable_checks.forget(key);
+        self.creation_checks.forget(key);
     }
 }
 
@@ -202,6 +205,7 @@ fn watch(
         config: options.config.clone(),
         pacer: StatusPacer::default(),
         unschedulable_checks: NotBefore::default(),
+        creation_checks: NotBefore::default(),
         nodes: nodes::NodeRooms::default(),
         client: client.clone(),
         recorder: Recorder::new(client.clone(), reporter),

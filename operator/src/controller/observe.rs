@@ -1,19 +1,36 @@
 //! What the cluster has for one AnalysisJob: its Job (from the watch's store, else a GET),
 //! and only when needed what the Job alone does not tell: the input list and the CVMFS
 //! revisions a new Job needs, the failed pods that describe failures, the pods waiting
-//! for a node.
+//! for a node, the refusals of pods the Job controller could not create.
 //!
 //! The steady state costs no read request: the Job comes from the reflector store that
 //! also triggers reconciles; only a Job the store does not know is looked up for real
 //! before creating, so a Job of this name owned by something else is never overwritten.
 //! A stale cached Job is harmless: the patch planned from it is an idempotent merge patch,
 //! and the watch event that follows triggers the next reconcile.
+//!
+//! Pods the Job controller cannot create. An admission refusal (Pod Security, a
+//! ResourceQuota, a LimitRange, a missing ServiceAccount, a webhook) shows in the Job only
+//! as a shortfall: fewer pods than it should have ([`status::missing_pods`]); the reason
+//! is in the Job's `FailedCreate` Events. Watching Events would cost the operator every
+//! Event of every watched namespace, and listing them per reconcile a request per Job
+//! status change; at 100,000 shards both are too much. So the Events are read only when
+//! the Job has pods missing, is older than [`CREATION_LOOK_AFTER`](super::requeue::CREATION_LOOK_AFTER) (its first
+//! pods are on their way before), and the per-AnalysisJob throttle allows
+//! ([`plan::creation_look_due`]: again after [`CREATION_RECHECK`](super::requeue::CREATION_RECHECK), or
+//! [`CREATION_REPORTED_RECHECK`](super::requeue::CREATION_REPORTED_RECHECK) once a refusal is reported). One look is one
+//! LIST of the Job's `FailedCreate` Events by field selector, served by the watch cache;
+//! the status module decides from them ([`status::creation_look`]) and derives the
+//! `ShardsNotCreated` condition, and the plan its Events. A healthy fleet has no pods
+//! missing in its Job's status (the Job controller counts the pods it just created), so
+//! it pays nothing; one whose shards back off between retries pays a LIST per 15 s. The
+//! condition clears without a look: as soon as the Job counts the pods it should have.
 
 use std::time::Duration;
 
 use hepbatch_crds::analysis_job::{ANALYSIS_JOB_LABEL, AnalysisJob};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, Pod};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use kube::runtime::reflector::ObjectRef;
@@ -30,7 +47,7 @@ use crate::k8s::{ConditionStatus, PodCondition, PodConditionReason, PodPhase};
 use crate::pacing::Pace;
 use crate::revision::{self, Snapshot};
 use crate::room::{self, PodNeeds};
-use crate::status::{self, SchedulingLook};
+use crate::status::{self, CreationLook, SchedulingLook};
 
 /// Why an AnalysisJob cannot run as it stands; reported, not retried as an error.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,6 +112,24 @@ impl Default for Scheduling {
     }
 }
 
+/// What the look at the Job's missing pods found, and when to look again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Creation {
+    /// What the look found, or that there was none.
+    pub look: CreationLook,
+    /// When to look again, while pods are missing.
+    pub look_again: Option<Duration>,
+}
+
+impl Default for Creation {
+    fn default() -> Self {
+        Creation {
+            look: CreationLook::NotLooked,
+            look_again: None,
+        }
+    }
+}
+
 /// Everything [`plan`](super::plan::plan) needs to know of the cluster and of the past.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Observed {
@@ -104,6 +139,8 @@ pub struct Observed {
     pub failed_pods: FailedPods,
     /// The look at waiting shards.
     pub scheduling: Scheduling,
+    /// The look at missing pods.
+    pub creation: Creation,
     /// What the pacer remembers of this AnalysisJob.
     pub pace: Pace,
     /// How many AnalysisJobs are paced (they share the write budget).
@@ -135,6 +172,7 @@ pub async fn observe(
         job: ObservedJob::Absent(Ok(Prerequisites::default())),
         failed_pods: FailedPods::NotListed,
         scheduling: Scheduling::default(),
+        creation: Creation::default(),
         pace,
         paced,
     };
@@ -149,6 +187,7 @@ pub async fn observe(
                 FailedPods::Listed(failed_pods(context, &namespace, &name, key).await?);
         }
         observed.scheduling = scheduling(context, &job, key, now).await;
+        observed.creation = creation(context, &job, key, now).await;
     }
     observed.job = ObservedJob::Present(Box::new(job));
     Ok(observed)
@@ -209,6 +248,51 @@ async fn scheduling(context: &Context, job: &Job, key: &str, now: Now) -> Schedu
                 look,
                 look_again: Some(next),
             }
+        }
+    }
+}
+
+/// Looks at the Job's refusals when pods are missing and it is due
+/// ([`plan::creation_look_due`]); throttled per AnalysisJob like the scheduling look.
+async fn creation(context: &Context, job: &Job, key: &str, now: Now) -> Creation {
+    let throttled = context.creation_checks.wait_left(key, now.instant);
+    match plan::creation_look_due(job, throttled, now.time) {
+        LookDue::No => Creation::default(),
+        LookDue::After(wait) => Creation {
+            look: CreationLook::NotLooked,
+            look_again: Some(wait),
+        },
+        LookDue::Now => {
+            let look = look_at_refusals(context, job, now).await;
+            let next = plan::next_creation_look(&look);
+            context.creation_checks.set(key, now.instant + next);
+            Creation {
+                look,
+                look_again: Some(next),
+            }
+        }
+    }
+}
+
+/// The Job's `FailedCreate` Events (by the Job's uid and the reason, from the watch
+/// cache), read as [`status::creation_look`] sees them.
+async fn look_at_refusals(context: &Context, job: &Job, now: Now) -> CreationLook {
+    let namespace = job.namespace().unwrap_or_default();
+    let Some(uid) = job.metadata.uid.as_deref() else {
+        return CreationLook::NotLooked;
+    };
+    let events: Api<CoreEvent> = Api::namespaced(context.client.clone(), &namespace);
+    let params = ListParams::default()
+        .fields(&format!(
+            "involvedObject.uid={uid},reason={}",
+            status::FAILED_CREATE_REASON
+        ))
+        .match_any();
+    match events.list(&params).await {
+        Ok(list) => status::creation_look(&list.items, now.time),
+        Err(error) => {
+            warn!(%error, "cannot list the Job's events");
+            CreationLook::NotLooked
         }
     }
 }

@@ -2,7 +2,9 @@
 //! [`observe`](super::observe) found and the time: the child objects to write (a new Job
 //! and its input ConfigMaps, a patch, or nothing), the status to write, the Events and
 //! when to look again. Nothing here talks to the apiserver, so every branch is
-//! unit-tested from small YAML fixtures.
+//! unit-tested from small YAML fixtures. It also decides when observing should look
+//! further than the Job: at shards waiting for a node ([`look_due`]) and at the refusals
+//! of pods the Job controller could not create ([`creation_look_due`]).
 
 use std::time::{Duration, Instant};
 
@@ -15,14 +17,14 @@ use kube::ResourceExt;
 use kube::runtime::events::{Event, EventType};
 use serde_json::Value;
 
-use super::observe::{FailedPods, Observed, ObservedJob, Rejection, Scheduling};
+use super::observe::{Creation, FailedPods, Observed, ObservedJob, Rejection, Scheduling};
 use super::requeue::{self, Requeue};
 use crate::build::{self, BuildError};
 use crate::config::OperatorConfig;
 use crate::k8s::{self, ConditionStatus};
 use crate::pacing::{self, Decision, Pace, StatusChange};
 use crate::revision::Snapshot;
-use crate::status::{self, Happening, SchedulingLook};
+use crate::status::{self, CreationLook, Happening, SchedulingLook};
 
 /// The moment a reconcile plans for, on both clocks it needs.
 #[derive(Clone, Copy, Debug)]
@@ -169,6 +171,14 @@ fn plan_status(analysis_job: &AnalysisJob, job: &Job, observed: &Observed, now: 
     );
     let Scheduling { look, look_again } = &observed.scheduling;
     let new = status::with_scheduling(&old, new, waiting_shards(job), look, Time(now.time));
+    let Creation {
+        look: creation,
+        look_again: creation_again,
+    } = &observed.creation;
+    let pod = job.spec.as_ref().and_then(|s| s.template.spec.as_ref());
+    let missing = status::missing_pods(job);
+    let new = status::with_creation(&old, new, missing, creation, pod, Time(now.time));
+    let look_again = sooner(*look_again, *creation_again);
     let mut notes = Vec::new();
     if let SchedulingLook::Unschedulable { .. } = look
         && let Some(condition) = new
@@ -212,7 +222,7 @@ fn plan_status(analysis_job: &AnalysisJob, job: &Job, observed: &Observed, now: 
     };
     let finished = new.phase.is_some_and(|p| p.is_finished());
     let (delete, requeue) = match look_again {
-        Some(wait) => (false, Requeue::After(*wait)),
+        Some(wait) => (false, Requeue::After(wait)),
         None => after_finishing(analysis_job, &new, now.time),
     };
     Plan {
@@ -314,6 +324,37 @@ pub fn look_due(job: &Job, throttled: Option<Duration>, now: Timestamp) -> LookD
         return LookDue::After(requeue::UNSCHEDULABLE_AFTER - age);
     }
     throttled.map_or(LookDue::Now, LookDue::After)
+}
+
+/// The sooner of two optional waits.
+fn sooner(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Whether to look at the refusals of `job`'s missing pods: only while pods are missing
+/// ([`status::missing_pods`]), not before the Job is [`requeue::CREATION_LOOK_AFTER`] old,
+/// nor before the last look's throttle (`throttled` left) ran out.
+pub fn creation_look_due(job: &Job, throttled: Option<Duration>, now: Timestamp) -> LookDue {
+    if status::missing_pods(job) == 0 {
+        return LookDue::No;
+    }
+    let age = job_age(job, now);
+    if age < requeue::CREATION_LOOK_AFTER {
+        return LookDue::After(requeue::CREATION_LOOK_AFTER - age);
+    }
+    throttled.map_or(LookDue::Now, LookDue::After)
+}
+
+/// How long after a look that found `look` missing pods are looked into again.
+pub fn next_creation_look(look: &CreationLook) -> Duration {
+    if matches!(look, CreationLook::Refused { .. }) {
+        requeue::CREATION_REPORTED_RECHECK
+    } else {
+        requeue::CREATION_RECHECK
+    }
 }
 
 /// How long after a look that found `look` waiting shards are looked at again.
@@ -473,6 +514,14 @@ pub fn describe(happening: &Happening, namespace: &str) -> Event {
             };
             note(EventType::Normal, "Succeeded", message)
         }
+        Happening::NotCreated { message, .. } => {
+            note(EventType::Warning, "ShardsNotCreated", message.clone())
+        }
+        Happening::CreatedAgain => note(
+            EventType::Normal,
+            "ShardsCreated",
+            "the Job controller creates the shards' pods again".to_owned(),
+        ),
         Happening::Failed { reason, message } => {
             note(EventType::Warning, "Failed", format!("{reason}: {message}"))
         }
@@ -540,6 +589,7 @@ mod tests {
             job,
             failed_pods: FailedPods::NotListed,
             scheduling: Scheduling::default(),
+            creation: Creation::default(),
             pace: Pace::Written,
             paced: 1,
         }
@@ -843,6 +893,88 @@ mod tests {
         assert_eq!(write.status.phase, Some(Phase::Running));
         assert!(write.status.conditions.is_empty(), "{:?}", write.status);
         assert!(reasons(&plan.notes).is_empty());
+    }
+
+    #[test]
+    fn refused_pods_are_looked_into_soon_and_only_while_pods_are_missing() {
+        let missing = job("u-1", "{completions: 3, parallelism: 3}", "{active: 1}");
+        let young = at("2026-01-01T00:00:01Z").time;
+        assert_eq!(
+            creation_look_due(&missing, None, young),
+            LookDue::After(Duration::from_secs(2))
+        );
+        assert_eq!(
+            creation_look_due(&missing, None, later().time),
+            LookDue::Now
+        );
+        let throttle = Duration::from_secs(7);
+        assert_eq!(
+            creation_look_due(&missing, Some(throttle), later().time),
+            LookDue::After(throttle)
+        );
+        let complete = job("u-1", "{completions: 3, parallelism: 3}", "{active: 3}");
+        assert_eq!(
+            creation_look_due(&complete, None, later().time),
+            LookDue::No
+        );
+        assert_eq!(
+            next_creation_look(&CreationLook::Created),
+            requeue::CREATION_RECHECK
+        );
+    }
+
+    #[test]
+    fn a_refusal_is_reported_at_once_and_cleared_when_the_pods_come() {
+        let refusing = || {
+            job(
+                "u-1",
+                "{completions: 3, parallelism: 3}",
+                "{active: 1, ready: 1, startTime: '2026-01-01T00:00:01Z'}",
+            )
+        };
+        let mut observed = present(refusing());
+        let look = CreationLook::Refused {
+            message: "Error creating: pods \"higgs-1-x\" is forbidden: exceeded quota: pods"
+                .to_owned(),
+        };
+        observed.creation = Creation {
+            look_again: Some(next_creation_look(&look)),
+            look,
+        };
+        let plan = planned(&analysis_job(SPEC, Some(RUNNING)), &observed, later());
+        let write = plan.status.expect("the refusal is news");
+        assert_eq!(write.change, Some(StatusChange::News));
+        assert_eq!(reasons(&write.events), ["ShardsNotCreated"]);
+        assert!(
+            write.events[0]
+                .note
+                .as_deref()
+                .is_some_and(|n| n
+                    .starts_with("the Job controller cannot create shards' pods: Error creating")),
+            "{:?}",
+            write.events[0].note
+        );
+        assert_eq!(
+            plan.requeue,
+            Requeue::After(requeue::CREATION_REPORTED_RECHECK)
+        );
+        // The quota was raised: the Job has its pods, no look needed to clear it.
+        let stored = serde_json::to_string(&write.status).expect("serializes");
+        let all = job(
+            "u-1",
+            "{completions: 3, parallelism: 3}",
+            "{active: 3, ready: 3, startTime: '2026-01-01T00:00:01Z'}",
+        );
+        let plan = planned(&analysis_job(SPEC, Some(&stored)), &present(all), later());
+        let write = plan.status.expect("the clearing is news");
+        assert!(
+            write
+                .status
+                .conditions
+                .iter()
+                .all(|c| c.type_ != status::NOT_CREATED_CONDITION)
+        );
+        assert_eq!(reasons(&write.events), ["ShardsCreated"]);
     }
 
     #[test]

@@ -37,6 +37,19 @@ pub const UNSCHEDULABLE_REPORTED_RECHECK: Duration = Duration::from_secs(600);
 /// and go in minutes, and a full cluster's waiting fleets would otherwise each list them.
 pub const NODE_ROOM_MAX_AGE: Duration = Duration::from_secs(60);
 
+/// How long a Job exists before its missing pods are looked into: the Job controller
+/// creates the first pods within moments, and records a refusal at once.
+pub const CREATION_LOOK_AFTER: Duration = Duration::from_secs(3);
+
+/// How soon missing pods are looked into again when no refusal was found (a shard in its
+/// per-index backoff, the Job controller's slow start of a large parallelism).
+pub const CREATION_RECHECK: Duration = Duration::from_secs(15);
+
+/// How soon missing pods are looked into again after a refusal was reported: pods that
+/// are created clear the condition from the Job's counts without a look; only a changed
+/// refusal needs one.
+pub const CREATION_REPORTED_RECHECK: Duration = Duration::from_secs(60);
+
 /// How often a healthy, unfinished AnalysisJob is looked at even without a change.
 pub const RESYNC: Duration = Duration::from_secs(300);
 
