@@ -647,6 +647,11 @@ async fn waiting_for_room(ctx: TestContext) -> TestResult {
     let address = free_address()?;
     let operator =
         Operator::start_with(&ctx, "operator", &address, &["--no-leader-election"]).await?;
+    // The metrics are polled below: not before the admin server listens (a refused
+    // connection would end the wait at once on a busy machine).
+    operator
+        .wait_for_log("admin server listening", Duration::from_secs(30))
+        .await?;
     let api: Api<AnalysisJob> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     // 40 of a CPU node's 64 cores: one shard per node, so of five shards on the four CPU
     // nodes one waits (GPU nodes are tainted), for longer than the look waits.
