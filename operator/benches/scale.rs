@@ -17,12 +17,19 @@
 //! AnalysisJob's `parallelism`, so a fleet of more shards than the testbed has pod places
 //! can keep its pending pods few.
 //!
+//! `HEPBATCH_BENCH_FAILURES=1` scripts failures into every fleet, the same in both halves
+//! ([`fleet_failures`]: 0.5 % of the shards fail for good, 5 % fail one to three times and
+//! then succeed); fleets then end `Failed`, and the operator's half also reports how long
+//! each failed attempt took to show in the AnalysisJob's counts (`failed + retries`).
+//!
 //! ```sh
 //! cargo bench -p hepbatch-operator --bench scale
 //! HEPBATCH_BENCH_JOBS=100 HEPBATCH_BENCH_SHARDS=20 cargo bench -p hepbatch-operator --bench scale
 //! HEPBATCH_BENCH_ROUNDS=2 cargo bench -p hepbatch-operator --bench scale
 //! HEPBATCH_BENCH_HALVES=operator HEPBATCH_BENCH_JOBS=1000 HEPBATCH_BENCH_SHARDS=100 \
 //!   HEPBATCH_BENCH_PARALLELISM=1 cargo bench -p hepbatch-operator --bench scale
+//! HEPBATCH_BENCH_FAILURES=1 HEPBATCH_BENCH_JOBS=1 HEPBATCH_BENCH_SHARDS=10000 \
+//!   HEPBATCH_BENCH_PARALLELISM=1000 cargo bench -p hepbatch-operator --bench scale
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
@@ -30,12 +37,14 @@ use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt, stream};
-use hepbatch_crds::{AnalysisJob, Phase, testing};
+use hepbatch_crds::{AnalysisJob, testing};
 use hepbatch_operator::config::OperatorConfig;
 use hepbatch_tests::http::{free_address, metric};
-use hepbatch_tests::testbed::{Testbed, TestbedOptions, annotations, spawn_registered};
+use hepbatch_tests::testbed::{
+    Failure, Failures, Testbed, TestbedOptions, annotations, spawn_registered,
+};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -84,6 +93,20 @@ struct Fleet {
     shards: usize,
     /// Each one's `parallelism`; the API's default when `None`.
     parallelism: Option<usize>,
+    /// Whether shards fail as [`fleet_failures`] scripts.
+    failures: bool,
+}
+
+/// The failures of `HEPBATCH_BENCH_FAILURES=1`: nested shares make bands, so 0.5 % of the
+/// shards fail every attempt (for good, with the default 3 retries), and 1.5 % each fail
+/// three times, twice and once before they succeed.
+fn fleet_failures() -> Failures {
+    Failures(vec![
+        Failure::percent(0.5).code(3),
+        Failure::percent(2.0).times(3),
+        Failure::percent(3.5).times(2),
+        Failure::percent(5.5).times(1),
+    ])
 }
 
 impl Fleet {
@@ -94,6 +117,7 @@ impl Fleet {
             parallelism: std::env::var("HEPBATCH_BENCH_PARALLELISM")
                 .ok()
                 .and_then(|v| v.parse().ok()),
+            failures: env_number("HEPBATCH_BENCH_FAILURES", 0) > 0,
         }
     }
 
@@ -105,6 +129,10 @@ impl Fleet {
         });
         if let Some(parallelism) = self.parallelism {
             spec["parallelism"] = json!(parallelism);
+        }
+        if self.failures {
+            spec["podMetadata"]["annotations"][annotations::FAILURES] =
+                json!(fleet_failures().annotation());
         }
         Ok(testing::analysis_job(name, spec).build()?)
     }
@@ -203,6 +231,8 @@ struct OperatorHalf {
     half: Half,
     /// Status lag of each AnalysisJob.
     lags: Vec<Duration>,
+    /// With scripted failures: how long failed attempts took to show.
+    failure_lags: Option<FailureLags>,
     /// The operator's `VmHWM`.
     peak_rss_kib: u64,
     /// The operator's user + system CPU seconds.
@@ -234,7 +264,7 @@ async fn baseline_half(fleet: Fleet) -> Result<Half, BoxError> {
         job.metadata.owner_references = None;
         templates.push(job);
     }
-    let completed = tokio::spawn(watch_jobs_complete(job_api.clone(), jobs));
+    let completed = tokio::spawn(watch_jobs_finished(job_api.clone(), jobs));
     let requests_before = apiserver_requests(&client).await?;
     let cpu_before = component_cpu(&testbed)?;
     let started = Instant::now();
@@ -292,8 +322,14 @@ async fn operator_half(fleet: Fleet) -> Result<OperatorHalf, BoxError> {
     let pid = operator.id().ok_or("the operator exited at once")?;
     let aj_api: Api<AnalysisJob> = Api::namespaced(client.clone(), "bench-operator");
     let job_api: Api<Job> = Api::namespaced(client.clone(), "bench-operator");
-    let job_done = tokio::spawn(watch_jobs_complete(job_api, jobs));
-    let aj_done = tokio::spawn(watch_analysis_jobs_succeeded(aj_api.clone(), jobs));
+    let job_done = tokio::spawn(watch_jobs_finished(job_api, jobs));
+    let aj_done = tokio::spawn(watch_analysis_jobs_finished(aj_api.clone(), jobs));
+    let pod_failures = fleet.failures.then(|| {
+        tokio::spawn(watch_pod_failures(Api::namespaced(
+            client.clone(),
+            "bench-operator",
+        )))
+    });
     let started = Instant::now();
     let objects: Vec<AnalysisJob> = (0..jobs)
         .map(|i| fleet.analysis_job(&format!("aj-{i}")))
@@ -306,8 +342,16 @@ async fn operator_half(fleet: Fleet) -> Result<OperatorHalf, BoxError> {
         .buffer_unordered(CONCURRENCY)
         .try_collect::<Vec<()>>()
         .await?;
-    let succeeded = aj_done.await?;
+    let (succeeded, counted) = aj_done.await?;
     let elapsed = started.elapsed();
+    let failure_lags = match pod_failures {
+        Some(watch) => {
+            watch.abort();
+            let failed = std::mem::take(&mut *failed_pods_seen().lock().map_err(|_| "poisoned")?);
+            Some(failure_lags(&failed, &counted))
+        }
+        None => None,
+    };
     let completes = job_done.await?;
     let requests = apiserver_requests(&client).await?.minus(&requests_before);
     let cpu = component_cpu(&testbed)?.minus(&cpu_before);
@@ -336,10 +380,72 @@ async fn operator_half(fleet: Fleet) -> Result<OperatorHalf, BoxError> {
             cpu,
         },
         lags,
+        failure_lags,
         peak_rss_kib,
         cpu_seconds,
         status_writes,
     })
+}
+
+/// When each failed pod of the operator's half was first seen failed, by AnalysisJob.
+fn failed_pods_seen() -> &'static std::sync::Mutex<HashMap<String, Vec<Instant>>> {
+    static SEEN: std::sync::OnceLock<std::sync::Mutex<HashMap<String, Vec<Instant>>>> =
+        std::sync::OnceLock::new();
+    SEEN.get_or_init(Default::default)
+}
+
+/// Records in [`failed_pods_seen`] when each pod of an AnalysisJob is first seen failed,
+/// until aborted.
+async fn watch_pod_failures(api: Api<Pod>) {
+    let mut known = std::collections::HashSet::new();
+    let mut events = std::pin::pin!(applied(api));
+    while let Some(pod) = events.next().await {
+        let failed = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed");
+        let Some(owner) = pod
+            .labels()
+            .get(hepbatch_crds::analysis_job::ANALYSIS_JOB_LABEL)
+        else {
+            continue;
+        };
+        if failed
+            && known.insert(pod.name_any())
+            && let Ok(mut seen) = failed_pods_seen().lock()
+        {
+            seen.entry(owner.clone()).or_default().push(Instant::now());
+        }
+    }
+}
+
+/// For each failed pod, how long until its AnalysisJob's counts (`failed + retries`)
+/// included it: the k-th failure of an AnalysisJob is counted once the counts reach k.
+fn failure_lags(
+    failed: &HashMap<String, Vec<Instant>>,
+    counted: &HashMap<String, Vec<(Instant, i32)>>,
+) -> FailureLags {
+    let mut lags = FailureLags::default();
+    for (name, times) in failed {
+        let mut times = times.clone();
+        times.sort();
+        let timeline = counted.get(name).map(Vec::as_slice).unwrap_or_default();
+        for (k, failed_at) in times.iter().enumerate() {
+            let k = i32::try_from(k + 1).unwrap_or(i32::MAX);
+            match timeline.iter().find(|(_, count)| *count >= k) {
+                Some((shown, _)) => lags.shown.push(shown.saturating_duration_since(*failed_at)),
+                None => lags.never_shown += 1,
+            }
+        }
+    }
+    lags.shown.sort();
+    lags
+}
+
+/// How long failed attempts took to show in the AnalysisJobs' counts.
+#[derive(Clone, Debug, Default)]
+struct FailureLags {
+    /// One per failed pod that showed, sorted.
+    shown: Vec<Duration>,
+    /// Failed pods the counts never reached.
+    never_shown: usize,
 }
 
 /// Prints the figures of all rounds of both halves.
@@ -444,8 +550,10 @@ fn print_fleet(fleet: Fleet, rounds: usize) {
         .parallelism
         .map_or_else(|| "default".to_owned(), |p| p.to_string());
     println!(
-        "jobs: {}, shards each: {}, parallelism: {parallelism}, rounds: {rounds}",
-        fleet.jobs, fleet.shards
+        "jobs: {}, shards each: {}, parallelism: {parallelism}, rounds: {rounds}, scripted failures: {}",
+        fleet.jobs,
+        fleet.shards,
+        if fleet.failures { "yes" } else { "no" }
     );
 }
 
@@ -458,12 +566,32 @@ fn print_operator_figures(operators: &[OperatorHalf]) {
     let peak_rss_kib = operators.iter().map(|o| o.peak_rss_kib).max().unwrap_or(0);
     let cpu: f64 = operators.iter().map(|o| o.cpu_seconds).sum();
     println!(
-        "status lag (Job Complete seen → AnalysisJob Succeeded seen), {} AnalysisJobs: p50 {} ms, p99 {} ms, max {} ms",
+        "status lag (Job finished seen → AnalysisJob finished seen), {} AnalysisJobs: p50 {} ms, p99 {} ms, max {} ms",
         lags.len(),
         percentile(&lags, 50.0).as_millis(),
         percentile(&lags, 99.0).as_millis(),
         lags.last().copied().unwrap_or_default().as_millis()
     );
+    let mut failure_lags: Vec<Duration> = operators
+        .iter()
+        .filter_map(|o| o.failure_lags.as_ref())
+        .flat_map(|f| f.shown.clone())
+        .collect();
+    failure_lags.sort();
+    let never: usize = operators
+        .iter()
+        .filter_map(|o| o.failure_lags.as_ref())
+        .map(|f| f.never_shown)
+        .sum();
+    if !failure_lags.is_empty() || never > 0 {
+        println!(
+            "failure lag (pod Failed seen → counted in the AnalysisJob's failed + retries), {} failed pods: p50 {} ms, p99 {} ms, max {} ms; never counted: {never}",
+            failure_lags.len(),
+            percentile(&failure_lags, 50.0).as_millis(),
+            percentile(&failure_lags, 99.0).as_millis(),
+            failure_lags.last().copied().unwrap_or_default().as_millis()
+        );
+    }
     println!("operator peak RSS: {:.1} MiB", peak_rss_kib as f64 / 1024.0);
     println!(
         "operator CPU time: {:.1} s per round ({:.0} % of one core over the run)",
@@ -685,20 +813,24 @@ where
         })
 }
 
-/// Watches Jobs until `count` of them are Complete; returns when each was first seen so.
-async fn watch_jobs_complete(api: Api<Job>, count: usize) -> HashMap<String, Instant> {
+/// Whether the Job finished (`Complete` or `Failed`).
+fn job_finished(job: &Job) -> bool {
+    job.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| {
+            c.iter()
+                .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
+        })
+}
+
+/// Watches Jobs until `count` of them are Complete or Failed; returns when each was first
+/// seen so.
+async fn watch_jobs_finished(api: Api<Job>, count: usize) -> HashMap<String, Instant> {
     let mut seen = HashMap::new();
     let mut events = std::pin::pin!(applied(api));
     while let Some(job) = events.next().await {
-        let complete = job
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| {
-                c.iter()
-                    .any(|c| c.type_ == "Complete" && c.status == "True")
-            });
-        if complete {
+        if job_finished(&job) {
             seen.entry(job.name_any()).or_insert_with(Instant::now);
             if seen.len() >= count {
                 break;
@@ -708,20 +840,33 @@ async fn watch_jobs_complete(api: Api<Job>, count: usize) -> HashMap<String, Ins
     seen
 }
 
-/// Watches AnalysisJobs until `count` of them succeeded; returns when each was first seen so.
-async fn watch_analysis_jobs_succeeded(
-    api: Api<AnalysisJob>,
-    count: usize,
-) -> HashMap<String, Instant> {
-    let mut seen = HashMap::new();
+/// What the bench saw of the AnalysisJobs: when each finished, and each change of its
+/// count of failed attempts (`failed + retries`) with when it was seen.
+type AnalysisJobsSeen = (
+    HashMap<String, Instant>,
+    HashMap<String, Vec<(Instant, i32)>>,
+);
+
+/// Watches AnalysisJobs until `count` of them finished (`Succeeded` or `Failed`).
+async fn watch_analysis_jobs_finished(api: Api<AnalysisJob>, count: usize) -> AnalysisJobsSeen {
+    let mut finished = HashMap::new();
+    let mut counted: HashMap<String, Vec<(Instant, i32)>> = HashMap::new();
     let mut events = std::pin::pin!(applied(api));
     while let Some(aj) = events.next().await {
-        if aj.status.as_ref().and_then(|s| s.phase) == Some(Phase::Succeeded) {
-            seen.entry(aj.name_any()).or_insert_with(Instant::now);
-            if seen.len() >= count {
+        let Some(status) = aj.status.as_ref() else {
+            continue;
+        };
+        let failures = status.failed + status.retries;
+        let timeline = counted.entry(aj.name_any()).or_default();
+        if timeline.last().is_none_or(|(_, last)| *last != failures) {
+            timeline.push((Instant::now(), failures));
+        }
+        if status.phase.is_some_and(|p| p.is_finished()) {
+            finished.entry(aj.name_any()).or_insert_with(Instant::now);
+            if finished.len() >= count {
                 break;
             }
         }
     }
-    seen
+    (finished, counted)
 }

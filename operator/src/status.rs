@@ -176,39 +176,53 @@ fn expected_shards(analysis_job: &AnalysisJob) -> i32 {
 }
 
 /// Whether `new` differs from `old` only in progress: counts, the completed-shard ranges,
-/// the Job's start (`Pending` → `Running`) and the message of a `ShardsUnschedulable`
-/// condition that holds in both (it counts the waiting shards), with the same conditions,
-/// failed shards and Job. Such a change is not news (see the pacing of status writes):
-/// the Job controller starting a Job says only that its pods are being created, which
-/// the counts show anyway, while a resumed Job (`Suspended` → `Running`), a failure, shards
-/// starting or ceasing to wait, and the end are news.
+/// the Job's start (`Pending` → `Running`), the message of a `ShardsUnschedulable`
+/// condition that holds in both (it counts the waiting shards) and, once `old` shows a
+/// failure, further failures (counts, ranges and shard detail), with the same conditions
+/// and Job. Such a change is not news (see the pacing of status writes): the Job
+/// controller starting a Job says only that its pods are being created, which the counts
+/// show anyway, and a fleet whose shards fail in bursts is told once and then paced;
+/// a resumed Job (`Suspended` → `Running`), the first failed attempt, the first shard
+/// failed for good, shards starting or ceasing to wait, and the end are news.
 pub fn is_progress_only(old: &AnalysisJobStatus, new: &AnalysisJobStatus) -> bool {
     let started = old.phase == Some(Phase::Pending) && new.phase == Some(Phase::Running);
-    let without_progress = |status: &AnalysisJobStatus| AnalysisJobStatus {
-        phase: if started { None } else { status.phase },
-        active: 0,
-        ready: 0,
-        succeeded: 0,
-        terminating: 0,
-        completed_shards: None,
-        start_time: None,
-        conditions: status
-            .conditions
-            .iter()
-            .map(|c| Condition {
-                message: if c.type_ == UNSCHEDULABLE_CONDITION {
-                    String::new()
-                } else {
-                    c.message.clone()
-                },
-                ..c.clone()
-            })
-            .collect(),
-        ..status.clone()
+    let failures_told = old.failed + old.retries > 0;
+    let first_failed_for_good = old.failed == 0 && new.failed > 0;
+    let without_progress = |status: &AnalysisJobStatus| {
+        let mut bare = AnalysisJobStatus {
+            phase: if started { None } else { status.phase },
+            active: 0,
+            ready: 0,
+            succeeded: 0,
+            terminating: 0,
+            completed_shards: None,
+            start_time: None,
+            conditions: status
+                .conditions
+                .iter()
+                .map(|c| Condition {
+                    message: if c.type_ == UNSCHEDULABLE_CONDITION {
+                        String::new()
+                    } else {
+                        c.message.clone()
+                    },
+                    ..c.clone()
+                })
+                .collect(),
+            ..status.clone()
+        };
+        if failures_told {
+            bare.failed = 0;
+            bare.retries = 0;
+            bare.failed_shards = None;
+            bare.failed_shard_details = Vec::new();
+            bare.retried_shards = Vec::new();
+        }
+        bare
     };
     !new.phase.is_some_and(|p| p.is_finished())
-        && new.failed == old.failed
-        && new.retries == old.retries
+        && !first_failed_for_good
+        && (failures_told || (new.failed == old.failed && new.retries == old.retries))
         && without_progress(old) == without_progress(new)
 }
 
@@ -429,21 +443,9 @@ fn describe_attempt(index: i32, attempts: i32, pod: &Pod) -> FailedShard {
     }
 }
 
-/// Whether the failed pods must be listed to describe `job`'s failures, given the last
-/// written status `old`: when the Job counts other failures than `old` describes, or
-/// failed shards that `old` has no detail on yet.
-pub fn needs_failed_pods(old: &AnalysisJobStatus, job: &Job) -> bool {
-    let job_status = job.status.as_ref();
-    let failed_attempts = job_status.and_then(|s| s.failed).unwrap_or(0);
-    if failed_attempts == 0 {
-        return false;
-    }
-    let failed_shards = job_status
-        .and_then(|s| s.failed_indexes.clone())
-        .filter(|s| !s.is_empty());
-    old.failed + old.retries != failed_attempts
-        || old.failed_shards != failed_shards
-        || (failed_shards.is_some() && old.failed_shard_details.is_empty())
+/// Whether `job` counts failed attempts, so that its failed pods describe them.
+pub fn has_failed_attempts(job: &Job) -> bool {
+    job.status.as_ref().and_then(|s| s.failed).unwrap_or(0) > 0
 }
 
 /// `new` (derived from the failed pods when `listed`, else without them) with the shard
@@ -1040,15 +1042,7 @@ mod tests {
         // Without a listing, everything described stays as it was.
         let unlisted = keep_described(&status, derive(&aj, Some(&job), &[]), false);
         assert_eq!(unlisted, status);
-        assert!(!needs_failed_pods(&status, &job), "nothing new to describe");
-        let one_more = self::job(
-            json!({"template": {}}),
-            json!({"succeeded": 199, "failed": 9, "failedIndexes": "5"}),
-        );
-        assert!(
-            needs_failed_pods(&status, &one_more),
-            "a new failed attempt"
-        );
+        assert!(has_failed_attempts(&job));
     }
 
     #[test]
@@ -1197,6 +1191,43 @@ mod tests {
         assert!(!is_progress_only(&suspended, &started), "resuming is news");
         let failing = status(false, json!({"active": 3, "failed": 1}));
         assert!(!is_progress_only(&pending, &failing), "a failure is news");
+    }
+
+    #[test]
+    fn failures_after_the_first_are_paced_but_the_first_for_good_is_news() {
+        let aj = analysis_job(json!({"image": "i", "shards": 100}));
+        let at =
+            |job_status: Value| derive(&aj, Some(&job(json!({"template": {}}), job_status)), &[]);
+        let running = at(json!({"active": 10, "startTime": "2026-01-01T00:00:01Z"}));
+        let retried = |failed: i32| {
+            at(json!({"active": 10, "failed": failed, "startTime": "2026-01-01T00:00:01Z"}))
+        };
+        let failed_for_good = |failed: i32, indexes: &str| {
+            at(
+                json!({"active": 10, "failed": failed, "failedIndexes": indexes,
+                "startTime": "2026-01-01T00:00:01Z"}),
+            )
+        };
+        assert!(
+            !is_progress_only(&running, &retried(1)),
+            "the first failure is news"
+        );
+        assert!(
+            is_progress_only(&retried(1), &retried(2)),
+            "the second is paced"
+        );
+        assert!(
+            is_progress_only(&retried(2), &retried(40)),
+            "a burst is paced"
+        );
+        assert!(
+            !is_progress_only(&retried(40), &failed_for_good(41, "3")),
+            "the first shard failed for good is news"
+        );
+        assert!(
+            is_progress_only(&failed_for_good(41, "3"), &failed_for_good(45, "3,7")),
+            "later ones are paced"
+        );
     }
 
     #[test]

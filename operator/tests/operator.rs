@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use hepbatch_crds::{AnalysisJob, Phase};
 use hepbatch_tests::harness::{self, TestContext, TestResult, test};
 use hepbatch_tests::http::{self, free_address, metric};
-use hepbatch_tests::testbed::{TestbedOptions, annotations};
+use hepbatch_tests::testbed::{Failure, Failures, TestbedOptions, annotations};
 use hepbatch_tests::wait;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -39,6 +39,10 @@ fn main() -> ExitCode {
             test(
                 "shards_that_failed_and_then_succeeded_are_recorded_as_retried",
                 retried_shards_recorded,
+            ),
+            test(
+                "a_shard_failed_for_good_stays_described_and_retried_shards_do_not",
+                failed_for_good_stays_and_retried_shards_go,
             ),
             test(
                 "an_evicted_shard_is_rerun_without_using_a_retry",
@@ -262,58 +266,26 @@ async fn fatal_exit_code(ctx: TestContext) -> TestResult {
     operator.kill().await
 }
 
-/// Shards 0 to 2 fail once, shard 3 twice, then each succeeds: the fleet succeeds with
-/// FAILED 0 (no shard failed for good) and RETRIES 5, and the status records each
-/// retried shard with its failed attempts and last exit code. kwok reads the exit code
-/// from the pod's annotation when the pod finishes, so removing it from an attempt's pod
-/// while it runs makes that attempt succeed.
+/// Shards 0 to 2 fail once, shard 3 twice, then each succeeds (scripted per shard on
+/// kwok): the fleet succeeds with FAILED 0 (no shard failed for good) and RETRIES 5, and
+/// the status records each retried shard with its failed attempts and last exit code.
 async fn retried_shards_recorded(ctx: TestContext) -> TestResult {
     let (operator, api) = setup(&ctx).await?;
+    let failures = Failures(vec![
+        Failure::shards(&[3]).times(2).code(3),
+        Failure::shards(&[0, 1, 2]).times(1).code(3),
+    ]);
     let spec = scripted(
         json!({"image": "busybox", "command": ["false"], "shards": 4, "maxRetriesPerShard": 3}),
-        json!({annotations::RUN_DURATION: "2s", annotations::EXIT_CODE: "3"}),
+        json!({annotations::RUN_DURATION: "300ms", annotations::FAILURES: failures.annotation()}),
     );
     api.create(
         &PostParams::default(),
         &common::analysis_job("flaky", spec)?,
     )
     .await?;
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    let succeeding_attempt = |index: &str| if index == "3" { "2" } else { "1" };
-    let fixed = Patch::Merge(json!({"metadata": {"annotations": {annotations::EXIT_CODE: null}}}));
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let done = api
-            .get("flaky")
-            .await?
-            .status
-            .and_then(|s| s.phase)
-            .is_some_and(|p| p.is_finished());
-        if done || Instant::now() > deadline {
-            break;
-        }
-        for pod in common::pods_of(&ctx, "flaky").await? {
-            let annotations = pod.metadata.annotations.clone().unwrap_or_default();
-            let index = annotations
-                .get("batch.kubernetes.io/job-completion-index")
-                .cloned()
-                .unwrap_or_default();
-            let attempt = annotations
-                .get("batch.kubernetes.io/job-index-failure-count")
-                .map_or("0", String::as_str);
-            let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Failed");
-            if running
-                && annotations.contains_key(annotations::EXIT_CODE)
-                && attempt == succeeding_attempt(&index)
-            {
-                let name = pod.metadata.name.clone().unwrap_or_default();
-                pods.patch(&name, &PatchParams::default(), &fixed).await?;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
     let done = operator
-        .explain(wait_phase(&api, "flaky", Phase::Succeeded, Duration::from_secs(10)).await)?;
+        .explain(wait_phase(&api, "flaky", Phase::Succeeded, Duration::from_secs(90)).await)?;
     let status = done.status.ok_or("no status")?;
     assert_eq!(
         (status.succeeded, status.failed, status.retries),
@@ -336,6 +308,66 @@ async fn retried_shards_recorded(ctx: TestContext) -> TestResult {
         "{status:?}"
     );
     assert!(status.failed_shard_details.is_empty(), "{status:?}");
+    operator.kill().await
+}
+
+/// Of 40 shards with 3 attempts each, every 10th fails twice and then succeeds, shard 7
+/// fails every attempt with exit code 42 (scripted per shard on kwok): the detail, kept
+/// from the watch of failed pods, ends with shard 7 alone failed for good (its exit code,
+/// 3 attempts, its last pod) and the four others only retried.
+async fn failed_for_good_stays_and_retried_shards_go(ctx: TestContext) -> TestResult {
+    let (operator, api) = setup(&ctx).await?;
+    let failures = Failures(vec![
+        Failure::shards(&[7]).code(42),
+        Failure::every(10).times(2).code(3),
+    ]);
+    let spec = scripted(
+        json!({"image": "busybox", "command": ["true"], "shards": 40, "parallelism": 10,
+            "maxRetriesPerShard": 2}),
+        json!({annotations::RUN_DURATION: "200ms", annotations::FAILURES: failures.annotation()}),
+    );
+    api.create(
+        &PostParams::default(),
+        &common::analysis_job("mixed", spec)?,
+    )
+    .await?;
+    let done = operator
+        .explain(wait_phase(&api, "mixed", Phase::Failed, Duration::from_secs(120)).await)?;
+    let status = done.status.ok_or("no status")?;
+    assert_eq!(
+        (status.succeeded, status.failed, status.retries),
+        (39, 1, 10),
+        "{status:?}"
+    );
+    assert_eq!(status.failed_shards.as_deref(), Some("7"));
+    let failed: Vec<(i32, i32, Option<i32>)> = status
+        .failed_shard_details
+        .iter()
+        .map(|f| (f.index, f.attempts, f.last_exit_code))
+        .collect();
+    assert_eq!(failed, vec![(7, 3, Some(42))], "{status:?}");
+    assert!(
+        status.failed_shard_details[0]
+            .pod
+            .as_deref()
+            .is_some_and(|p| p.starts_with("mixed-7-")),
+        "{status:?}"
+    );
+    let retried: Vec<(i32, i32, Option<i32>)> = status
+        .retried_shards
+        .iter()
+        .map(|r| (r.index, r.failed_attempts, r.last_exit_code))
+        .collect();
+    assert_eq!(
+        retried,
+        vec![
+            (0, 2, Some(3)),
+            (10, 2, Some(3)),
+            (20, 2, Some(3)),
+            (30, 2, Some(3))
+        ],
+        "{status:?}"
+    );
     operator.kill().await
 }
 

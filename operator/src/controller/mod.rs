@@ -33,11 +33,12 @@ use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, StreamExt, future};
 use hepbatch_crds::analysis_job::{ANALYSIS_JOB_LABEL, AnalysisJob};
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, PodSpec};
 use kube::api::Api;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tracing::{Instrument, info, info_span, warn};
@@ -47,6 +48,7 @@ pub use plan::{Now, Plan, plan};
 pub use requeue::Requeue;
 
 use crate::config::ConfigWatch;
+use crate::k8s::{PodCondition, PodPhase};
 use crate::metrics::Metrics;
 use crate::pacing::{NotBefore, StatusPacer};
 use apply::{Applied, apply};
@@ -66,6 +68,9 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// The operator's Jobs, as last seen by the watch.
     pub jobs: Store<Job>,
+    /// The failed pods of the operator's Jobs, as last seen by the watch (stripped to what
+    /// describes a failure, see [`failed_pod_detail`]).
+    pub failed_pods: Store<Pod>,
     /// The cluster configuration in force.
     pub config: ConfigWatch,
     /// Which AnalysisJobs' status writes are held back, and until when.
@@ -155,8 +160,8 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()> + Send + S
     future::join_all(runs).await;
 }
 
-/// The stores of one namespace's watches: AnalysisJobs and Jobs.
-type Stores = (Store<DeserializeGuard<AnalysisJob>>, Store<Job>);
+/// The stores of one namespace's watches: AnalysisJobs, Jobs and failed shard pods.
+type Stores = (Store<DeserializeGuard<AnalysisJob>>, Store<Job>, Store<Pod>);
 
 /// The controller of one watched namespace (`None`: all), and its stores.
 fn watch(
@@ -165,13 +170,19 @@ fn watch(
     shutdown: Shutdown,
 ) -> (Stores, BoxFuture<'static, ()>) {
     let client = &options.client;
-    let (guards, jobs): (Api<DeserializeGuard<AnalysisJob>>, Api<Job>) = match namespace {
-        None => (Api::all(client.clone()), Api::all(client.clone())),
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-        ),
-    };
+    let (guards, jobs, pods): (Api<DeserializeGuard<AnalysisJob>>, Api<Job>, Api<Pod>) =
+        match namespace {
+            None => (
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+            ),
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+        };
     // Jobs are watched by label, so only ours are cached and trigger.
     let (job_store, job_writer) = reflector::store();
     let job_events = watcher(
@@ -184,6 +195,21 @@ fn watch(
     .modify(|job| job.managed_fields_mut().clear())
     .reflect(job_writer)
     .touched_objects();
+    // Failed shard pods are watched rather than listed per change: a pod enters the watch
+    // once, when it fails, however many shards fail, and its arrival triggers its
+    // AnalysisJob's reconcile.
+    let (failed_pod_store, failed_pod_writer) = reflector::store();
+    let failed_pod_events = watcher(
+        pods,
+        watcher::Config::default()
+            .labels(ANALYSIS_JOB_LABEL)
+            .fields(&format!("status.phase={}", PodPhase::Failed))
+            .any_semantic(),
+    )
+    .default_backoff()
+    .modify(failed_pod_detail)
+    .reflect(failed_pod_writer)
+    .touched_objects();
     let reloads = futures::stream::unfold(options.config.subscribe(), |mut changes| async move {
         changes.changed().await.ok().map(|()| ((), changes))
     });
@@ -192,6 +218,7 @@ fn watch(
         .concurrency(options.scope.max_concurrent_reconciles.get());
     let controller = Controller::new(guards, watcher::Config::default().any_semantic())
         .owns_stream(job_events)
+        .watches_stream(failed_pod_events, analysis_job_of)
         .reconcile_all_on(reloads)
         .with_config(controller_config)
         .graceful_shutdown_on(shutdown);
@@ -202,6 +229,7 @@ fn watch(
     };
     let context = Arc::new(Context {
         jobs: job_store.clone(),
+        failed_pods: failed_pod_store.clone(),
         config: options.config.clone(),
         pacer: StatusPacer::default(),
         unschedulable_checks: NotBefore::default(),
@@ -215,7 +243,33 @@ fn watch(
         .run(reconcile, error_policy, context)
         .for_each(|_| future::ready(()))
         .boxed();
-    ((analysis_jobs, job_store), run)
+    ((analysis_jobs, job_store, failed_pod_store), run)
+}
+
+/// Keeps of a failed pod what describes its failure ([`crate::status`] reads the
+/// completion index and failure count annotations, the AnalysisJob label, the node, a
+/// `DisruptionTarget` condition and the container's end): the spec and managed fields of thousands of failed pods would
+/// otherwise dominate the operator's memory.
+fn failed_pod_detail(pod: &mut Pod) {
+    pod.managed_fields_mut().clear();
+    if let Some(spec) = pod.spec.as_mut() {
+        *spec = PodSpec {
+            node_name: spec.node_name.take(),
+            ..PodSpec::default()
+        };
+    }
+    if let Some(status) = pod.status.as_mut() {
+        if let Some(conditions) = status.conditions.as_mut() {
+            conditions.retain(|c| PodCondition::DisruptionTarget.is(&c.type_));
+        }
+        status.init_container_statuses = None;
+    }
+}
+
+/// The AnalysisJob a shard pod belongs to, by its label.
+fn analysis_job_of(pod: Pod) -> Option<ObjectRef<DeserializeGuard<AnalysisJob>>> {
+    let name = pod.labels().get(ANALYSIS_JOB_LABEL)?;
+    Some(ObjectRef::new(name).within(&pod.namespace()?))
 }
 
 /// Keeps the phase gauge current from the AnalysisJob store until `shutdown`.
@@ -255,9 +309,10 @@ fn readiness_flag(
 ) -> BoxFuture<'static, ()> {
     async move {
         let synced = async {
-            for (analysis_jobs, jobs) in readiness {
+            for (analysis_jobs, jobs, failed_pods) in readiness {
                 if analysis_jobs.wait_until_ready().await.is_err()
                     || jobs.wait_until_ready().await.is_err()
+                    || failed_pods.wait_until_ready().await.is_err()
                 {
                     return false;
                 }

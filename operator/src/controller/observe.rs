@@ -4,8 +4,11 @@
 //! for a node, the refusals of pods the Job controller could not create.
 //!
 //! The steady state costs no read request: the Job comes from the reflector store that
-//! also triggers reconciles; only a Job the store does not know is looked up for real
-//! before creating, so a Job of this name owned by something else is never overwritten.
+//! also triggers reconciles, and the failed pods from the watch of failed shard pods
+//! (which triggers too, so a failure the Job counted before the pod reached the watch is
+//! described on the pod's arrival); only a Job the store does not know is looked up for
+//! real before creating, so a Job of this name owned by something else is never
+//! overwritten.
 //! A stale cached Job is harmless: the patch planned from it is an idempotent merge patch,
 //! and the watch event that follows triggers the next reconcile.
 //!
@@ -87,10 +90,10 @@ pub enum ObservedJob {
 /// The failed pods of the Job.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub enum FailedPods {
-    /// Not listed: the last status already describes every failure.
+    /// Not looked at: the Job counts no failed attempt.
     #[default]
     NotListed,
-    /// Listed, because the Job counts failures the last status does not describe.
+    /// The failed pods the watch knows, because the Job counts failed attempts.
     Listed(Vec<Pod>),
 }
 
@@ -181,10 +184,8 @@ pub async fn observe(
         return Ok(observed);
     };
     if plan::is_controlled_by(&job, analysis_job) {
-        let old = analysis_job.status.clone().unwrap_or_default();
-        if status::needs_failed_pods(&old, &job) {
-            observed.failed_pods =
-                FailedPods::Listed(failed_pods(context, &namespace, &name, key).await?);
+        if status::has_failed_attempts(&job) {
+            observed.failed_pods = FailedPods::Listed(failed_pods(context, &namespace, &name));
         }
         observed.scheduling = scheduling(context, &job, key, now).await;
         observed.creation = creation(context, &job, key, now).await;
@@ -209,22 +210,19 @@ async fn job(
         .map_err(error::observe(key, "reading the Job"))
 }
 
-/// The Job's failed pods (by label and phase).
-async fn failed_pods(
-    context: &Context,
-    namespace: &str,
-    name: &str,
-    key: &str,
-) -> Result<Vec<Pod>, Error> {
-    let pods: Api<Pod> = Api::namespaced(context.client.clone(), namespace);
-    let params = ListParams::default()
-        .labels(&format!("{ANALYSIS_JOB_LABEL}={name}"))
-        .fields(&format!("status.phase={}", PodPhase::Failed));
-    let list = pods
-        .list(&params)
-        .await
-        .map_err(error::observe(key, "listing failed pods"))?;
-    Ok(list.items)
+/// The Job's failed pods, from the watch of failed shard pods: no request, however many
+/// shards fail.
+fn failed_pods(context: &Context, namespace: &str, name: &str) -> Vec<Pod> {
+    context
+        .failed_pods
+        .state()
+        .iter()
+        .filter(|pod| {
+            pod.metadata.namespace.as_deref() == Some(namespace)
+                && pod.labels().get(ANALYSIS_JOB_LABEL).map(String::as_str) == Some(name)
+        })
+        .map(|pod| (**pod).clone())
+        .collect()
 }
 
 /// Looks at waiting shards when due ([`plan::look_due`]); every Job status change

@@ -111,6 +111,7 @@ async fn reconcile_against(analysis_job: &AnalysisJob, steps: Vec<Step>) {
         recorder: Recorder::new(client.clone(), reporter),
         metrics: Metrics::new(),
         jobs: reflector::store().0,
+        failed_pods: reflector::store().0,
         config: ConfigWatch::fixed(OperatorConfig::default()),
         pacer: StatusPacer::default(),
         unschedulable_checks: NotBefore::default(),
