@@ -34,6 +34,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::process::{ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt, stream};
@@ -224,6 +225,8 @@ struct Half {
     requests: Requests,
     /// CPU the testbed's components used meanwhile.
     cpu: ComponentCpu,
+    /// With scripted failures: how long failed pods took to be counted by their Job.
+    job_failure_lags: Option<FailureLags>,
 }
 
 /// What the operator's half measured besides the common figures.
@@ -231,7 +234,8 @@ struct OperatorHalf {
     half: Half,
     /// Status lag of each AnalysisJob.
     lags: Vec<Duration>,
-    /// With scripted failures: how long failed attempts took to show.
+    /// With scripted failures: how long failed pods took to be counted by their
+    /// AnalysisJob (`failed + retries`).
     failure_lags: Option<FailureLags>,
     /// The operator's `VmHWM`.
     peak_rss_kib: u64,
@@ -265,6 +269,9 @@ async fn baseline_half(fleet: Fleet) -> Result<Half, BoxError> {
         templates.push(job);
     }
     let completed = tokio::spawn(watch_jobs_finished(job_api.clone(), jobs));
+    let pod_failures = fleet
+        .failures
+        .then(|| watch_pod_failures(Api::namespaced(client.clone(), "bench-baseline")));
     let requests_before = apiserver_requests(&client).await?;
     let cpu_before = component_cpu(&testbed)?;
     let started = Instant::now();
@@ -276,12 +283,14 @@ async fn baseline_half(fleet: Fleet) -> Result<Half, BoxError> {
         .buffer_unordered(CONCURRENCY)
         .try_collect::<Vec<()>>()
         .await?;
-    completed.await?;
+    let (_, job_counted) = completed.await?;
     let elapsed = started.elapsed();
+    let failed = failed_pods_seen(pod_failures);
     let half = Half {
         elapsed,
         requests: apiserver_requests(&client).await?.minus(&requests_before),
         cpu: component_cpu(&testbed)?.minus(&cpu_before),
+        job_failure_lags: fleet.failures.then(|| failure_lags(&failed, &job_counted)),
     };
     eprintln!("baseline: {jobs} Jobs × {shards} shards complete in {elapsed:.1?}");
     Ok(half)
@@ -324,12 +333,9 @@ async fn operator_half(fleet: Fleet) -> Result<OperatorHalf, BoxError> {
     let job_api: Api<Job> = Api::namespaced(client.clone(), "bench-operator");
     let job_done = tokio::spawn(watch_jobs_finished(job_api, jobs));
     let aj_done = tokio::spawn(watch_analysis_jobs_finished(aj_api.clone(), jobs));
-    let pod_failures = fleet.failures.then(|| {
-        tokio::spawn(watch_pod_failures(Api::namespaced(
-            client.clone(),
-            "bench-operator",
-        )))
-    });
+    let pod_failures = fleet
+        .failures
+        .then(|| watch_pod_failures(Api::namespaced(client.clone(), "bench-operator")));
     let started = Instant::now();
     let objects: Vec<AnalysisJob> = (0..jobs)
         .map(|i| fleet.analysis_job(&format!("aj-{i}")))
@@ -344,15 +350,10 @@ async fn operator_half(fleet: Fleet) -> Result<OperatorHalf, BoxError> {
         .await?;
     let (succeeded, counted) = aj_done.await?;
     let elapsed = started.elapsed();
-    let failure_lags = match pod_failures {
-        Some(watch) => {
-            watch.abort();
-            let failed = std::mem::take(&mut *failed_pods_seen().lock().map_err(|_| "poisoned")?);
-            Some(failure_lags(&failed, &counted))
-        }
-        None => None,
-    };
-    let completes = job_done.await?;
+    let (completes, job_counted) = job_done.await?;
+    let failed = failed_pods_seen(pod_failures);
+    let job_failure_lags = fleet.failures.then(|| failure_lags(&failed, &job_counted));
+    let failure_lags = fleet.failures.then(|| failure_lags(&failed, &counted));
     let requests = apiserver_requests(&client).await?.minus(&requests_before);
     let cpu = component_cpu(&testbed)?.minus(&cpu_before);
     let peak_rss_kib = std::fs::read_to_string(format!("/proc/{pid}/status"))?
@@ -378,6 +379,7 @@ async fn operator_half(fleet: Fleet) -> Result<OperatorHalf, BoxError> {
             elapsed,
             requests,
             cpu,
+            job_failure_lags,
         },
         lags,
         failure_lags,
@@ -387,41 +389,61 @@ async fn operator_half(fleet: Fleet) -> Result<OperatorHalf, BoxError> {
     })
 }
 
-/// When each failed pod of the operator's half was first seen failed, by AnalysisJob.
-fn failed_pods_seen() -> &'static std::sync::Mutex<HashMap<String, Vec<Instant>>> {
-    static SEEN: std::sync::OnceLock<std::sync::Mutex<HashMap<String, Vec<Instant>>>> =
-        std::sync::OnceLock::new();
-    SEEN.get_or_init(Default::default)
+/// When each failed pod was first seen failed, by its Job's name (the AnalysisJob's too).
+type FailedPodsSeen = Arc<Mutex<HashMap<String, Vec<Instant>>>>;
+
+/// A watch of failed pods and what it saw so far.
+type PodFailureWatch = (tokio::task::JoinHandle<()>, FailedPodsSeen);
+
+/// Records when each pod of a Job is first seen failed, until the task is aborted.
+fn watch_pod_failures(api: Api<Pod>) -> PodFailureWatch {
+    let seen = FailedPodsSeen::default();
+    let record = seen.clone();
+    let task = tokio::spawn(async move {
+        let mut known = std::collections::HashSet::new();
+        let mut events = std::pin::pin!(applied(api));
+        while let Some(pod) = events.next().await {
+            let failed = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed");
+            let Some(job) = pod.labels().get("batch.kubernetes.io/job-name") else {
+                continue;
+            };
+            if failed
+                && known.insert(pod.name_any())
+                && let Ok(mut seen) = record.lock()
+            {
+                seen.entry(job.clone()).or_default().push(Instant::now());
+            }
+        }
+    });
+    (task, seen)
 }
 
-/// Records in [`failed_pods_seen`] when each pod of an AnalysisJob is first seen failed,
-/// until aborted.
-async fn watch_pod_failures(api: Api<Pod>) {
-    let mut known = std::collections::HashSet::new();
-    let mut events = std::pin::pin!(applied(api));
-    while let Some(pod) = events.next().await {
-        let failed = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed");
-        let Some(owner) = pod
-            .labels()
-            .get(hepbatch_crds::analysis_job::ANALYSIS_JOB_LABEL)
-        else {
-            continue;
-        };
-        if failed
-            && known.insert(pod.name_any())
-            && let Ok(mut seen) = failed_pods_seen().lock()
-        {
-            seen.entry(owner.clone()).or_default().push(Instant::now());
-        }
+/// Stops the watch of failed pods and takes what it saw.
+fn failed_pods_seen(watch: Option<PodFailureWatch>) -> HashMap<String, Vec<Instant>> {
+    watch
+        .map(|(task, seen)| {
+            task.abort();
+            seen.lock()
+                .map(|mut s| std::mem::take(&mut *s))
+                .unwrap_or_default()
+        })
+        .unwrap_or_default()
+}
+
+/// Each change of an object's count of failed attempts, with when it was seen, by name.
+type Counted = HashMap<String, Vec<(Instant, i32)>>;
+
+/// Appends `count` to `name`'s timeline in `counted` when it changed.
+fn count_seen(counted: &mut Counted, name: String, count: i32) {
+    let timeline = counted.entry(name).or_default();
+    if timeline.last().is_none_or(|(_, last)| *last != count) {
+        timeline.push((Instant::now(), count));
     }
 }
 
-/// For each failed pod, how long until its AnalysisJob's counts (`failed + retries`)
-/// included it: the k-th failure of an AnalysisJob is counted once the counts reach k.
-fn failure_lags(
-    failed: &HashMap<String, Vec<Instant>>,
-    counted: &HashMap<String, Vec<(Instant, i32)>>,
-) -> FailureLags {
+/// For each failed pod, how long until its Job's (or AnalysisJob's) count of failed
+/// attempts included it: the k-th failure of a Job is counted once the count reaches k.
+fn failure_lags(failed: &HashMap<String, Vec<Instant>>, counted: &Counted) -> FailureLags {
     let mut lags = FailureLags::default();
     for (name, times) in failed {
         let mut times = times.clone();
@@ -478,6 +500,10 @@ fn report(fleet: Fleet, baselines: &[Half], operators: &[OperatorHalf]) {
             .map(|r| format!("{r:.3}"))
             .collect::<Vec<_>>()
             .join(", ")
+    );
+    print_failure_lags(
+        "pod Failed seen → counted by its Job (status.failed), baseline half",
+        baselines.iter().filter_map(|b| b.job_failure_lags.as_ref()),
     );
     print_operator_figures(operators);
 
@@ -572,26 +598,16 @@ fn print_operator_figures(operators: &[OperatorHalf]) {
         percentile(&lags, 99.0).as_millis(),
         lags.last().copied().unwrap_or_default().as_millis()
     );
-    let mut failure_lags: Vec<Duration> = operators
-        .iter()
-        .filter_map(|o| o.failure_lags.as_ref())
-        .flat_map(|f| f.shown.clone())
-        .collect();
-    failure_lags.sort();
-    let never: usize = operators
-        .iter()
-        .filter_map(|o| o.failure_lags.as_ref())
-        .map(|f| f.never_shown)
-        .sum();
-    if !failure_lags.is_empty() || never > 0 {
-        println!(
-            "failure lag (pod Failed seen → counted in the AnalysisJob's failed + retries), {} failed pods: p50 {} ms, p99 {} ms, max {} ms; never counted: {never}",
-            failure_lags.len(),
-            percentile(&failure_lags, 50.0).as_millis(),
-            percentile(&failure_lags, 99.0).as_millis(),
-            failure_lags.last().copied().unwrap_or_default().as_millis()
-        );
-    }
+    print_failure_lags(
+        "pod Failed seen → counted by its Job (status.failed), operator half",
+        operators
+            .iter()
+            .filter_map(|o| o.half.job_failure_lags.as_ref()),
+    );
+    print_failure_lags(
+        "pod Failed seen → counted by its AnalysisJob (failed + retries)",
+        operators.iter().filter_map(|o| o.failure_lags.as_ref()),
+    );
     println!("operator peak RSS: {:.1} MiB", peak_rss_kib as f64 / 1024.0);
     println!(
         "operator CPU time: {:.1} s per round ({:.0} % of one core over the run)",
@@ -609,6 +625,26 @@ fn print_operator_figures(operators: &[OperatorHalf]) {
     println!(
         "operator status writes per round, by change: {}",
         writes.join(", ")
+    );
+}
+
+/// Prints the spread of failure lags, when there are any.
+fn print_failure_lags<'a>(what: &str, lags: impl Iterator<Item = &'a FailureLags>) {
+    let (mut shown, mut never) = (Vec::new(), 0);
+    for lag in lags {
+        shown.extend(lag.shown.iter().copied());
+        never += lag.never_shown;
+    }
+    if shown.is_empty() && never == 0 {
+        return;
+    }
+    shown.sort();
+    println!(
+        "failure lag, {what}, {} failed pods: p50 {} ms, p99 {} ms, max {} ms; never counted: {never}",
+        shown.len(),
+        percentile(&shown, 50.0).as_millis(),
+        percentile(&shown, 99.0).as_millis(),
+        shown.last().copied().unwrap_or_default().as_millis()
     );
 }
 
@@ -825,11 +861,14 @@ fn job_finished(job: &Job) -> bool {
 }
 
 /// Watches Jobs until `count` of them are Complete or Failed; returns when each was first
-/// seen so.
-async fn watch_jobs_finished(api: Api<Job>, count: usize) -> HashMap<String, Instant> {
+/// seen so, and each change of its count of failed pods (`status.failed`).
+async fn watch_jobs_finished(api: Api<Job>, count: usize) -> (HashMap<String, Instant>, Counted) {
     let mut seen = HashMap::new();
+    let mut counted = Counted::new();
     let mut events = std::pin::pin!(applied(api));
     while let Some(job) = events.next().await {
+        let failed = job.status.as_ref().and_then(|s| s.failed).unwrap_or(0);
+        count_seen(&mut counted, job.name_any(), failed);
         if job_finished(&job) {
             seen.entry(job.name_any()).or_insert_with(Instant::now);
             if seen.len() >= count {
@@ -837,7 +876,7 @@ async fn watch_jobs_finished(api: Api<Job>, count: usize) -> HashMap<String, Ins
             }
         }
     }
-    seen
+    (seen, counted)
 }
 
 /// What the bench saw of the AnalysisJobs: when each finished, and each change of its
@@ -850,17 +889,13 @@ type AnalysisJobsSeen = (
 /// Watches AnalysisJobs until `count` of them finished (`Succeeded` or `Failed`).
 async fn watch_analysis_jobs_finished(api: Api<AnalysisJob>, count: usize) -> AnalysisJobsSeen {
     let mut finished = HashMap::new();
-    let mut counted: HashMap<String, Vec<(Instant, i32)>> = HashMap::new();
+    let mut counted = Counted::new();
     let mut events = std::pin::pin!(applied(api));
     while let Some(aj) = events.next().await {
         let Some(status) = aj.status.as_ref() else {
             continue;
         };
-        let failures = status.failed + status.retries;
-        let timeline = counted.entry(aj.name_any()).or_default();
-        if timeline.last().is_none_or(|(_, last)| *last != failures) {
-            timeline.push((Instant::now(), failures));
-        }
+        count_seen(&mut counted, aj.name_any(), status.failed + status.retries);
         if status.phase.is_some_and(|p| p.is_finished()) {
             finished.entry(aj.name_any()).or_insert_with(Instant::now);
             if finished.len() >= count {
