@@ -458,7 +458,9 @@ async fn security_from_inside(ctx: TestContext) -> TestResult {
                        grep ' /cvmfs ' /proc/self/mountinfo | grep -q 'master:' && echo slave; \
                        grep ' /cvmfs ' /proc/self/mountinfo | grep -qv 'shared:' && echo not-shared; \
                        mkdir -p /tmp/m && (mount -t tmpfs none /tmp/m 2>/dev/null && echo mounted || echo no-mount); \
-                       echo caps=$(grep CapEff /proc/self/status | cut -f2)",
+                       echo caps=$(grep CapEff /proc/self/status | cut -f2); \
+                       echo uid=$(id -u) gid=$(id -g); \
+                       grep -q '^NoNewPrivs:[[:space:]]*1' /proc/self/status && echo no-new-privs",
             "shards": 1,
         }),
         Phase::Succeeded,
@@ -479,12 +481,11 @@ async fn security_from_inside(ctx: TestContext) -> TestResult {
         .find_map(|l| l.strip_prefix("caps="))
         .ok_or("no capability line")?;
     let caps = u64::from_str_radix(caps, 16)?;
-    const CAP_SYS_ADMIN: u64 = 1 << 21;
-    assert_eq!(
-        caps & CAP_SYS_ADMIN,
-        0,
-        "the shard has CAP_SYS_ADMIN: {caps:x}"
-    );
+    // Pod Security restricted: every capability dropped, no privilege escalation, and
+    // the configuration's default user (the shard's image names none).
+    assert_eq!(caps, 0, "the shard has capabilities: {caps:x}");
+    assert!(log.contains("uid=1000 gid=1000\n"), "{log}");
+    assert!(log.contains("no-new-privs\n"), "{log}");
     // What the pod mounted (nothing, it may not) never reached the node.
     let mountinfo = run(node(&ctx).command("cat").arg("/proc/self/mountinfo"))?;
     assert!(!mountinfo.contains("/tmp/m "), "{mountinfo}");
