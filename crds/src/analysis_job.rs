@@ -509,10 +509,12 @@ pub struct AnalysisJobStatus {
     /// Shard pods being stopped.
     #[serde(default)]
     pub terminating: i32,
-    /// Indexes of succeeded shards as ranges, e.g. `0-3,7`.
+    /// Indexes of succeeded shards as ranges, e.g. `0-3,7`; beyond 16 KiB cut at a range
+    /// and ended with `,…` (`succeeded` stays exact).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_shards: Option<String>,
-    /// Indexes of shards that failed for good, as ranges.
+    /// Indexes of shards that failed for good, as ranges; beyond 16 KiB cut like
+    /// `completedShards` (`failed` stays exact).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_shards: Option<String>,
     /// Detail on each shard that failed for good (or is failing): attempts, exit code,
