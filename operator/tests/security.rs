@@ -26,7 +26,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 use common::{
-    BoxError, Configured, create, enforce_pod_security, event_reasons, eventually, examples,
+    BoxError, Configured, create, create_examples, enforce_pod_security, event_reasons, eventually,
     pods_of, scripted, start_configured, wait_phase,
 };
 
@@ -102,25 +102,6 @@ fn assert_drops_everything(pod: &Pod) {
         assert_eq!(capabilities.drop, Some(vec!["ALL".to_owned()]));
         assert_eq!(capabilities.add, None);
     }
-}
-
-/// Creates every example in the test's namespace; their names.
-async fn create_examples(bed: &Configured) -> Result<Vec<String>, BoxError> {
-    let mut names = Vec::new();
-    for (path, example) in examples()? {
-        let name = example
-            .metadata
-            .name
-            .clone()
-            .ok_or("example without a name")?;
-        bed.api
-            .create(&PostParams::default(), &example)
-            .await
-            .map_err(|e| format!("{} rejected: {e}", path.display()))?;
-        names.push(name);
-    }
-    assert!(names.len() >= 6, "examples: {names:?}");
-    Ok(names)
 }
 
 /// Whether the namespace admits a pod as the operator made them before they had a
@@ -457,7 +438,12 @@ async fn host_path_under_restricted(ctx: TestContext) -> TestResult {
         "{:?}",
         status.conditions
     );
-    assert!(!notes(&ctx, "host-cvmfs", "ShardsCreated").await?.is_empty());
+    eventually(
+        "the ShardsCreated Event",
+        Duration::from_secs(10),
+        || async { Ok(!notes(&ctx, "host-cvmfs", "ShardsCreated").await?.is_empty()) },
+    )
+    .await?;
     Ok(())
 }
 
@@ -498,11 +484,16 @@ async fn quota_of_one_pod(ctx: TestContext) -> TestResult {
         "{}",
         condition.message
     );
-    let warnings = notes(&ctx, "fleet", "ShardsNotCreated").await?;
-    assert!(
-        warnings.iter().any(|n| n.contains("exceeded quota")),
-        "{warnings:?}"
-    );
+    // The Warning follows the status write that it announces.
+    eventually(
+        "the ShardsNotCreated Warning",
+        Duration::from_secs(10),
+        || async {
+            let warnings = notes(&ctx, "fleet", "ShardsNotCreated").await?;
+            Ok(warnings.iter().any(|n| n.contains("exceeded quota")))
+        },
+    )
+    .await?;
     // The admin raises the quota: pods are created, the condition goes, the fleet ends.
     let raised = json!({"spec": {"hard": {"pods": "10"}}});
     quotas

@@ -33,7 +33,7 @@ use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, StreamExt, future};
 use hepbatch_crds::analysis_job::{ANALYSIS_JOB_LABEL, AnalysisJob};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Pod, PodSpec};
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod, PodSpec};
 use kube::api::Api;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{self, Action, Controller};
@@ -51,6 +51,7 @@ use crate::config::ConfigWatch;
 use crate::k8s::{PodCondition, PodPhase};
 use crate::metrics::Metrics;
 use crate::pacing::{NotBefore, StatusPacer};
+use crate::status;
 use apply::{Applied, apply};
 use observe::observe;
 use report::report;
@@ -77,8 +78,9 @@ pub struct Context {
     pub pacer: StatusPacer,
     /// When each AnalysisJob's waiting shards may be looked at again.
     pub unschedulable_checks: NotBefore,
-    /// When each AnalysisJob's missing pods may be looked into again.
-    pub creation_checks: NotBefore,
+    /// The `FailedCreate` Events of Jobs, as last seen by the watch: why the Job controller
+    /// cannot create pods.
+    pub refusals: Store<CoreEvent>,
     /// The nodes' room, shared by the looks at waiting shards.
     pub nodes: nodes::NodeRooms,
 }
@@ -88,7 +90,6 @@ impl Context {
     fn forget(&self, key: &str) {
         self.pacer.forget(key);
         self.unschedulable_checks.forget(key);
-        self.creation_checks.forget(key);
     }
 }
 
@@ -160,8 +161,14 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()> + Send + S
     future::join_all(runs).await;
 }
 
-/// The stores of one namespace's watches: AnalysisJobs, Jobs and failed shard pods.
-type Stores = (Store<DeserializeGuard<AnalysisJob>>, Store<Job>, Store<Pod>);
+/// The stores of one namespace's watches: AnalysisJobs, Jobs, failed shard pods and the
+/// Jobs' `FailedCreate` Events.
+type Stores = (
+    Store<DeserializeGuard<AnalysisJob>>,
+    Store<Job>,
+    Store<Pod>,
+    Store<CoreEvent>,
+);
 
 /// The controller of one watched namespace (`None`: all), and its stores.
 fn watch(
@@ -170,19 +177,25 @@ fn watch(
     shutdown: Shutdown,
 ) -> (Stores, BoxFuture<'static, ()>) {
     let client = &options.client;
-    let (guards, jobs, pods): (Api<DeserializeGuard<AnalysisJob>>, Api<Job>, Api<Pod>) =
-        match namespace {
-            None => (
-                Api::all(client.clone()),
-                Api::all(client.clone()),
-                Api::all(client.clone()),
-            ),
-            Some(ns) => (
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client.clone(), ns),
-            ),
-        };
+    let (guards, jobs, pods, events): (
+        Api<DeserializeGuard<AnalysisJob>>,
+        Api<Job>,
+        Api<Pod>,
+        Api<CoreEvent>,
+    ) = match namespace {
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+        ),
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+    };
     // Jobs are watched by label, so only ours are cached and trigger.
     let (job_store, job_writer) = reflector::store();
     let job_events = watcher(
@@ -210,6 +223,22 @@ fn watch(
     .modify(failed_pod_detail)
     .reflect(failed_pod_writer)
     .touched_objects();
+    // Refused pod creations, by their Events: the field selector keeps every other Event
+    // out, so a healthy cluster sends none; an arrival triggers the Job's AnalysisJob.
+    let (refusal_store, refusal_writer) = reflector::store();
+    let refusal_events = watcher(
+        events,
+        watcher::Config::default()
+            .fields(&format!(
+                "reason={},involvedObject.kind=Job",
+                status::FAILED_CREATE_REASON
+            ))
+            .any_semantic(),
+    )
+    .default_backoff()
+    .modify(|event| event.managed_fields_mut().clear())
+    .reflect(refusal_writer)
+    .touched_objects();
     let reloads = futures::stream::unfold(options.config.subscribe(), |mut changes| async move {
         changes.changed().await.ok().map(|()| ((), changes))
     });
@@ -219,6 +248,7 @@ fn watch(
     let controller = Controller::new(guards, watcher::Config::default().any_semantic())
         .owns_stream(job_events)
         .watches_stream(failed_pod_events, analysis_job_of)
+        .watches_stream(refusal_events, analysis_job_refused)
         .reconcile_all_on(reloads)
         .with_config(controller_config)
         .graceful_shutdown_on(shutdown);
@@ -233,7 +263,7 @@ fn watch(
         config: options.config.clone(),
         pacer: StatusPacer::default(),
         unschedulable_checks: NotBefore::default(),
-        creation_checks: NotBefore::default(),
+        refusals: refusal_store.clone(),
         nodes: nodes::NodeRooms::default(),
         client: client.clone(),
         recorder: Recorder::new(client.clone(), reporter),
@@ -243,7 +273,10 @@ fn watch(
         .run(reconcile, error_policy, context)
         .for_each(|_| future::ready(()))
         .boxed();
-    ((analysis_jobs, job_store, failed_pod_store), run)
+    (
+        (analysis_jobs, job_store, failed_pod_store, refusal_store),
+        run,
+    )
 }
 
 /// Keeps of a failed pod what describes its failure ([`crate::status`] reads the
@@ -264,6 +297,13 @@ fn failed_pod_detail(pod: &mut Pod) {
         }
         status.init_container_statuses = None;
     }
+}
+
+/// The AnalysisJob whose Job a `FailedCreate` Event is about (a Job has its
+/// AnalysisJob's name).
+fn analysis_job_refused(event: CoreEvent) -> Option<ObjectRef<DeserializeGuard<AnalysisJob>>> {
+    let job = event.involved_object;
+    Some(ObjectRef::new(job.name.as_deref()?).within(job.namespace.as_deref()?))
 }
 
 /// The AnalysisJob a shard pod belongs to, by its label.
@@ -309,10 +349,11 @@ fn readiness_flag(
 ) -> BoxFuture<'static, ()> {
     async move {
         let synced = async {
-            for (analysis_jobs, jobs, failed_pods) in readiness {
+            for (analysis_jobs, jobs, failed_pods, refusals) in readiness {
                 if analysis_jobs.wait_until_ready().await.is_err()
                     || jobs.wait_until_ready().await.is_err()
                     || failed_pods.wait_until_ready().await.is_err()
+                    || refusals.wait_until_ready().await.is_err()
                 {
                     return false;
                 }

@@ -15,19 +15,14 @@
 //! Pods the Job controller cannot create. An admission refusal (Pod Security, a
 //! ResourceQuota, a LimitRange, a missing ServiceAccount, a webhook) shows in the Job only
 //! as a shortfall: fewer pods than it should have ([`status::missing_pods`]); the reason
-//! is in the Job's `FailedCreate` Events. Watching Events would cost the operator every
-//! Event of every watched namespace, and listing them per reconcile a request per Job
-//! status change; at 100,000 shards both are too much. So the Events are read only when
-//! the Job has pods missing, is older than [`CREATION_LOOK_AFTER`](super::requeue::CREATION_LOOK_AFTER) (its first
-//! pods are on their way before), and the per-AnalysisJob throttle allows
-//! ([`plan::creation_look_due`]: again after [`CREATION_RECHECK`](super::requeue::CREATION_RECHECK), or
-//! [`CREATION_REPORTED_RECHECK`](super::requeue::CREATION_REPORTED_RECHECK) once a refusal is reported). One look is one
-//! LIST of the Job's `FailedCreate` Events by field selector, served by the watch cache;
-//! the status module decides from them ([`status::creation_look`]) and derives the
-//! `ShardsNotCreated` condition, and the plan its Events. A healthy fleet has no pods
-//! missing in its Job's status (the Job controller counts the pods it just created), so
-//! it pays nothing; one whose shards back off between retries pays a LIST per 15 s. The
-//! condition clears without a look: as soon as the Job counts the pods it should have.
+//! is in the Job's `FailedCreate` Events. Those are watched (field selector
+//! `reason=FailedCreate,involvedObject.kind=Job`, so a healthy cluster sends none) into a
+//! store whose arrivals trigger the Job's AnalysisJob; a reconcile reads the store, no
+//! request, when the Job has pods missing and is older than
+//! [`CREATION_LOOK_AFTER`](super::requeue::CREATION_LOOK_AFTER) (its first pods are on
+//! their way before). The status module decides from the Events
+//! ([`status::creation_look`]) and derives the `ShardsNotCreated` condition, and the plan
+//! its Events. The condition clears as soon as the Job counts the pods it should have.
 
 use std::time::Duration;
 
@@ -188,7 +183,7 @@ pub async fn observe(
             observed.failed_pods = FailedPods::Listed(failed_pods(context, &namespace, &name));
         }
         observed.scheduling = scheduling(context, &job, key, now).await;
-        observed.creation = creation(context, &job, key, now).await;
+        observed.creation = creation(context, &job, now);
     }
     observed.job = ObservedJob::Present(Box::new(job));
     Ok(observed)
@@ -251,48 +246,36 @@ async fn scheduling(context: &Context, job: &Job, key: &str, now: Now) -> Schedu
 }
 
 /// Looks at the Job's refusals when pods are missing and it is due
-/// ([`plan::creation_look_due`]); throttled per AnalysisJob like the scheduling look.
-async fn creation(context: &Context, job: &Job, key: &str, now: Now) -> Creation {
-    let throttled = context.creation_checks.wait_left(key, now.instant);
-    match plan::creation_look_due(job, throttled, now.time) {
+/// ([`plan::creation_look_due`]), in the store of `FailedCreate` Events.
+fn creation(context: &Context, job: &Job, now: Now) -> Creation {
+    match plan::creation_look_due(job, now.time) {
         LookDue::No => Creation::default(),
         LookDue::After(wait) => Creation {
             look: CreationLook::NotLooked,
             look_again: Some(wait),
         },
         LookDue::Now => {
-            let look = look_at_refusals(context, job, now).await;
-            let next = plan::next_creation_look(&look);
-            context.creation_checks.set(key, now.instant + next);
+            let look = status::creation_look(&refusals(context, job), now.time);
             Creation {
+                look_again: plan::next_creation_look(&look),
                 look,
-                look_again: Some(next),
             }
         }
     }
 }
 
-/// The Job's `FailedCreate` Events (by the Job's uid and the reason, from the watch
-/// cache), read as [`status::creation_look`] sees them.
-async fn look_at_refusals(context: &Context, job: &Job, now: Now) -> CreationLook {
-    let namespace = job.namespace().unwrap_or_default();
+/// The `FailedCreate` Events of `job` the watch has seen.
+fn refusals(context: &Context, job: &Job) -> Vec<CoreEvent> {
     let Some(uid) = job.metadata.uid.as_deref() else {
-        return CreationLook::NotLooked;
+        return Vec::new();
     };
-    let events: Api<CoreEvent> = Api::namespaced(context.client.clone(), &namespace);
-    let params = ListParams::default()
-        .fields(&format!(
-            "involvedObject.uid={uid},reason={}",
-            status::FAILED_CREATE_REASON
-        ))
-        .match_any();
-    match events.list(&params).await {
-        Ok(list) => status::creation_look(&list.items, now.time),
-        Err(error) => {
-            warn!(%error, "cannot list the Job's events");
-            CreationLook::NotLooked
-        }
-    }
+    context
+        .refusals
+        .state()
+        .iter()
+        .filter(|event| event.involved_object.uid.as_deref() == Some(uid))
+        .map(|event| (**event).clone())
+        .collect()
 }
 
 /// Looks whether the scheduler cannot place waiting shards (e.g. more GPUs than any node

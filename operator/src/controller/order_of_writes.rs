@@ -115,7 +115,7 @@ async fn reconcile_against(analysis_job: &AnalysisJob, steps: Vec<Step>) {
         config: ConfigWatch::fixed(OperatorConfig::default()),
         pacer: StatusPacer::default(),
         unschedulable_checks: NotBefore::default(),
-        creation_checks: NotBefore::default(),
+        refusals: reflector::store().0,
         nodes: NodeRooms::default(),
         client,
     };

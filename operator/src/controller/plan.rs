@@ -335,9 +335,9 @@ fn sooner(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
 }
 
 /// Whether to look at the refusals of `job`'s missing pods: only while pods are missing
-/// ([`status::missing_pods`]), not before the Job is [`requeue::CREATION_LOOK_AFTER`] old,
-/// nor before the last look's throttle (`throttled` left) ran out.
-pub fn creation_look_due(job: &Job, throttled: Option<Duration>, now: Timestamp) -> LookDue {
+/// ([`status::missing_pods`]) and not before the Job is [`requeue::CREATION_LOOK_AFTER`]
+/// old. A look reads the watch's store, so it needs no throttle.
+pub fn creation_look_due(job: &Job, now: Timestamp) -> LookDue {
     if status::missing_pods(job) == 0 {
         return LookDue::No;
     }
@@ -345,24 +345,23 @@ pub fn creation_look_due(job: &Job, throttled: Option<Duration>, now: Timestamp)
     if age < requeue::CREATION_LOOK_AFTER {
         return LookDue::After(requeue::CREATION_LOOK_AFTER - age);
     }
-    throttled.map_or(LookDue::Now, LookDue::After)
+    LookDue::Now
 }
 
-/// How long after a look that found `look` missing pods are looked into again.
-pub fn next_creation_look(look: &CreationLook) -> Duration {
-    if matches!(look, CreationLook::Refused { .. }) {
-        requeue::CREATION_REPORTED_RECHECK
-    } else {
-        requeue::CREATION_RECHECK
-    }
+/// When to look into missing pods again after a look that found `look`: a reported
+/// refusal once it may have gone stale; otherwise only when the Job or a new refusal
+/// triggers.
+pub fn next_creation_look(look: &CreationLook) -> Option<Duration> {
+    matches!(look, CreationLook::Refused { .. }).then_some(requeue::CREATION_REPORTED_RECHECK)
 }
 
 /// How long after a look that found `look` waiting shards are looked at again.
 pub fn next_look(look: &SchedulingLook) -> Duration {
-    if matches!(look, SchedulingLook::Unschedulable { .. }) {
-        requeue::UNSCHEDULABLE_REPORTED_RECHECK
-    } else {
-        requeue::UNSCHEDULABLE_RECHECK
+    match look {
+        SchedulingLook::Unschedulable { .. } | SchedulingLook::WaitingForRoom => {
+            requeue::UNSCHEDULABLE_REPORTED_RECHECK
+        }
+        SchedulingLook::NotLooked | SchedulingLook::Schedulable => requeue::UNSCHEDULABLE_RECHECK,
     }
 }
 
@@ -886,7 +885,10 @@ mod tests {
         let plan = planned(&analysis_job(SPEC, Some(waiting)), &observed, later());
         assert!(reasons(&plan.notes).is_empty());
         assert!(plan.status.is_none(), "{:?}", plan.status.map(|w| w.status));
-        assert_eq!(plan.requeue, Requeue::After(requeue::UNSCHEDULABLE_RECHECK));
+        assert_eq!(
+            plan.requeue,
+            Requeue::After(requeue::UNSCHEDULABLE_REPORTED_RECHECK)
+        );
 
         let plan = planned(&analysis_job(SPEC, Some(unschedulable)), &observed, later());
         let write = plan.status.expect("the condition clears");
@@ -900,27 +902,13 @@ mod tests {
         let missing = job("u-1", "{completions: 3, parallelism: 3}", "{active: 1}");
         let young = at("2026-01-01T00:00:01Z").time;
         assert_eq!(
-            creation_look_due(&missing, None, young),
+            creation_look_due(&missing, young),
             LookDue::After(Duration::from_secs(2))
         );
-        assert_eq!(
-            creation_look_due(&missing, None, later().time),
-            LookDue::Now
-        );
-        let throttle = Duration::from_secs(7);
-        assert_eq!(
-            creation_look_due(&missing, Some(throttle), later().time),
-            LookDue::After(throttle)
-        );
+        assert_eq!(creation_look_due(&missing, later().time), LookDue::Now);
         let complete = job("u-1", "{completions: 3, parallelism: 3}", "{active: 3}");
-        assert_eq!(
-            creation_look_due(&complete, None, later().time),
-            LookDue::No
-        );
-        assert_eq!(
-            next_creation_look(&CreationLook::Created),
-            requeue::CREATION_RECHECK
-        );
+        assert_eq!(creation_look_due(&complete, later().time), LookDue::No);
+        assert_eq!(next_creation_look(&CreationLook::Created), None);
     }
 
     #[test]
@@ -938,7 +926,7 @@ mod tests {
                 .to_owned(),
         };
         observed.creation = Creation {
-            look_again: Some(next_creation_look(&look)),
+            look_again: next_creation_look(&look),
             look,
         };
         let plan = planned(&analysis_job(SPEC, Some(RUNNING)), &observed, later());

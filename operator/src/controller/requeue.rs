@@ -25,12 +25,13 @@ pub const NAME_TAKEN_RETRY: Duration = Duration::from_secs(10);
 /// AnalysisJob soon after its start.
 pub const UNSCHEDULABLE_AFTER: Duration = Duration::from_secs(60);
 
-/// How soon waiting shards are looked at again when none was found that no node could
-/// ever hold (the scheduler had not given up on any, or they wait for room).
+/// How soon waiting shards are looked at again when the scheduler had not given up on any
+/// yet.
 pub const UNSCHEDULABLE_RECHECK: Duration = Duration::from_secs(120);
 
-/// How soon waiting shards are looked at again after the reason was reported: the Event
-/// stands meanwhile, and looking more often costs a pod LIST for news nobody needs.
+/// How soon waiting shards are looked at again after the reason was reported, or after
+/// they were found waiting for room: looking more often costs a pod LIST per AnalysisJob
+/// for news nobody needs.
 pub const UNSCHEDULABLE_REPORTED_RECHECK: Duration = Duration::from_secs(600);
 
 /// How long one list of the nodes' room serves every look at waiting shards: nodes come
@@ -41,13 +42,9 @@ pub const NODE_ROOM_MAX_AGE: Duration = Duration::from_secs(60);
 /// creates the first pods within moments, and records a refusal at once.
 pub const CREATION_LOOK_AFTER: Duration = Duration::from_secs(3);
 
-/// How soon missing pods are looked into again when no refusal was found (a shard in its
-/// per-index backoff, the Job controller's slow start of a large parallelism).
-pub const CREATION_RECHECK: Duration = Duration::from_secs(15);
-
-/// How soon missing pods are looked into again after a refusal was reported: pods that
-/// are created clear the condition from the Job's counts without a look; only a changed
-/// refusal needs one.
+/// How soon missing pods are looked into again after a refusal was reported, in case it
+/// went stale: pods that are created clear the condition from the Job's counts, and a new
+/// refusal's Event triggers a look by itself.
 pub const CREATION_REPORTED_RECHECK: Duration = Duration::from_secs(60);
 
 /// How often a healthy, unfinished AnalysisJob is looked at even without a change.
