@@ -25,7 +25,7 @@ use k8s_openapi::api::core::v1::PodTemplateSpec;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 
-use common::{BoxError, Operator, create, eventually, install_crd, pods_of};
+use common::{BoxError, Operator, create, eventually, pods_of};
 
 /// Polls `look` every 200 ms until it finds something, for at most `timeout`.
 async fn found<T, F, Fut>(what: &str, timeout: Duration, mut look: F) -> Result<T, BoxError>
@@ -98,24 +98,15 @@ fn config(server_url: &str, keys: &BTreeMap<String, String>) -> String {
 }
 
 async fn start(ctx: &TestContext, config: &str) -> Result<Bed, BoxError> {
-    install_crd(&ctx.client).await?;
-    let path = ctx
-        .testbed
-        .work_dir()
-        .join(format!("operator-{}.yaml", ctx.namespace));
-    std::fs::write(&path, config)?;
-    let path_arg = path.display().to_string();
-    let operator = Operator::start_with(
-        ctx,
-        "operator",
-        "127.0.0.1:0",
-        &["--config", &path_arg, "--no-leader-election"],
-    )
-    .await?;
+    let common::Configured {
+        operator,
+        config,
+        api,
+    } = common::start_configured(ctx, config).await?;
     Ok(Bed {
         operator,
-        config: path,
-        api: Api::namespaced(ctx.client.clone(), &ctx.namespace),
+        config,
+        api,
         jobs: Api::namespaced(ctx.client.clone(), &ctx.namespace),
     })
 }

@@ -606,20 +606,7 @@ async fn output_and_runtime(ctx: TestContext) -> TestResult {
 /// configuration, runs to Succeeded on the testbed (the GPU example on a GPU node).
 async fn examples_succeed(ctx: TestContext) -> TestResult {
     let bed = start(&ctx, "").await?;
-    let mut names = Vec::new();
-    for (path, example) in common::examples()? {
-        let name = example
-            .metadata
-            .name
-            .clone()
-            .ok_or("example without a name")?;
-        bed.api
-            .create(&PostParams::default(), &example)
-            .await
-            .map_err(|e| format!("{} rejected: {e}", path.display()))?;
-        names.push(name);
-    }
-    assert!(names.len() >= 6, "examples: {names:?}");
+    let names = common::create_examples(&bed).await?;
     for name in &names {
         bed.operator.explain(
             wait_phase(&bed.api, name, Phase::Succeeded, Duration::from_secs(180))

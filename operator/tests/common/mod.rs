@@ -282,6 +282,25 @@ pub fn examples() -> Result<Vec<(PathBuf, AnalysisJob)>, BoxError> {
     Ok(examples)
 }
 
+/// Creates every example in the test's namespace; their names.
+pub async fn create_examples(bed: &Configured) -> Result<Vec<String>, BoxError> {
+    let mut names = Vec::new();
+    for (path, example) in examples()? {
+        let name = example
+            .metadata
+            .name
+            .clone()
+            .ok_or("example without a name")?;
+        bed.api
+            .create(&PostParams::default(), &example)
+            .await
+            .map_err(|e| format!("{} rejected: {e}", path.display()))?;
+        names.push(name);
+    }
+    assert!(names.len() >= 6, "examples: {names:?}");
+    Ok(names)
+}
+
 /// Labels the test's namespace so Pod Security admission enforces `level` on its pods
 /// (`restricted`, `baseline` or `privileged`).
 pub async fn enforce_pod_security(ctx: &TestContext, level: &str) -> Result<(), BoxError> {
