@@ -1211,6 +1211,57 @@ mod tests {
     }
 
     #[test]
+    fn the_status_of_the_largest_fleet_stays_under_128_kib() {
+        let long = |n: usize| "x".repeat(n);
+        let ranges = || {
+            Some(bounded_ranges(
+                (0..100_000)
+                    .step_by(2)
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ))
+        };
+        let status = AnalysisJobStatus {
+            phase: Some(Phase::Running),
+            shards: 100_000,
+            completed_shards: ranges(),
+            failed_shards: ranges(),
+            failed_shard_details: (0..MAX_FAILED_SHARD_DETAILS as i32)
+                .map(|index| FailedShard {
+                    index: 99_000 + index,
+                    attempts: 4,
+                    last_exit_code: Some(137),
+                    reason: Some(long(64)),
+                    node: Some(long(253)),
+                    pod: Some(long(253)),
+                })
+                .collect(),
+            retried_shards: (0..MAX_RETRIED_SHARDS as i32)
+                .map(|index| RetriedShard {
+                    index: 99_000 + index,
+                    failed_attempts: 3,
+                    last_exit_code: Some(137),
+                    reason: Some(long(64)),
+                })
+                .collect(),
+            conditions: (0..6)
+                .map(|i| Condition {
+                    type_: format!("Condition{i}"),
+                    status: "True".to_owned(),
+                    reason: long(64),
+                    message: long(1024),
+                    last_transition_time: Time("2026-01-01T00:00:00Z".parse().expect("time")),
+                    observed_generation: Some(1),
+                })
+                .collect(),
+            ..AnalysisJobStatus::default()
+        };
+        let size = serde_json::to_vec(&status).expect("serializes").len();
+        assert!(size < 128 * 1024, "{size} bytes");
+    }
+
+    #[test]
     fn long_ranges_are_cut_at_a_boundary_and_counts_stay_exact() {
         let alternating: Vec<String> = (0..100_000).step_by(2).map(|i| i.to_string()).collect();
         let ranges = alternating.join(",");
