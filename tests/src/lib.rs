@@ -21,3 +21,4 @@ pub mod ports;
 pub mod reader;
 pub mod testbed;
 pub mod wait;
+pub mod workspace;

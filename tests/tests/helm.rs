@@ -28,6 +28,7 @@ use hepbatch_crds::{AnalysisJob, CSI_DRIVER_NAME, Phase};
 use hepbatch_tests::harness::{self, TestContext, TestResult, test};
 use hepbatch_tests::testbed::TestbedOptions;
 use hepbatch_tests::wait;
+use hepbatch_tests::workspace::operator_binary;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, PodSpec, Service, ServiceAccount};
@@ -692,30 +693,6 @@ async fn install_upgrade_uninstall(ctx: TestContext) -> TestResult {
         "uninstall removed the CRD (it must keep it, and with it every AnalysisJob)"
     );
     Ok(())
-}
-
-/// The operator binary of this workspace, built next to the test binaries (`cargo test
-/// --workspace` builds it for the operator's own tests); `HEPBATCH_OPERATOR_BIN` overrides.
-fn operator_binary() -> Result<PathBuf, String> {
-    if let Ok(path) = std::env::var("HEPBATCH_OPERATOR_BIN") {
-        return Ok(PathBuf::from(path));
-    }
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    // target/<profile>/deps/helm-<hash>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or("no target directory")?;
-    let binary = profile_dir.join("hepbatch-operator");
-    if binary.is_file() {
-        Ok(binary)
-    } else {
-        Err(format!(
-            "{} is missing: build it first (cargo build -p hepbatch-operator) or set \
-             HEPBATCH_OPERATOR_BIN",
-            binary.display()
-        ))
-    }
 }
 
 /// A kubeconfig for the same cluster that authenticates with `token` only.

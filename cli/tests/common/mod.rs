@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -50,26 +50,7 @@ pub async fn install_crd(client: &Client) -> Result<(), BoxError> {
 
 /// The operator binary of this workspace (see the module documentation).
 pub fn operator_binary() -> Result<PathBuf, BoxError> {
-    if let Ok(path) = std::env::var("HEPBATCH_OPERATOR_BIN") {
-        return Ok(PathBuf::from(path));
-    }
-    let exe = std::env::current_exe()?;
-    // target/<profile>/deps/cli-<hash>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or("no target directory")?;
-    let binary = profile_dir.join("hepbatch-operator");
-    if binary.is_file() {
-        Ok(binary)
-    } else {
-        Err(format!(
-            "{} is missing: build it first (cargo build -p hepbatch-operator) or set \
-             HEPBATCH_OPERATOR_BIN",
-            binary.display()
-        )
-        .into())
-    }
+    Ok(hepbatch_tests::workspace::operator_binary()?)
 }
 
 /// The operator watching the test's namespace; killed when dropped.
