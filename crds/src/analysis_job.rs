@@ -32,6 +32,9 @@ use serde_json::{Value, json};
 
 use crate::hep::{Cmssw, Cvmfs, GpuRequest, Inputs, Output};
 use crate::security::{PodSecurityLevel, RunAs};
+use crate::shard_indexes::{
+    MAX_SHARD_INDEXES_LEN, ShardIndexes, ShardIndexesError, ShardNumbering,
+};
 
 /// Largest number of shards one AnalysisJob may have (the Job API's limit on completions
 /// with per-index backoff).
@@ -65,8 +68,27 @@ pub const INPUT_FILES_ENV: &str = "HEPBATCH_INPUT_FILES";
 /// lessons.
 pub const OUTPUT_DIR_ENV: &str = "ANALYSIS_OUTDIR";
 
-/// Environment variable holding the number of shards.
+/// Environment variable holding the number of shards of the fleet.
 pub const SHARDS_ENV: &str = "HEPBATCH_SHARDS";
+
+/// Environment variable holding `spec.shardIndexes` (normalized) when the AnalysisJob runs
+/// a selection of its fleet's shards.
+pub const SHARD_INDEXES_ENV: &str = "HEPBATCH_SHARD_INDEXES";
+
+/// Name of the container running the shard in every shard pod.
+pub const SHARD_CONTAINER: &str = "shard";
+
+/// Annotation the Job controller puts on each pod of an Indexed Job: its completion index
+/// (the shard's index, unless `spec.shardIndexes` selects shards; see
+/// [`crate::shard_indexes`]).
+pub const COMPLETION_INDEX_ANNOTATION: &str = "batch.kubernetes.io/job-completion-index";
+
+/// Label on a resubmission naming the AnalysisJob whose shards it runs again.
+pub const RESUBMIT_OF_LABEL: &str = "hepbatch.io/resubmit-of";
+
+/// Annotation on a resubmission holding the uid of the AnalysisJob it runs again (names
+/// are reused; uids are not).
+pub const RESUBMIT_OF_UID_ANNOTATION: &str = "hepbatch.io/resubmit-of-uid";
 
 /// Spec fields that may change after creation; every other field is immutable because the
 /// Job it becomes cannot change it.
@@ -77,6 +99,7 @@ const IMMUTABLE_OPTIONAL_FIELDS: &[&str] = &[
     "image",
     "platform",
     "shards",
+    "shardIndexes",
     "cmssw",
     "cvmfs",
     "output",
@@ -277,6 +300,15 @@ pub struct AnalysisJobSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100_000))]
     pub shards: Option<i32>,
+
+    /// Runs only these shards of the fleet, under their original indexes: indexes and
+    /// ranges in ascending order such as `3,7,12-15` (what `status.failedShards` lists,
+    /// and what `kubectl hepbatch resubmit` sets). `$HEPBATCH_SHARD_INDEX`, the shard's
+    /// input list and the status use the original indexes; needs `script` or `command`.
+    /// Absent: every shard. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = MAX_SHARD_INDEXES_LEN), transform = shard_indexes_rules)]
+    pub shard_indexes: Option<String>,
 
     /// Shards running at once (0 pauses without suspending). Absent: all shards, at most
     /// 1000. May change at any time, also with `kubectl scale aj/<name> --replicas=N`.
@@ -605,6 +637,14 @@ impl AnalysisJobSpec {
         self.shards.unwrap_or(1)
     }
 
+    /// How the Job's completion indexes map to the fleet's shards (`spec.shardIndexes`).
+    pub fn numbering(&self) -> Result<ShardNumbering, ShardIndexesError> {
+        match &self.shard_indexes {
+            None => Ok(ShardNumbering::Every),
+            Some(text) => text.parse::<ShardIndexes>().map(ShardNumbering::Selected),
+        }
+    }
+
     /// The parallelism the Job gets for `shards` shards: the spec's, or all shards capped
     /// at [`DEFAULT_PARALLELISM_CAP`].
     pub fn effective_parallelism(&self, shards: i32) -> i32 {
@@ -711,10 +751,43 @@ pub fn spec_rules() -> Vec<Rule> {
             ),
         ),
     ];
+    rules.extend(shard_selection_rules());
     rules.push(crate::security::run_as_root_rule());
     rules.push(crate::hep::platform_scram_arch_rule());
     rules.push(immutability_rule());
     rules
+}
+
+/// `spec.shardIndexes` against the rest of the spec: the pods' command learns the original
+/// index, so there must be one, and (without `inputs`, whose count only the operator knows)
+/// the highest index must exist. Order and overlaps are the operator's check: a rule
+/// walking 16 KiB of ranges would exceed the apiserver's CEL cost budget.
+fn shard_selection_rules() -> Vec<Rule> {
+    // The last number of the ranges, i.e. the highest index when they ascend.
+    let shards = "(has(self.shards) ? self.shards : 1)";
+    let tail = "self.shardIndexes.substring((self.shardIndexes.lastIndexOf(',') > \
+                self.shardIndexes.lastIndexOf('-') ? self.shardIndexes.lastIndexOf(',') : \
+                self.shardIndexes.lastIndexOf('-')) + 1)";
+    vec![
+        Rule::new(
+            "!has(self.shardIndexes) || has(self.script) || has(self.command)",
+            "spec.shardIndexes needs spec.script or spec.command: the shard's original index \
+             is set before they run, which the image's own entrypoint cannot be told",
+        ),
+        Rule {
+            rule: format!(
+                "!has(self.shardIndexes) || has(self.inputs) || !{tail}.matches('^[0-9]{{1,5}}$') \
+                 || int({tail}) < {shards}"
+            ),
+            message: "spec.shardIndexes names a shard beyond spec.shards (indexes run from 0 \
+                      to shards-1)"
+                .to_owned(),
+            message_expression: Some(format!(
+                "'spec.shardIndexes names shard ' + {tail} + ', but the fleet has ' + \
+                 string({shards}) + ' shards (indexes 0 to ' + string({shards} - 1) + ')'"
+            )),
+        },
+    ]
 }
 
 /// The transition rule keeping every field but [`MUTABLE_FIELDS`] as created: settled by
@@ -781,6 +854,17 @@ fn image_rules(schema: &mut Schema) {
             "!self.matches('\\\\s')",
             "spec.image must be an image reference without spaces, e.g. \
              ghcr.io/org/analysis:1.0",
+        )],
+    );
+}
+
+fn shard_indexes_rules(schema: &mut Schema) {
+    set_rules(
+        schema,
+        &[Rule::new(
+            "self.matches('^[0-9]{1,5}(-[0-9]{1,5})?(,[0-9]{1,5}(-[0-9]{1,5})?)*$')",
+            "spec.shardIndexes must list shard indexes and ranges in ascending order, \
+             without spaces, e.g. 3,7,12-15",
         )],
     );
 }

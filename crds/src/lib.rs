@@ -9,6 +9,7 @@
 pub mod analysis_job;
 pub mod hep;
 pub mod security;
+pub mod shard_indexes;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
@@ -21,6 +22,7 @@ pub use hep::{
     OutputVolume, Pin,
 };
 pub use security::{PodSecurityLevel, RunAs};
+pub use shard_indexes::{ShardIndexes, ShardIndexesError, ShardNumbering};
 
 /// API group of every hepbatch custom resource.
 pub const API_GROUP: &str = "hepbatch.io";

@@ -36,11 +36,15 @@
 use std::collections::BTreeMap;
 
 use hepbatch_crds::analysis_job::{
-    ANALYSIS_JOB_LABEL, CVMFS_REVISIONS_ANNOTATION, OUTPUT_DIR_ENV, SHARD_ENV, SHARDS_ENV,
-    ShardResources,
+    ANALYSIS_JOB_LABEL, CVMFS_REVISIONS_ANNOTATION, OUTPUT_DIR_ENV, SHARD_ENV, SHARD_INDEXES_ENV,
+    SHARDS_ENV, ShardResources,
+};
+pub use hepbatch_crds::analysis_job::{
+    COMPLETION_INDEX_ANNOTATION, SHARD_CONTAINER as CONTAINER_NAME,
 };
 use hepbatch_crds::hep::{el_major, max_runtime_seconds};
 use hepbatch_crds::{AnalysisJob, Output};
+use hepbatch_crds::{ShardIndexesError, ShardNumbering};
 use k8s_openapi::api::batch::v1::{
     Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
     PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
@@ -65,15 +69,10 @@ use crate::k8s::{
 };
 use crate::revision::Snapshot;
 use crate::security::{self, SecurityError};
+use crate::selection::{self, NotAShellName};
 
 /// Label Kueue reads to queue a Job.
 pub const KUEUE_QUEUE_LABEL: &str = "kueue.x-k8s.io/queue-name";
-
-/// Name of the one container of every shard pod.
-pub const CONTAINER_NAME: &str = "shard";
-
-/// Annotation the Job controller puts on every pod with its completion index.
-pub const COMPLETION_INDEX_ANNOTATION: &str = "batch.kubernetes.io/job-completion-index";
 
 /// Working directory of CMSSW shards that name none: a scratch `emptyDir` where the
 /// release area is created.
@@ -118,6 +117,19 @@ pub enum BuildError {
     /// The shards cannot run as the user asked.
     #[error(transparent)]
     Security(#[from] SecurityError),
+    /// `shardIndexes` is not a selection of the fleet's shards.
+    #[error(transparent)]
+    ShardIndexes(#[from] ShardIndexesError),
+    /// A user variable needs the original index but bash cannot set it.
+    #[error(transparent)]
+    NotAShellName(#[from] NotAShellName),
+    /// `shardIndexes` without a command to start after the prologue (the schema should
+    /// have caught it).
+    #[error(
+        "spec.shardIndexes needs spec.script or spec.command: the shard's original index is \
+         set before they run"
+    )]
+    SelectionWithoutCommand,
     /// `maxRuntime` is not a duration (the schema should have caught it).
     #[error("spec.maxRuntime {0:?} is not a JobFlavour or a duration such as 2h")]
     MaxRuntime(String),
@@ -159,6 +171,10 @@ impl BuildError {
             BuildError::Gpu(_) => Some("InvalidGpuRequest"),
             BuildError::Security(SecurityError::RootNotAllowed { .. }) => Some("RootNotAllowed"),
             BuildError::MaxRuntime(_) => Some("InvalidMaxRuntime"),
+            BuildError::ShardIndexes(_) | BuildError::SelectionWithoutCommand => {
+                Some("InvalidShardIndexes")
+            }
+            BuildError::NotAShellName(_) => Some("InvalidEnv"),
             BuildError::InputsNotPlanned
             | BuildError::Record(_)
             | BuildError::MissingNamespace { .. }
@@ -223,16 +239,25 @@ pub fn job(
         .controller_owner_ref(&())
         .ok_or_else(|| BuildError::MissingUid { name: name.clone() })?;
     let spec = &analysis_job.spec;
-    let shards = match (&spec.inputs, inputs) {
+    let fleet = match (&spec.inputs, inputs) {
         (None, _) => spec.shards(),
         (Some(_), Some(plan)) => plan.shards,
         (Some(_), None) => return Err(BuildError::InputsNotPlanned),
+    };
+    let numbering = spec.numbering()?;
+    let completions = match numbering.selection() {
+        Some(selection) => {
+            selection.within(fleet)?;
+            selection.len()
+        }
+        None => fleet,
     };
     if let Some(mismatch) = platform_mismatch(analysis_job) {
         return Err(mismatch);
     }
     let image = image(analysis_job, config)?;
-    let (pod, job_annotations) = pod_spec(analysis_job, config, inputs, snapshot, image, shards)?;
+    let shards = Shards { fleet, numbering };
+    let (pod, job_annotations) = pod_spec(analysis_job, config, inputs, snapshot, image, &shards)?;
 
     let mut job_labels = BTreeMap::from([(ANALYSIS_JOB_LABEL.to_owned(), name.clone())]);
     if let Some(queue) = &spec.queue_name {
@@ -258,18 +283,27 @@ pub fn job(
             owner_references: Some(vec![owner]),
             ..ObjectMeta::default()
         },
-        spec: Some(job_spec(analysis_job, shards, template)),
+        spec: Some(job_spec(analysis_job, completions, template)),
         status: None,
     })
 }
 
-/// The Indexed Job's spec: one completion per shard, per-shard retries, the failure policy.
-fn job_spec(analysis_job: &AnalysisJob, shards: i32, template: PodTemplateSpec) -> JobSpec {
+/// The shards a Job runs: how many the fleet has, and which of them.
+struct Shards {
+    /// Shards of the whole fleet (`HEPBATCH_SHARDS`).
+    fleet: i32,
+    /// Which of them the Job's completions run.
+    numbering: ShardNumbering,
+}
+
+/// The Indexed Job's spec: one completion per shard run, per-shard retries, the failure
+/// policy.
+fn job_spec(analysis_job: &AnalysisJob, completions: i32, template: PodTemplateSpec) -> JobSpec {
     let spec = &analysis_job.spec;
     JobSpec {
         completion_mode: Some(CompletionMode::Indexed.into()),
-        completions: Some(shards),
-        parallelism: Some(spec.effective_parallelism(shards)),
+        completions: Some(completions),
+        parallelism: Some(spec.effective_parallelism(completions)),
         backoff_limit_per_index: Some(spec.max_retries_per_shard),
         max_failed_indexes: spec.max_failed_shards,
         pod_failure_policy: Some(pod_failure_policy(spec.fatal_exit_codes.as_deref())),
@@ -288,10 +322,11 @@ fn pod_spec(
     inputs: Option<&InputPlan>,
     snapshot: &Snapshot,
     image: String,
-    shards: i32,
+    shards: &Shards,
 ) -> Result<(PodSpec, BTreeMap<String, String>), BuildError> {
     let spec = &analysis_job.spec;
     let identity = security::identity(analysis_job, &config.security)?;
+    let selection = shards.numbering.selection();
     let mut env = ShardEnv::new(analysis_job, shards);
     let mut volumes = Vec::new();
     let mut mounts = Vec::new();
@@ -320,7 +355,8 @@ fn pod_spec(
         let (volume, mount, var) = inputs::volume(&names);
         volumes.push(volume);
         mounts.push(mount);
-        env.input_files = Some(var);
+        // With a selection the prologue sets the variable from the original index.
+        env.input_files = selection.is_none().then_some(var);
     }
     if let Some(output) = &spec.output {
         let (volume, mount, var) = output_volume(output);
@@ -328,7 +364,11 @@ fn pod_spec(
         mounts.push(mount);
         env.output_dir = Some(var);
     }
-    let mut container = container(analysis_job, image, env);
+    let prologue = match selection {
+        Some(_) => Some(selection::prologue(inputs.is_some(), &env.user)?),
+        None => None,
+    };
+    let mut container = container(analysis_job, image, env, prologue)?;
     if spec.cmssw.is_some() && spec.working_dir.is_none() {
         let (volume, mount) = cmssw_work_dir();
         volumes.push(volume);
@@ -380,22 +420,24 @@ fn cmssw_work_dir() -> (Volume, VolumeMount) {
 /// The shard container's environment, slot by slot in the order the container gets it:
 /// the operator's variables first, so the user's may refer to them as `$(NAME)`.
 struct ShardEnv {
-    /// `HEPBATCH_SHARD`: the shard's index, from the pod's completion-index annotation.
+    /// `HEPBATCH_SHARD_INDEX`, the shard's index from the pod's completion-index
+    /// annotation; with a selection `HEPBATCH_SHARD_INDEXES` instead, from which the
+    /// prologue computes the index ([`crate::selection`]).
     shard: EnvVar,
-    /// `HEPBATCH_SHARDS`: how many shards there are.
+    /// `HEPBATCH_SHARDS`: how many shards the fleet has.
     shards: EnvVar,
     /// `HEPBATCH_OUTPUT_DIR`, with `spec.output`.
     output_dir: Option<EnvVar>,
-    /// `HEPBATCH_INPUT_FILES`, with `spec.inputs`.
+    /// `HEPBATCH_INPUT_FILES`, with `spec.inputs` (and no selection).
     input_files: Option<EnvVar>,
     /// The user's `spec.env`.
     user: Vec<EnvVar>,
 }
 
 impl ShardEnv {
-    fn new(analysis_job: &AnalysisJob, shards: i32) -> ShardEnv {
-        ShardEnv {
-            shard: EnvVar {
+    fn new(analysis_job: &AnalysisJob, shards: &Shards) -> ShardEnv {
+        let shard = match shards.numbering.selection() {
+            None => EnvVar {
                 name: SHARD_ENV.to_owned(),
                 value_from: Some(EnvVarSource {
                     field_ref: Some(ObjectFieldSelector {
@@ -408,9 +450,17 @@ impl ShardEnv {
                 }),
                 value: None,
             },
+            Some(selection) => EnvVar {
+                name: SHARD_INDEXES_ENV.to_owned(),
+                value: Some(selection.to_string()),
+                value_from: None,
+            },
+        };
+        ShardEnv {
+            shard,
             shards: EnvVar {
                 name: SHARDS_ENV.to_owned(),
-                value: Some(shards.to_string()),
+                value: Some(shards.fleet.to_string()),
                 value_from: None,
             },
             output_dir: None,
@@ -496,23 +546,50 @@ fn output_volume(output: &Output) -> (Volume, VolumeMount, EnvVar) {
     (volume, mount, env)
 }
 
-fn container(analysis_job: &AnalysisJob, image: String, env: ShardEnv) -> Container {
+/// The shard container: the user's script or command (after the CMSSW bootstrap, and
+/// with a selection after its `prologue`), image, environment and resources.
+fn container(
+    analysis_job: &AnalysisJob,
+    image: String,
+    env: ShardEnv,
+    prologue: Option<String>,
+) -> Result<Container, BuildError> {
     let spec = &analysis_job.spec;
+    let user_command = || {
+        let mut argv: Vec<String> = spec.command.iter().flatten().cloned().collect();
+        argv.extend(spec.args.iter().flatten().cloned());
+        argv
+    };
+    let first = prologue.unwrap_or_default();
+    let with_prologue = !first.is_empty();
     let (command, args) = match (&spec.cmssw, &spec.script) {
         (Some(release), Some(script)) => (
-            Some(bash(cmssw::with_script(release, script), Vec::new())),
+            Some(bash(
+                first + &cmssw::with_script(release, script),
+                Vec::new(),
+            )),
             None,
         ),
         (Some(release), None) => {
             let mut positional = vec!["hepbatch-cmssw".to_owned()];
-            positional.extend(spec.command.iter().flatten().cloned());
-            positional.extend(spec.args.iter().flatten().cloned());
-            (Some(bash(cmssw::with_command(release), positional)), None)
+            positional.extend(user_command());
+            (
+                Some(bash(first + &cmssw::with_command(release), positional)),
+                None,
+            )
         }
-        (None, Some(script)) => (Some(bash(script.clone(), Vec::new())), None),
+        (None, Some(script)) => (Some(bash(first + script, Vec::new())), None),
+        (None, None) if with_prologue => {
+            if spec.command.is_none() {
+                return Err(BuildError::SelectionWithoutCommand);
+            }
+            let mut positional = vec![selection::COMMAND_NAME.to_owned()];
+            positional.extend(user_command());
+            (Some(bash(first + "exec \"$@\"\n", positional)), None)
+        }
         (None, None) => (spec.command.clone(), spec.args.clone()),
     };
-    Container {
+    Ok(Container {
         name: CONTAINER_NAME.to_owned(),
         image: Some(image),
         command,
@@ -522,7 +599,7 @@ fn container(analysis_job: &AnalysisJob, image: String, env: ShardEnv) -> Contai
         env_from: spec.env_from.clone(),
         resources: spec.resources.as_ref().map(resources),
         ..Container::default()
-    }
+    })
 }
 
 /// CPU is requested only (so shards may use idle cores); memory and scratch disk are
@@ -868,6 +945,89 @@ mod tests {
         let env = pod.containers[0].env.clone().expect("env");
         let names: Vec<&str> = env.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(&names[..3], [SHARD_ENV, SHARDS_ENV, "HEPBATCH_INPUT_FILES"]);
+    }
+
+    #[test]
+    fn a_selection_runs_only_its_shards_and_tells_them_their_original_index() {
+        let files: Vec<String> = (0..10).map(|i| format!("f{i}.root")).collect();
+        let aj = analysis_job(json!({"image": "i", "shardIndexes": "3,7",
+            "inputs": {"files": files, "filesPerShard": 1},
+            "command": ["cmsRun", "skim_cfg.py", "index=$(HEPBATCH_SHARD_INDEX)"]}));
+        let plan = inputs::plan(&aj, &files, 1).expect("plans");
+        assert_eq!(plan.shards, 10, "the fleet stays the list's");
+        let keys: Vec<&String> = plan
+            .config_maps
+            .iter()
+            .flat_map(|c| c.data.as_ref().expect("data").keys())
+            .collect();
+        assert_eq!(keys, ["shard-3", "shard-7"]);
+        let built = job(
+            &aj,
+            &OperatorConfig::default(),
+            Some(&plan),
+            &Snapshot::new(),
+        )
+        .expect("translates");
+        assert_eq!(built.spec.as_ref().and_then(|s| s.completions), Some(2));
+        let container = pod_of(built).containers.remove(0);
+        let env = container.env.expect("env");
+        let value = |name: &str| {
+            env.iter()
+                .find(|e| e.name == name)
+                .and_then(|e| e.value.clone())
+        };
+        assert_eq!(value(SHARD_INDEXES_ENV).as_deref(), Some("3,7"));
+        assert_eq!(value(SHARDS_ENV).as_deref(), Some("10"));
+        assert!(
+            env.iter()
+                .all(|e| e.name != SHARD_ENV && e.name != "HEPBATCH_INPUT_FILES"),
+            "the prologue sets them: {env:?}"
+        );
+        let command = container.command.expect("command");
+        assert_eq!(&command[..3], ["bash", "-euo", "pipefail"]);
+        assert!(command[4].starts_with("# Shard selection"));
+        assert!(command[4].ends_with("exec \"$@\"\n"));
+        assert_eq!(
+            &command[5..],
+            [
+                selection::COMMAND_NAME,
+                "cmsRun",
+                "skim_cfg.py",
+                "index=$(HEPBATCH_SHARD_INDEX)"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_selection_beyond_the_fleet_or_without_a_command_is_refused() {
+        let beyond = analysis_job(json!({"image": "i", "shards": 5, "shardIndexes": "3,5",
+            "script": "true"}));
+        let error = job_of(&beyond).expect_err("shard 5 of 5");
+        assert_eq!(error.reason(), Some("InvalidShardIndexes"));
+        assert!(
+            error
+                .to_string()
+                .contains("names shard 5, but the fleet has 5 shards")
+        );
+        let unordered = analysis_job(json!({"image": "i", "shards": 9, "shardIndexes": "7,3",
+            "script": "true"}));
+        assert!(
+            job_of(&unordered)
+                .expect_err("7,3")
+                .to_string()
+                .contains("ascending")
+        );
+        let entrypoint = analysis_job(json!({"image": "i", "shards": 9, "shardIndexes": "3",
+            "args": ["x"]}));
+        assert_eq!(
+            job_of(&entrypoint),
+            Err(BuildError::SelectionWithoutCommand)
+        );
+        let files: Vec<String> = (0..4).map(|i| format!("f{i}")).collect();
+        let inputs = analysis_job(json!({"image": "i", "shardIndexes": "4", "script": "true",
+            "inputs": {"files": files, "filesPerShard": 1}}));
+        let error = inputs::plan(&inputs, &files, 1).expect_err("shard 4 of 4");
+        assert_eq!(error.reason(), "InvalidShardIndexes");
     }
 
     #[test]

@@ -15,8 +15,8 @@
 
 use std::collections::BTreeMap;
 
-use hepbatch_crds::AnalysisJob;
 use hepbatch_crds::analysis_job::{ANALYSIS_JOB_LABEL, INPUT_FILES_ENV, MAX_SHARDS, SHARD_ENV};
+use hepbatch_crds::{AnalysisJob, ShardIndexesError};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapProjection, EnvVar, ProjectedVolumeSource, Volume, VolumeMount,
     VolumeProjection,
@@ -87,15 +87,28 @@ pub enum InputsError {
         /// The list's size.
         bytes: usize,
     },
+    /// `spec.shardIndexes` is not a selection of the shards the list makes.
+    #[error(transparent)]
+    Selection(#[from] ShardIndexesError),
     /// The AnalysisJob lacks what owned objects need.
     #[error("the AnalysisJob has no namespace or uid")]
     Unowned,
 }
 
+impl InputsError {
+    /// The reason of the condition that reports this error.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            InputsError::Selection(_) => "InvalidShardIndexes",
+            _ => "InvalidInputs",
+        }
+    }
+}
+
 /// The shards and the ConfigMaps carrying their file lists.
 #[derive(Clone, Debug, PartialEq)]
 pub struct InputPlan {
-    /// Number of shards.
+    /// Number of shards the list makes (the fleet, also when `shardIndexes` selects some).
     pub shards: i32,
     /// The ConfigMaps to apply before the Job.
     pub config_maps: Vec<ConfigMap>,
@@ -121,7 +134,8 @@ pub fn shard_key(shard: usize) -> String {
 }
 
 /// Splits `files` into slices of `files_per_shard` and packs them into ConfigMaps owned by
-/// `analysis_job`.
+/// `analysis_job`; with `spec.shardIndexes` only the selected shards' slices, under their
+/// original keys.
 pub fn plan(
     analysis_job: &AnalysisJob,
     files: &[String],
@@ -140,6 +154,10 @@ pub fn plan(
             per_shard: files_per_shard,
             shards,
         })?;
+    let numbering = analysis_job.spec.numbering()?;
+    if let Some(selection) = numbering.selection() {
+        selection.within(shard_count)?;
+    }
     let name = analysis_job.name_any();
     let namespace = analysis_job.namespace().ok_or(InputsError::Unowned)?;
     let owner = analysis_job
@@ -148,7 +166,10 @@ pub fn plan(
 
     let mut packs: Vec<BTreeMap<String, String>> = vec![BTreeMap::new()];
     let mut pack_bytes = 0;
-    for (shard, slice) in files.chunks(per_shard).enumerate() {
+    let slices = files.chunks(per_shard).enumerate().filter(|(shard, _)| {
+        i32::try_from(*shard).is_ok_and(|shard| numbering.completion(shard).is_some())
+    });
+    for (shard, slice) in slices {
         let mut list = slice.join("\n");
         list.push('\n');
         let key = shard_key(shard);

@@ -4,8 +4,9 @@
 //! Layout (pure core, runtime wiring around it):
 //! - [`build`]: AnalysisJob → Job, pure, composed of the HEP translations [`cmssw`]
 //!   (the release bootstrap script), [`cvmfs`] (`/cvmfs` volumes), [`gpu`] (device-plugin
-//!   resources and placement), [`inputs`] (file lists split over shards) and [`security`]
-//!   (who the shards run as, the Pod Security level a pod meets);
+//!   resources and placement), [`inputs`] (file lists split over shards), [`selection`]
+//!   (a selection of shards under their original indexes) and [`security`] (who the
+//!   shards run as, the Pod Security level a pod meets);
 //! - [`status`]: Job + failed pods → AnalysisJob status and the Events between two
 //!   statuses, pure and deterministic;
 //! - [`controller`]: the reconcile loop in four stages (observe, a pure plan, apply,
@@ -41,4 +42,5 @@ pub mod process;
 pub mod revision;
 pub mod room;
 pub mod security;
+pub mod selection;
 pub mod status;

@@ -29,7 +29,7 @@ use hepbatch_crds::analysis_job::{
 };
 use std::time::Duration;
 
-use hepbatch_crds::PodSecurityLevel;
+use hepbatch_crds::{PodSecurityLevel, ShardNumbering};
 use k8s_openapi::api::batch::v1::{Job, JobCondition as JobStatusCondition};
 use k8s_openapi::api::core::v1::{Event, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -104,7 +104,15 @@ pub fn derive(
     };
     let job_status = job.status.clone().unwrap_or_default();
     let job_conditions = job_status.conditions.unwrap_or_default();
-    let failed_shards = job_status.failed_indexes.filter(|s| !s.is_empty());
+    // The Job counts completions; the status speaks of the fleet's shard indexes.
+    let numbering = analysis_job
+        .spec
+        .numbering()
+        .unwrap_or(ShardNumbering::Every);
+    let failed_shards = job_status
+        .failed_indexes
+        .filter(|s| !s.is_empty())
+        .map(|ranges| numbering.renumber_ranges(ranges));
     let failed_indexes = failed_shards
         .as_deref()
         .map(parse_ranges)
@@ -133,10 +141,10 @@ pub fn derive(
         completed_shards: job_status
             .completed_indexes
             .filter(|s| !s.is_empty())
-            .map(bounded_ranges),
+            .map(|ranges| bounded_ranges(numbering.renumber_ranges(ranges))),
         failed_shards: failed_shards.map(bounded_ranges),
-        failed_shard_details: failed_shard_details(&failed_indexes, failed_pods),
-        retried_shards: retried_shards(&failed_indexes, failed_pods),
+        failed_shard_details: failed_shard_details(&failed_indexes, failed_pods, &numbering),
+        retried_shards: retried_shards(&failed_indexes, failed_pods, &numbering),
         start_time: job_status.start_time,
         completion_time: job_status.completion_time,
         observed_generation: generation,
@@ -165,6 +173,9 @@ fn cvmfs(job: &Job) -> Option<CvmfsStatus> {
 /// (0 while a ConfigMap list is still unread).
 fn expected_shards(analysis_job: &AnalysisJob) -> i32 {
     let spec = &analysis_job.spec;
+    if let Ok(ShardNumbering::Selected(selection)) = spec.numbering() {
+        return selection.len();
+    }
     match &spec.inputs {
         None => spec.shards(),
         Some(inputs) => inputs
@@ -348,31 +359,21 @@ fn condition(job_condition: &JobStatusCondition, job: &Job, generation: Option<i
     }
 }
 
-/// For each shard index with a counted failed attempt among `failed_pods`, the number of
-/// counted failures before its last one and that last failed pod. Pods failed by a
-/// disruption (`DisruptionTarget`: eviction, preemption) are not counted failures.
-fn last_failures(failed_pods: &[Pod]) -> BTreeMap<i32, (i32, &Pod)> {
+/// For each shard index (the fleet's, see `numbering`) with a counted failed attempt among
+/// `failed_pods`, the number of counted failures before its last one and that last failed
+/// pod. Pods failed by a disruption (`DisruptionTarget`: eviction, preemption) are not
+/// counted failures.
+fn last_failures<'p>(
+    failed_pods: &'p [Pod],
+    numbering: &ShardNumbering,
+) -> BTreeMap<i32, (i32, &'p Pod)> {
     let mut last: BTreeMap<i32, (i32, &Pod)> = BTreeMap::new();
-    for pod in failed_pods {
-        let status = pod.status.as_ref();
-        if status.and_then(|s| s.phase.as_deref()) != Some(PodPhase::Failed.as_str()) {
-            continue;
-        }
-        let disrupted = status
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| {
-                cs.iter().any(|c| {
-                    PodCondition::DisruptionTarget.is(&c.type_)
-                        && ConditionStatus::True.is(&c.status)
-                })
-            });
-        if disrupted {
-            continue;
-        }
+    for pod in failed_pods.iter().filter(|pod| is_counted_failure(pod)) {
         let annotations = pod.metadata.annotations.as_ref();
         let Some(index) = annotations
             .and_then(|a| a.get(COMPLETION_INDEX_ANNOTATION))
             .and_then(|v| v.parse::<i32>().ok())
+            .and_then(|completion| numbering.original(completion))
         else {
             continue;
         };
@@ -391,10 +392,29 @@ fn last_failures(failed_pods: &[Pod]) -> BTreeMap<i32, (i32, &Pod)> {
     last
 }
 
+/// Whether `pod` is a failed attempt the Job counts: failed, and not by a disruption
+/// (`DisruptionTarget`: eviction, preemption), which the failure policy ignores.
+fn is_counted_failure(pod: &Pod) -> bool {
+    let status = pod.status.as_ref();
+    let failed = status.and_then(|s| s.phase.as_deref()) == Some(PodPhase::Failed.as_str());
+    let disrupted = status
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter().any(|c| {
+                PodCondition::DisruptionTarget.is(&c.type_) && ConditionStatus::True.is(&c.status)
+            })
+        });
+    failed && !disrupted
+}
+
 /// The shards with failed attempts that are not in `failed_indexes` (they were run
 /// again), from their last failed pod; at most [`MAX_RETRIED_SHARDS`].
-fn retried_shards(failed_indexes: &BTreeSet<i32>, failed_pods: &[Pod]) -> Vec<RetriedShard> {
-    last_failures(failed_pods)
+fn retried_shards(
+    failed_indexes: &BTreeSet<i32>,
+    failed_pods: &[Pod],
+    numbering: &ShardNumbering,
+) -> Vec<RetriedShard> {
+    last_failures(failed_pods, numbering)
         .into_iter()
         .filter(|(index, _)| !failed_indexes.contains(index))
         .take(MAX_RETRIED_SHARDS)
@@ -411,8 +431,12 @@ fn retried_shards(failed_indexes: &BTreeSet<i32>, failed_pods: &[Pod]) -> Vec<Re
 }
 
 /// Detail on the shards in `failed_indexes`, from the last failed pod of each.
-fn failed_shard_details(failed_indexes: &BTreeSet<i32>, failed_pods: &[Pod]) -> Vec<FailedShard> {
-    let mut last = last_failures(failed_pods);
+fn failed_shard_details(
+    failed_indexes: &BTreeSet<i32>,
+    failed_pods: &[Pod],
+    numbering: &ShardNumbering,
+) -> Vec<FailedShard> {
+    let mut last = last_failures(failed_pods, numbering);
     last.retain(|index, _| failed_indexes.contains(index));
     failed_indexes
         .iter()
@@ -1008,6 +1032,39 @@ mod tests {
         assert!(
             matches!(&happenings[1], Happening::Failed { reason, .. } if reason == "FailedIndexes")
         );
+    }
+
+    #[test]
+    fn a_selection_is_reported_in_the_fleets_indexes() {
+        let aj = analysis_job(
+            json!({"image": "i", "shards": 20, "shardIndexes": "3,7,12-15",
+            "maxRetriesPerShard": 1, "script": "true"}),
+        );
+        assert_eq!(derive(&aj, None, &[]).shards, 6);
+        // Completions 0 (shard 3) and 2-5 (shards 12-15) done, 1 (shard 7) failed for good,
+        // 2 (shard 12) after a retry.
+        let job = job(
+            json!({"completions": 6, "template": {}}),
+            json!({"succeeded": 5, "failed": 3, "completedIndexes": "0,2-5",
+                   "failedIndexes": "1"}),
+        );
+        let pods = [
+            failed_pod(1, 0, 42, "cpu-0"),
+            failed_pod(1, 1, 42, "cpu-1"),
+            failed_pod(2, 0, 1, "cpu-2"),
+        ];
+        let status = derive(&aj, Some(&job), &pods);
+        assert_eq!(status.shards, 6);
+        assert_eq!(status.completed_shards.as_deref(), Some("3,12-15"));
+        assert_eq!(status.failed_shards.as_deref(), Some("7"));
+        let failed: Vec<(i32, i32, Option<i32>)> = status
+            .failed_shard_details
+            .iter()
+            .map(|f| (f.index, f.attempts, f.last_exit_code))
+            .collect();
+        assert_eq!(failed, [(7, 2, Some(42))]);
+        let retried: Vec<i32> = status.retried_shards.iter().map(|r| r.index).collect();
+        assert_eq!(retried, [12]);
     }
 
     #[test]

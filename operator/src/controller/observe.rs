@@ -356,7 +356,7 @@ async fn plan_inputs(
     let Some(spec) = &analysis_job.spec.inputs else {
         return Ok(None);
     };
-    let rejection = |error: InputsError| Rejection::new("InvalidInputs", error.to_string());
+    let rejection = |error: InputsError| Rejection::new(error.reason(), error.to_string());
     let files = match (&spec.files, &spec.from_config_map) {
         (Some(files), _) => files.clone(),
         (None, Some(source)) => {
