@@ -3,19 +3,17 @@
 //! The Job controller creates one pod per attempt of a shard and marks it with the
 //! shard's completion index; attempts of a shard are numbered 1, 2, ... in the order
 //! their pods were created. Only pods that still exist can be seen: the AnalysisJob's
-//! status keeps the last failed attempt's detail after its pod is gone.
+//! status keeps the last failed attempt's detail after its pod is gone. Shards are
+//! numbered as in the fleet: an AnalysisJob running a selection (`spec.shardIndexes`)
+//! shows its shards under their original indexes.
 
 use std::collections::BTreeMap;
 
+pub use hepbatch_crds::analysis_job::{COMPLETION_INDEX_ANNOTATION, SHARD_CONTAINER};
+use hepbatch_crds::{AnalysisJob, ShardNumbering};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
-
-/// The Job controller's annotation (and label) on every pod of an Indexed Job.
-pub const COMPLETION_INDEX_ANNOTATION: &str = "batch.kubernetes.io/job-completion-index";
-
-/// Name of the container that runs the shard in every pod the operator's Job creates.
-pub const SHARD_CONTAINER: &str = "shard";
 
 /// Where one attempt is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -86,21 +84,33 @@ impl Attempt {
     }
 }
 
-/// The shard index of a pod, from the Job controller's annotation.
-pub fn shard_index(pod: &Pod) -> Option<i32> {
-    pod.metadata
+/// The shard index of a pod in the fleet's numbering, from the Job controller's
+/// annotation.
+pub fn shard_index(pod: &Pod, numbering: &ShardNumbering) -> Option<i32> {
+    let completion = pod
+        .metadata
         .annotations
         .as_ref()?
         .get(COMPLETION_INDEX_ANNOTATION)?
         .parse()
-        .ok()
+        .ok()?;
+    numbering.original(completion)
+}
+
+/// How `analysis_job` numbers its shards (a spec the apiserver accepted but the operator
+/// refused runs no pods, so any numbering will do for it).
+pub fn numbering(analysis_job: &AnalysisJob) -> ShardNumbering {
+    analysis_job
+        .spec
+        .numbering()
+        .unwrap_or(ShardNumbering::Every)
 }
 
 /// Every attempt the pods show, by shard index, each shard's in creation order.
-pub fn attempts(pods: &[Pod]) -> BTreeMap<i32, Vec<Attempt>> {
+pub fn attempts(pods: &[Pod], numbering: &ShardNumbering) -> BTreeMap<i32, Vec<Attempt>> {
     let mut by_shard: BTreeMap<i32, Vec<&Pod>> = BTreeMap::new();
     for pod in pods {
-        if let Some(index) = shard_index(pod) {
+        if let Some(index) = shard_index(pod, numbering) {
             by_shard.entry(index).or_default().push(pod);
         }
     }
@@ -226,7 +236,7 @@ mod tests {
             test_pod("aj-1-a", 1, 10, "Failed", Some(3), "cpu-0"),
             test_pod("aj-0-a", 0, 5, "Succeeded", Some(0), "cpu-0"),
         ];
-        let attempts = attempts(&pods);
+        let attempts = attempts(&pods, &ShardNumbering::Every);
         let one = &attempts[&1];
         assert_eq!(one.len(), 2);
         assert_eq!((one[0].attempt, one[0].pod.as_str()), (1, "aj-1-a"));
@@ -246,6 +256,19 @@ mod tests {
     fn pods_without_an_index_are_not_attempts() {
         let mut pod = test_pod("other", 0, 0, "Running", None, "cpu-0");
         pod.metadata.annotations = None;
-        assert!(attempts(&[pod]).is_empty());
+        assert!(attempts(&[pod], &ShardNumbering::Every).is_empty());
+    }
+
+    #[test]
+    fn a_selections_attempts_carry_the_fleets_indexes() {
+        let numbering = ShardNumbering::Selected("3,7".parse().expect("valid"));
+        let pods = vec![
+            test_pod("aj-1-a", 1, 10, "Failed", Some(3), "cpu-0"),
+            test_pod("aj-0-a", 0, 5, "Succeeded", Some(0), "cpu-0"),
+            test_pod("aj-2-a", 2, 5, "Succeeded", Some(0), "cpu-0"),
+        ];
+        let attempts = attempts(&pods, &numbering);
+        assert_eq!(attempts.keys().copied().collect::<Vec<_>>(), [3, 7]);
+        assert_eq!(attempts[&7][0].index, 7);
     }
 }

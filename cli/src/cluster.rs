@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use hepbatch_crds::AnalysisJob;
 use hepbatch_crds::analysis_job::ANALYSIS_JOB_LABEL;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
@@ -121,6 +122,33 @@ impl Connection {
                 name: name.to_owned(),
                 namespace: self.namespace.clone(),
             })
+    }
+
+    /// The Job of the AnalysisJob `name` (same name), if it exists.
+    pub async fn job(&self, name: &str) -> Result<Option<Job>, ClusterError> {
+        let jobs: Api<Job> = Api::namespaced(self.client.clone(), &self.namespace);
+        jobs.get_opt(name)
+            .await
+            .map_err(|source| ClusterError::Request {
+                what: format!("reading job {name}"),
+                source,
+            })
+    }
+
+    /// The names of the AnalysisJobs labelled `selector`.
+    pub async fn analysis_job_names(&self, selector: &str) -> Result<Vec<String>, ClusterError> {
+        Ok(self
+            .analysis_jobs()
+            .list_metadata(&kube::api::ListParams::default().labels(selector))
+            .await
+            .map_err(|source| ClusterError::Request {
+                what: format!("listing analysisjobs {selector}"),
+                source,
+            })?
+            .items
+            .into_iter()
+            .filter_map(|m| m.metadata.name)
+            .collect())
     }
 
     /// The pods of the AnalysisJob `name`, found by the label the operator puts on them.

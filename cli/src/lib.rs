@@ -9,5 +9,6 @@ pub mod cluster;
 pub mod logs;
 pub mod progress;
 pub mod report;
+pub mod resubmit;
 pub mod status;
 pub mod submit;

@@ -4,7 +4,7 @@
 //! attempt exists only while its pod does. [`select`] picks the attempts asked for or
 //! says, in words, why there is nothing to read.
 
-use hepbatch_crds::AnalysisJob;
+use hepbatch_crds::{AnalysisJob, ShardNumbering};
 
 use crate::attempt::Attempt;
 
@@ -23,14 +23,14 @@ pub enum Which {
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum NoLog {
     /// The shard index is outside the AnalysisJob.
-    #[error("analysisjob {name} has shards 0 to {last}; there is no shard {index}")]
+    #[error("analysisjob {name} has shards {runs}; there is no shard {index}")]
     NoSuchShard {
         /// The AnalysisJob.
         name: String,
         /// The index asked for.
         index: i32,
-        /// Its highest index.
-        last: i32,
+        /// The shards it runs: `0 to 3`, or its selection.
+        runs: String,
     },
     /// No pod of the shard exists.
     #[error("{0}")]
@@ -61,12 +61,14 @@ pub fn select<'a>(
     let name = analysis_job.metadata.name.clone().unwrap_or_default();
     let status = analysis_job.status.as_ref();
     let shards = status.map_or(0, |s| s.shards);
-    if shards > 0 && !(0..shards).contains(&index) {
-        return Err(NoLog::NoSuchShard {
-            name,
-            index,
-            last: shards - 1,
-        });
+    let runs = match analysis_job.spec.numbering() {
+        Ok(ShardNumbering::Selected(selection)) => {
+            (!selection.contains(index)).then(|| selection.to_string())
+        }
+        _ => (shards > 0 && !(0..shards).contains(&index)).then(|| format!("0 to {}", shards - 1)),
+    };
+    if let Some(runs) = runs {
+        return Err(NoLog::NoSuchShard { name, index, runs });
     }
     if attempts.is_empty() {
         let detail = status
@@ -175,7 +177,7 @@ mod tests {
             test_pod("fit-1-a", 1, 0, "Failed", Some(2), "cpu-0"),
             test_pod("fit-1-b", 1, 100, "Running", None, "cpu-1"),
         ];
-        let attempts = attempts(&pods);
+        let attempts = attempts(&pods, &ShardNumbering::Every);
         let shard = &attempts[&1];
         let pick = |w| {
             select(&aj, 1, shard, w)
@@ -220,7 +222,7 @@ mod tests {
             NoLog::NoSuchShard {
                 name: "fit".into(),
                 index: 9,
-                last: 3
+                runs: "0 to 3".to_owned()
             }
         );
     }

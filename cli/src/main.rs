@@ -17,12 +17,14 @@ use hepbatch_cli::attempt::{self, SHARD_CONTAINER};
 use hepbatch_cli::cluster::{ClusterError, Connection, Target};
 use hepbatch_cli::logs::{self, NoLog, Which};
 use hepbatch_cli::progress::{self, Progress};
+use hepbatch_cli::resubmit::{self, ResubmitError};
 use hepbatch_cli::status;
 use hepbatch_cli::submit::{self, ItemSource, SubmitError};
+use hepbatch_crds::analysis_job::RESUBMIT_OF_LABEL;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
-use kube::api::{LogParams, Patch, PatchParams};
+use kube::api::{LogParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 
 /// Field manager of every object this plugin applies.
@@ -91,6 +93,24 @@ enum Command {
         #[arg(short = 'f', long)]
         follow: bool,
     },
+    /// Run shards again, with their original indexes and inputs, as a new AnalysisJob
+    /// `<first>-r<N>` linked to this one: the shards that failed for good, or those given.
+    Resubmit {
+        /// The AnalysisJob.
+        name: String,
+        /// The shards that failed for good.
+        #[arg(long, conflicts_with = "shards", required_unless_present = "shards")]
+        failed: bool,
+        /// These shards, by index: `3,7,12-15`.
+        #[arg(long, value_parser = resubmit::parse_shards)]
+        shards: Option<resubmit::Which>,
+        /// Print the new AnalysisJob instead of creating it.
+        #[arg(long)]
+        dry_run: bool,
+        /// Output format of --dry-run.
+        #[arg(short = 'o', long, value_enum, default_value_t = Format::Yaml)]
+        output: Format,
+    },
     /// One self-contained HTML page: a timeline bar per shard attempt coloured by
     /// outcome and grouped by node, and the table of failed attempts (`> fleet.html`).
     Report {
@@ -131,6 +151,18 @@ enum CliError {
         #[source]
         source: kube::Error,
     },
+    #[error(transparent)]
+    Resubmit(#[from] ResubmitError),
+    #[error("creating analysisjob {name}")]
+    Create {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(
+        "{RESUBMIT_NAME_TRIES} names of the form {family}-rN are taken; delete old resubmissions"
+    )]
+    NamesTaken { family: String },
     #[error("analysisjob {0} was deleted while being watched")]
     Deleted(String),
     #[error("applying analysisjob {name}")]
@@ -195,13 +227,24 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             };
             logs_command(&cli.target.connect().await?, &name, shard, which, follow).await
         }
+        Command::Resubmit {
+            name,
+            failed: _,
+            shards,
+            dry_run,
+            output,
+        } => {
+            let which = shards.unwrap_or(resubmit::Which::Failed);
+            let connection = cli.target.connect().await?;
+            resubmit_command(&connection, &name, &which, dry_run, output).await
+        }
         Command::Report { name } => {
             let connection = cli.target.connect().await?;
             let analysis_job = connection.analysis_job(&name).await?;
             let pods = connection.pods(&name).await?;
             let page = hepbatch_cli::report::render(
                 &analysis_job,
-                &attempt::attempts(&pods),
+                &attempt::attempts(&pods, &attempt::numbering(&analysis_job)),
                 Timestamp::now(),
             );
             std::io::stdout()
@@ -212,6 +255,64 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     }
 }
 
+/// Tries at most this many names of a family before giving up on a crowded namespace.
+const RESUBMIT_NAME_TRIES: usize = 20;
+
+async fn resubmit_command(
+    connection: &Connection,
+    name: &str,
+    which: &resubmit::Which,
+    dry_run: bool,
+    output: Format,
+) -> Result<ExitCode, CliError> {
+    let original = connection.analysis_job(name).await?;
+    let job = match which {
+        resubmit::Which::Failed => connection.job(name).await?,
+        resubmit::Which::Shards(_) => None,
+    };
+    let shards = resubmit::selection(&original, which, job.as_ref())?;
+    let family = resubmit::family(&original);
+    let selector = format!("{RESUBMIT_OF_LABEL}={family}");
+    let mut taken = connection.analysis_job_names(&selector).await?;
+    let mut new_name = resubmit::free_name(&family, &taken);
+    for _ in 0..RESUBMIT_NAME_TRIES {
+        let analysis_job = resubmit::resubmission(&original, &shards, &new_name);
+        if dry_run {
+            print(&analysis_job, output)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PostParams::default()
+        };
+        match connection
+            .analysis_jobs()
+            .create(&params, &analysis_job)
+            .await
+        {
+            Ok(_) => {
+                println!(
+                    "analysisjob.hepbatch.io/{new_name} created: shards {shards} of {name} again"
+                );
+                println!("follow it with: kubectl hepbatch watch {new_name}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            // Someone took the name meanwhile: the next one.
+            Err(kube::Error::Api(status)) if status.is_already_exists() => {
+                taken.push(new_name);
+                new_name = resubmit::free_name(&family, &taken);
+            }
+            Err(source) => {
+                return Err(CliError::Create {
+                    name: new_name,
+                    source,
+                });
+            }
+        }
+    }
+    Err(CliError::NamesTaken { family })
+}
+
 async fn status_command(
     connection: &Connection,
     name: &str,
@@ -219,7 +320,8 @@ async fn status_command(
 ) -> Result<ExitCode, CliError> {
     let analysis_job = connection.analysis_job(name).await?;
     let pods = connection.pods(name).await?;
-    let report = status::report(&analysis_job, &attempt::attempts(&pods), Timestamp::now());
+    let attempts = attempt::attempts(&pods, &attempt::numbering(&analysis_job));
+    let report = status::report(&analysis_job, &attempts, Timestamp::now());
     match output {
         Some(format) => print(&report, format)?,
         None => std::io::stdout()
@@ -328,7 +430,7 @@ async fn logs_command(
 ) -> Result<ExitCode, CliError> {
     let analysis_job = connection.analysis_job(name).await?;
     let pods = connection.pods(name).await?;
-    let attempts = attempt::attempts(&pods);
+    let attempts = attempt::attempts(&pods, &attempt::numbering(&analysis_job));
     let of_shard = attempts.get(&shard).map(Vec::as_slice).unwrap_or(&[]);
     let selected = logs::select(&analysis_job, shard, of_shard, which)?;
     let api: Api<Pod> = Api::namespaced(connection.client.clone(), &connection.namespace);

@@ -314,7 +314,11 @@ mod tests {
             test_pod("fit-1-b", 1, 80, "Running", None, "cpu-0"),
         ];
         let now = Timestamp::from_second(1_800_000_000 + 200).unwrap();
-        let page = render(&job(), &attempts(&pods), now);
+        let page = render(
+            &job(),
+            &attempts(&pods, &hepbatch_crds::ShardNumbering::Every),
+            now,
+        );
         assert!(page.starts_with("<!DOCTYPE html>"));
         assert_eq!(page.matches("<rect class=\"attempt ").count(), 3);
         assert_eq!(page.matches("class=\"attempt failed\"").count(), 1);

@@ -381,7 +381,11 @@ mod tests {
             test_pod("fit-2-a", 2, 0, "Failed", Some(3), "cpu-2"),
             test_pod("fit-2-b", 2, 100, "Failed", Some(3), "cpu-2"),
         ];
-        let report = report(&aj, &attempts(&pods), now());
+        let report = report(
+            &aj,
+            &attempts(&pods, &hepbatch_crds::ShardNumbering::Every),
+            now(),
+        );
         assert_eq!(report.waiting, 1);
         let indexes: Vec<i32> = report.shard_rows.iter().map(|r| r.index).collect();
         assert_eq!(indexes, [1, 2], "shard 0 is simply done");
@@ -434,7 +438,11 @@ mod tests {
             test_pod("fit-0-a", 0, 0, "Failed", Some(1), "cpu-0"),
             test_pod("fit-0-b", 0, 100, "Succeeded", Some(0), "cpu-1"),
         ];
-        let report = report(&aj, &attempts(&pods), now());
+        let report = report(
+            &aj,
+            &attempts(&pods, &hepbatch_crds::ShardNumbering::Every),
+            now(),
+        );
         let row = &report.shard_rows[0];
         assert_eq!((row.state, row.attempts), (ShardState::Succeeded, 2));
         assert_eq!(row.last_exit_code, Some(0));

@@ -16,10 +16,15 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use hepbatch_crds::AnalysisJob;
+use hepbatch_crds::analysis_job::{RESUBMIT_OF_LABEL, RESUBMIT_OF_UID_ANNOTATION};
 use hepbatch_tests::harness::{self, TestContext, TestResult, test};
-use hepbatch_tests::testbed::{TestbedOptions, annotations};
+use hepbatch_tests::testbed::{Failure, Failures, TestbedOptions, annotations};
 use hepbatch_tests::wait;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::ResourceExt;
 use kube::api::Api;
+use kube::api::ListParams;
 use serde_json::{Value, json};
 
 use common::{create, plugin, start_operator};
@@ -41,6 +46,10 @@ fn main() -> ExitCode {
                 logs_explain_missing_pods,
             ),
             test("report_is_one_self_contained_page", report_page),
+            test(
+                "resubmit_runs_exactly_the_failed_shards_with_their_original_inputs",
+                resubmit_failed_shards,
+            ),
         ],
     )
 }
@@ -254,6 +263,128 @@ async fn report_page(ctx: TestContext) -> TestResult {
     assert!(
         page.contains("<td>2</td>"),
         "the exit code in the failure table: {page}"
+    );
+    Ok(())
+}
+
+async fn resubmit_failed_shards(ctx: TestContext) -> TestResult {
+    let _operator = start_operator(&ctx).await?;
+    let files: Vec<String> = (0..10).map(|i| format!("/store/f{i}.root")).collect();
+    let failures = Failures(vec![Failure::shards(&[3, 7]).code(42)]);
+    create(
+        &ctx,
+        "skim",
+        json!({
+            "image": "busybox",
+            "script": "cat \"$HEPBATCH_INPUT_FILES\"",
+            "inputs": {"files": files, "filesPerShard": 1},
+            "maxRetriesPerShard": 0,
+            "podMetadata": {"annotations": {
+                annotations::FAILURES: failures.annotation(),
+                annotations::RUN_DURATION: "200ms",
+            }},
+        }),
+    )
+    .await?;
+    let watched = plugin(&ctx, &["watch", "skim"], Duration::from_secs(120)).await?;
+    assert_eq!(watched.code, Some(1), "{watched}");
+    assert!(watched.stderr.contains("failed shards: 3,7"), "{watched}");
+
+    let resubmitted = plugin(
+        &ctx,
+        &["resubmit", "skim", "--failed"],
+        Duration::from_secs(30),
+    )
+    .await?;
+    assert_eq!(resubmitted.code, Some(0), "{resubmitted}");
+    assert!(
+        resubmitted
+            .stdout
+            .contains("analysisjob.hepbatch.io/skim-r1 created: shards 3,7 of skim again"),
+        "{resubmitted}"
+    );
+    let api: Api<AnalysisJob> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let (original, again) = (api.get("skim").await?, api.get("skim-r1").await?);
+    assert_eq!(again.spec.shard_indexes.as_deref(), Some("3,7"));
+    assert_eq!(again.spec.inputs, original.spec.inputs, "the same list");
+    assert_eq!(
+        again.labels().get(RESUBMIT_OF_LABEL).map(String::as_str),
+        Some("skim")
+    );
+    assert_eq!(
+        again.annotations().get(RESUBMIT_OF_UID_ANNOTATION),
+        original.uid().as_ref()
+    );
+
+    // The shards run again as completions 0 and 1, which the failure rules (shards 3 and
+    // 7) do not match: they succeed, and the status speaks of shards 3 and 7.
+    let watched = plugin(&ctx, &["watch", "skim-r1"], Duration::from_secs(120)).await?;
+    assert_eq!(watched.code, Some(0), "{watched}");
+    let status = api.get_status("skim-r1").await?.status.ok_or("no status")?;
+    assert_eq!((status.shards, status.succeeded), (2, 2));
+    assert_eq!(status.completed_shards.as_deref(), Some("3,7"));
+
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let job = jobs.get("skim-r1").await?;
+    let spec = job.spec.ok_or("no job spec")?;
+    assert_eq!(spec.completions, Some(2));
+    let container = &spec.template.spec.ok_or("no pod spec")?.containers[0];
+    let env = |name: &str| {
+        container
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+    };
+    assert_eq!(env("HEPBATCH_SHARD_INDEXES").as_deref(), Some("3,7"));
+    assert_eq!(env("HEPBATCH_SHARDS").as_deref(), Some("10"));
+    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let lists: Vec<(String, String)> = config_maps
+        .list(&ListParams::default().labels("hepbatch.io/analysis-job=skim-r1"))
+        .await?
+        .items
+        .into_iter()
+        .flat_map(|c| c.data.unwrap_or_default())
+        .collect();
+    assert_eq!(
+        lists,
+        [
+            ("shard-3".to_owned(), "/store/f3.root\n".to_owned()),
+            ("shard-7".to_owned(), "/store/f7.root\n".to_owned()),
+        ],
+        "only the two shards' lists, under their own keys"
+    );
+
+    let logs = plugin(
+        &ctx,
+        &["logs", "skim-r1", "--shard", "5"],
+        Duration::from_secs(30),
+    )
+    .await?;
+    assert_eq!(logs.code, Some(2), "{logs}");
+    assert!(
+        logs.stderr.contains("has shards 3,7; there is no shard 5"),
+        "{logs}"
+    );
+    let again = plugin(
+        &ctx,
+        &["resubmit", "skim-r1", "--shards", "7", "--dry-run"],
+        Duration::from_secs(30),
+    )
+    .await?;
+    assert_eq!(again.code, Some(0), "{again}");
+    assert!(
+        again.stdout.contains("name: skim-r2"),
+        "the family's next name: {again}"
+    );
+    assert!(
+        again
+            .stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with("shardIndexes:")
+                && (l.ends_with("'7'") || l.ends_with("\"7\""))),
+        "{again}"
     );
     Ok(())
 }

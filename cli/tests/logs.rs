@@ -31,6 +31,11 @@ fn main() -> ExitCode {
             )
             .with_timeout(Duration::from_secs(240)),
             test(
+                "resubmitted_shards_run_under_their_original_index_and_inputs",
+                resubmitted_shards_keep_their_index,
+            )
+            .with_timeout(Duration::from_secs(240)),
+            test(
                 "follow_waits_for_a_starting_pod_and_ends_with_it",
                 follow_a_running_shard,
             )
@@ -167,6 +172,59 @@ async fn follow_a_running_shard(ctx: TestContext) -> TestResult {
     assert_eq!(
         followed.stdout, "tick 1\ntick 2\ntick 3\n",
         "the whole log, and the command ended with the container: {followed}"
+    );
+    Ok(())
+}
+
+async fn resubmitted_shards_keep_their_index(ctx: TestContext) -> TestResult {
+    let _operator = start_operator(&ctx).await?;
+    // Shard 1 fails in the first run only: a resubmission's pods are named skim-r1-<k>.
+    create(
+        &ctx,
+        "skim",
+        json!({
+            "image": ANALYSIS_BASE_IMAGE,
+            "inputs": {"files": ["/store/f0.root", "/store/f1.root", "/store/f2.root"],
+                       "filesPerShard": 1},
+            "maxRetriesPerShard": 0,
+            "env": [{"name": "OUTPUT", "value": "skim_$(HEPBATCH_SHARD_INDEX).root"}],
+            "script": "echo \"shard $HEPBATCH_SHARD_INDEX of $HEPBATCH_SHARDS reads \
+                       $(cat \"$HEPBATCH_INPUT_FILES\") into $OUTPUT\"\n\
+                       case \"$(hostname)\" in *-r1-*) ;; \
+                       *) [ \"$HEPBATCH_SHARD_INDEX\" != 1 ] || exit 42 ;; esac",
+        }),
+    )
+    .await?;
+    let watched = plugin(&ctx, &["watch", "skim"], Duration::from_secs(120)).await?;
+    assert_eq!(watched.code, Some(1), "shard 1 fails: {watched}");
+    let resubmitted = plugin(
+        &ctx,
+        &["resubmit", "skim", "--failed"],
+        Duration::from_secs(30),
+    )
+    .await?;
+    assert!(
+        resubmitted
+            .stdout
+            .contains("skim-r1 created: shards 1 of skim"),
+        "{resubmitted}"
+    );
+    let watched = plugin(&ctx, &["watch", "skim-r1"], Duration::from_secs(120)).await?;
+    assert_eq!(
+        watched.code,
+        Some(0),
+        "the resubmitted shard succeeds: {watched}"
+    );
+    let log = plugin(
+        &ctx,
+        &["logs", "skim-r1", "--shard", "1"],
+        Duration::from_secs(30),
+    )
+    .await?;
+    assert_eq!(log.code, Some(0), "{log}");
+    assert_eq!(
+        log.stdout, "shard 1 of 3 reads /store/f1.root into skim_1.root\n",
+        "the original index, fleet size, input list and the user's variable: {log}"
     );
     Ok(())
 }
