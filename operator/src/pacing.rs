@@ -16,6 +16,10 @@
 //! fleet stay below [`PROGRESS_WRITES_PER_SECOND`] (up to [`MAX_PROGRESS_INTERVAL`]): the
 //! apiserver's write load then grows with the number of shards that start and finish,
 //! which the Job controller already pays for, and not with the number of AnalysisJobs.
+//! It also stretches with the Job's age, to a [`AGE_SHARE`]th of it: counts are never
+//! older than a tenth of the time the fleet has run, so a long fleet writes its progress
+//! a few more times, not once per interval. Progress that counts new failed attempts is
+//! the exception: it waits [`MIN_PROGRESS_INTERVAL`] at most, so failures show at once.
 //!
 //! Two kinds of news wait briefly because what follows usually carries them anyway:
 //! - the Job's success or failure criteria being met ([`status::only_announces_the_end`])
@@ -51,6 +55,10 @@ pub const PROGRESS_WRITES_PER_SECOND: u32 = 5;
 /// the fleet: counts are never older than this while they change.
 pub const MAX_PROGRESS_INTERVAL: Duration = Duration::from_secs(60);
 
+/// The progress interval is at least the Job's age divided by this (see the module
+/// documentation).
+pub const AGE_SHARE: u32 = 10;
+
 /// How long the news that the Job met its success or failure criteria waits for the
 /// `Complete` or `Failed` that follows, to share one status write with it.
 pub const END_ANNOUNCEMENT_HOLD: Duration = Duration::from_secs(2);
@@ -66,12 +74,15 @@ pub fn first_status_wait(new: &AnalysisJobStatus, job_age: Duration) -> Option<D
         .then(|| FIRST_STATUS_GRACE - job_age)
 }
 
-/// The progress interval when `paced` unfinished AnalysisJobs share the write budget.
-pub fn progress_interval(paced: usize) -> Duration {
+/// The progress interval when `paced` unfinished AnalysisJobs share the write budget, of
+/// a Job `age` old.
+pub fn progress_interval(paced: usize, age: Duration) -> Duration {
     let spread = Duration::from_secs(1)
         .checked_mul(u32::try_from(paced).unwrap_or(u32::MAX))
         .map_or(MAX_PROGRESS_INTERVAL, |d| d / PROGRESS_WRITES_PER_SECOND);
-    spread.clamp(MIN_PROGRESS_INTERVAL, MAX_PROGRESS_INTERVAL)
+    spread
+        .max(age / AGE_SHARE)
+        .clamp(MIN_PROGRESS_INTERVAL, MAX_PROGRESS_INTERVAL)
 }
 
 /// How a newly derived status differs from the stored one; also the label of the
@@ -146,12 +157,12 @@ pub enum Pace {
 }
 
 /// Decides about the status `new` of an AnalysisJob whose stored status is `old` and
-/// whose pacer memory is `pace`, when `paced` AnalysisJobs share the write budget; returns
-/// the decision and what to remember afterwards. The first progress-only change starts
-/// the interval after which it is due.
+/// whose pacer memory is `pace`, with progress paced at `interval`
+/// ([`progress_interval`]); returns the decision and what to remember afterwards. The
+/// first progress-only change starts the interval after which it is due.
 pub fn decide(
     pace: Pace,
-    paced: usize,
+    interval: Duration,
     old: Option<&AnalysisJobStatus>,
     new: &AnalysisJobStatus,
     now: Instant,
@@ -171,7 +182,10 @@ pub fn decide(
         Some(change) => change,
     };
     let wait = match change {
-        StatusChange::Progress => progress_interval(paced),
+        StatusChange::Progress if counts_new_failures(old, new) => {
+            interval.min(MIN_PROGRESS_INTERVAL)
+        }
+        StatusChange::Progress => interval,
         _ => END_ANNOUNCEMENT_HOLD,
     };
     let at = match pace {
@@ -186,6 +200,13 @@ pub fn decide(
     (decision, Pace::Due(at))
 }
 
+/// Whether `new` counts failed attempts that `old` did not: such progress is paced at
+/// [`MIN_PROGRESS_INTERVAL`] whatever the fleet's size and age, so a failure shows within
+/// seconds.
+fn counts_new_failures(old: Option<&AnalysisJobStatus>, new: &AnalysisJobStatus) -> bool {
+    old.is_some_and(|old| new.failed + new.retries > old.failed + old.retries)
+}
+
 impl StatusPacer {
     /// Decides about the status `new` of the AnalysisJob `key` whose stored status is
     /// `old` ([`decide`]) and remembers the outcome.
@@ -197,7 +218,8 @@ impl StatusPacer {
         now: Instant,
     ) -> Decision {
         let (pace, paced) = self.pace(key);
-        let (decision, pace) = decide(pace, paced, old, new, now);
+        let interval = progress_interval(paced, Duration::ZERO);
+        let (decision, pace) = decide(pace, interval, old, new, now);
         self.set(key, pace);
         decision
     }
@@ -299,6 +321,20 @@ mod tests {
     }
 
     #[test]
+    fn new_failures_wait_the_least_interval_however_old_the_fleet() {
+        let now = Instant::now();
+        let long = MAX_PROGRESS_INTERVAL;
+        let retried = |retries| AnalysisJobStatus {
+            retries,
+            ..running(5)
+        };
+        let (decision, _) = decide(Pace::Written, long, Some(&retried(1)), &running(6), now);
+        assert_eq!(decision, Decision::Later(long), "counts alone wait");
+        let (decision, _) = decide(Pace::Written, long, Some(&retried(1)), &retried(2), now);
+        assert_eq!(decision, Decision::Later(MIN_PROGRESS_INTERVAL));
+    }
+
+    #[test]
     fn news_is_written_at_once_and_progress_one_interval_after_it_changed() {
         let pacer = StatusPacer::default();
         let start = Instant::now();
@@ -345,18 +381,42 @@ mod tests {
     #[test]
     fn the_decision_says_what_to_remember() {
         let now = Instant::now();
-        let (decision, pace) = decide(Pace::Unpaced, 0, Some(&running(1)), &running(1), now);
+        let (decision, pace) = decide(
+            Pace::Unpaced,
+            MIN_PROGRESS_INTERVAL,
+            Some(&running(1)),
+            &running(1),
+            now,
+        );
         assert_eq!((decision, pace), (Decision::Keep, Pace::Unpaced));
-        let (decision, pace) = decide(Pace::Due(now), 1, Some(&running(1)), &running(1), now);
+        let (decision, pace) = decide(
+            Pace::Due(now),
+            MIN_PROGRESS_INTERVAL,
+            Some(&running(1)),
+            &running(1),
+            now,
+        );
         assert_eq!(
             (decision, pace),
             (Decision::Keep, Pace::Written),
             "progress that went back leaves nothing due"
         );
-        let (decision, pace) = decide(Pace::Written, 1, Some(&running(1)), &running(2), now);
+        let (decision, pace) = decide(
+            Pace::Written,
+            MIN_PROGRESS_INTERVAL,
+            Some(&running(1)),
+            &running(2),
+            now,
+        );
         assert_eq!(decision, Decision::Later(MIN_PROGRESS_INTERVAL));
         assert_eq!(pace, Pace::Due(now + MIN_PROGRESS_INTERVAL));
-        let (decision, pace) = decide(pace, 1, Some(&running(2)), &succeeded(), now);
+        let (decision, pace) = decide(
+            pace,
+            MIN_PROGRESS_INTERVAL,
+            Some(&running(2)),
+            &succeeded(),
+            now,
+        );
         assert_eq!(decision, Decision::Write(StatusChange::News));
         assert_eq!(
             pace,
@@ -388,13 +448,30 @@ mod tests {
 
     #[test]
     fn progress_interval_stretches_with_the_fleet_within_bounds() {
-        assert_eq!(progress_interval(0), MIN_PROGRESS_INTERVAL);
-        assert_eq!(progress_interval(25), MIN_PROGRESS_INTERVAL);
-        assert_eq!(progress_interval(150), Duration::from_secs(30));
-        assert_eq!(progress_interval(250), Duration::from_secs(50));
-        assert_eq!(progress_interval(500), MAX_PROGRESS_INTERVAL);
-        assert_eq!(progress_interval(10_000), MAX_PROGRESS_INTERVAL);
-        assert_eq!(progress_interval(usize::MAX), MAX_PROGRESS_INTERVAL);
+        let young = Duration::ZERO;
+        assert_eq!(progress_interval(0, young), MIN_PROGRESS_INTERVAL);
+        assert_eq!(progress_interval(25, young), MIN_PROGRESS_INTERVAL);
+        assert_eq!(progress_interval(150, young), Duration::from_secs(30));
+        assert_eq!(progress_interval(250, young), Duration::from_secs(50));
+        assert_eq!(progress_interval(500, young), MAX_PROGRESS_INTERVAL);
+        assert_eq!(progress_interval(10_000, young), MAX_PROGRESS_INTERVAL);
+    }
+
+    #[test]
+    fn progress_interval_stretches_with_the_jobs_age_within_bounds() {
+        let minutes = |m: u64| Duration::from_secs(60 * m);
+        assert_eq!(
+            progress_interval(1, Duration::from_secs(30)),
+            MIN_PROGRESS_INTERVAL
+        );
+        assert_eq!(progress_interval(1, minutes(1)), Duration::from_secs(6));
+        assert_eq!(progress_interval(1, minutes(4)), Duration::from_secs(24));
+        assert_eq!(progress_interval(150, minutes(4)), Duration::from_secs(30));
+        assert_eq!(progress_interval(1, minutes(600)), MAX_PROGRESS_INTERVAL);
+        assert_eq!(
+            progress_interval(usize::MAX, Duration::ZERO),
+            MAX_PROGRESS_INTERVAL
+        );
     }
 
     #[test]

@@ -120,7 +120,12 @@ pub fn derive(
     // Each shard that failed for good ended with one counted failure; every other counted
     // failure was followed by another attempt.
     let failed_for_good = i32::try_from(failed_indexes.len()).unwrap_or(i32::MAX);
-    let failed_attempts = job_status.failed.unwrap_or(0);
+    // The Job controller counts a failed pod only after its backoff (often 10-30 s); the
+    // watched pods show it at once. Pods may be gone, so the larger count holds.
+    let failed_attempts = job_status
+        .failed
+        .unwrap_or(0)
+        .max(counted_failures(failed_pods));
     AnalysisJobStatus {
         phase: Some(phase(job, &job_conditions)),
         cvmfs: cvmfs(job),
@@ -405,6 +410,15 @@ fn is_counted_failure(pod: &Pod) -> bool {
             })
         });
     failed && !disrupted
+}
+
+/// How many of `failed_pods` are failed attempts the Job counts.
+fn counted_failures(failed_pods: &[Pod]) -> i32 {
+    let counted = failed_pods
+        .iter()
+        .filter(|pod| is_counted_failure(pod))
+        .count();
+    i32::try_from(counted).unwrap_or(i32::MAX)
 }
 
 /// The shards with failed attempts that are not in `failed_indexes` (they were run
@@ -1000,7 +1014,7 @@ mod tests {
         let aj = analysis_job(json!({"image": "i", "shards": 4, "maxRetriesPerShard": 1}));
         let job = job(
             json!({"template": {}}),
-            json!({"succeeded": 3, "failed": 2, "failedIndexes": "2",
+            json!({"succeeded": 3, "failed": 3, "failedIndexes": "2",
                    "conditions": [{"type": "Failed", "status": "True", "reason": "FailedIndexes",
                                    "message": "Job has failed indexes"}]}),
         );
@@ -1024,14 +1038,27 @@ mod tests {
         );
         assert_eq!(
             (status.failed, status.retries),
-            (1, 1),
-            "one shard failed for good; its first failure was retried"
+            (1, 2),
+            "one shard failed for good; its first failure and shard 1's were retried"
         );
         let happenings = events(&AnalysisJobStatus::default(), &status);
         assert!(matches!(&happenings[0], Happening::ShardFailed(s) if s.index == 2));
         assert!(
             matches!(&happenings[1], Happening::Failed { reason, .. } if reason == "FailedIndexes")
         );
+    }
+
+    #[test]
+    fn failed_pods_count_before_the_job_controller_counts_them() {
+        let aj = analysis_job(json!({"image": "i", "shards": 4, "maxRetriesPerShard": 3}));
+        let job = job(json!({"template": {}}), json!({"active": 4}));
+        let pods = [failed_pod(1, 0, 3, "cpu-0"), failed_pod(2, 0, 3, "cpu-1")];
+        let status = derive(&aj, Some(&job), &pods);
+        assert_eq!((status.failed, status.retries), (0, 2));
+        assert_eq!(status.retried_shards.len(), 2);
+        // Once counted, and after the pods are gone, the Job's count holds.
+        let counted = self::job(json!({"template": {}}), json!({"active": 4, "failed": 2}));
+        assert_eq!(derive(&aj, Some(&counted), &pods[..1]).retries, 2);
     }
 
     #[test]

@@ -85,10 +85,11 @@ pub enum ObservedJob {
 /// The failed pods of the Job.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub enum FailedPods {
-    /// Not looked at: the Job counts no failed attempt.
+    /// None: the Job counts no failed attempt and the watch knows no failed pod.
     #[default]
     NotListed,
-    /// The failed pods the watch knows, because the Job counts failed attempts.
+    /// The failed pods the watch knows, because there are some or the Job counts failed
+    /// attempts.
     Listed(Vec<Pod>),
 }
 
@@ -179,8 +180,10 @@ pub async fn observe(
         return Ok(observed);
     };
     if plan::is_controlled_by(&job, analysis_job) {
-        if status::has_failed_attempts(&job) {
-            observed.failed_pods = FailedPods::Listed(failed_pods(context, &namespace, &name));
+        // The watch often sees a failed pod before the Job controller counts it.
+        let pods = failed_pods(context, &namespace, &name);
+        if status::has_failed_attempts(&job) || !pods.is_empty() {
+            observed.failed_pods = FailedPods::Listed(pods);
         }
         observed.scheduling = scheduling(context, &job, key, now).await;
         observed.creation = creation(context, &job, now);

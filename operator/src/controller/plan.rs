@@ -199,7 +199,7 @@ fn plan_status(analysis_job: &AnalysisJob, job: &Job, observed: &Observed, now: 
     }
     let (decision, pace) = pacing::decide(
         observed.pace,
-        observed.paced,
+        pacing::progress_interval(observed.paced, job_age(job, now.time)),
         analysis_job.status.as_ref(),
         &new,
         now.instant,
@@ -543,7 +543,7 @@ mod tests {
     use super::super::observe::Prerequisites;
     use super::*;
     use crate::inputs;
-    use crate::pacing::{FIRST_STATUS_GRACE, MIN_PROGRESS_INTERVAL};
+    use crate::pacing::FIRST_STATUS_GRACE;
 
     /// An AnalysisJob `higgs` in `physics` with this spec and (optionally) status, YAML.
     fn analysis_job(spec: &str, status: Option<&str>) -> AnalysisJob {
@@ -762,7 +762,8 @@ mod tests {
         assert_eq!(unchanged.requeue, Requeue::After(requeue::RESYNC));
         let progress = planned(&aj, &present(live(1)), later());
         assert!(progress.status.is_none());
-        assert_eq!(progress.requeue, Requeue::After(MIN_PROGRESS_INTERVAL));
+        // The Job is a minute old: a tenth of its age.
+        assert_eq!(progress.requeue, Requeue::After(Duration::from_secs(6)));
         assert!(matches!(progress.pace, Pace::Due(_)));
         assert!(!progress.forget);
     }
