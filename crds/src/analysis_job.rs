@@ -761,7 +761,8 @@ pub fn spec_rules() -> Vec<Rule> {
 /// `spec.shardIndexes` against the rest of the spec: the pods' command learns the original
 /// index, so there must be one, and (without `inputs`, whose count only the operator knows)
 /// the highest index must exist. Order and overlaps are the operator's check: a rule
-/// walking 16 KiB of ranges would exceed the apiserver's CEL cost budget.
+/// walking 16 KiB of ranges (or a message quoting them) exceeds the apiserver's CEL cost
+/// budget.
 fn shard_selection_rules() -> Vec<Rule> {
     // The last number of the ranges, i.e. the highest index when they ascend.
     let shards = "(has(self.shards) ? self.shards : 1)";
@@ -774,19 +775,14 @@ fn shard_selection_rules() -> Vec<Rule> {
             "spec.shardIndexes needs spec.script or spec.command: the shard's original index \
              is set before they run, which the image's own entrypoint cannot be told",
         ),
-        Rule {
-            rule: format!(
+        Rule::new(
+            format!(
                 "!has(self.shardIndexes) || has(self.inputs) || !{tail}.matches('^[0-9]{{1,5}}$') \
                  || int({tail}) < {shards}"
             ),
-            message: "spec.shardIndexes names a shard beyond spec.shards (indexes run from 0 \
-                      to shards-1)"
-                .to_owned(),
-            message_expression: Some(format!(
-                "'spec.shardIndexes names shard ' + {tail} + ', but the fleet has ' + \
-                 string({shards}) + ' shards (indexes 0 to ' + string({shards} - 1) + ')'"
-            )),
-        },
+            "spec.shardIndexes names a shard beyond spec.shards: indexes run from 0 to \
+             shards-1",
+        ),
     ]
 }
 

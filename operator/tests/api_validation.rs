@@ -227,6 +227,21 @@ async fn bad_inputs_rejected(ctx: TestContext) -> TestResult {
             "spec.script and spec.args are mutually exclusive",
         ),
         (
+            "shard selection that is not ranges",
+            json!({"image": "busybox", "shards": 10, "script": "true", "shardIndexes": "3, 7"}),
+            "spec.shardIndexes must list shard indexes and ranges",
+        ),
+        (
+            "shard selection beyond the shards",
+            json!({"image": "busybox", "shards": 10, "script": "true", "shardIndexes": "3,7-10"}),
+            "spec.shardIndexes names a shard beyond spec.shards",
+        ),
+        (
+            "shard selection without a command",
+            json!({"image": "busybox", "shards": 10, "shardIndexes": "3"}),
+            "spec.shardIndexes needs spec.script or spec.command",
+        ),
+        (
             "fatal exit code zero",
             json!({"image": "busybox", "fatalExitCodes": [0]}),
             "spec.fatalExitCodes[0]: Invalid value",
