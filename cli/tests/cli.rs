@@ -18,6 +18,7 @@ use std::time::Duration;
 use hepbatch_crds::AnalysisJob;
 use hepbatch_crds::analysis_job::{RESUBMIT_OF_LABEL, RESUBMIT_OF_UID_ANNOTATION};
 use hepbatch_tests::harness::{self, TestContext, TestResult, test};
+use hepbatch_tests::objects::env_value;
 use hepbatch_tests::testbed::{Failure, Failures, TestbedOptions, annotations};
 use hepbatch_tests::wait;
 use k8s_openapi::api::batch::v1::Job;
@@ -329,14 +330,7 @@ async fn resubmit_failed_shards(ctx: TestContext) -> TestResult {
     let spec = job.spec.ok_or("no job spec")?;
     assert_eq!(spec.completions, Some(2));
     let container = &spec.template.spec.ok_or("no pod spec")?.containers[0];
-    let env = |name: &str| {
-        container
-            .env
-            .iter()
-            .flatten()
-            .find(|e| e.name == name)
-            .and_then(|e| e.value.clone())
-    };
+    let env = |name: &str| env_value(container, name);
     assert_eq!(env("HEPBATCH_SHARD_INDEXES").as_deref(), Some("3,7"));
     assert_eq!(env("HEPBATCH_SHARDS").as_deref(), Some("10"));
     let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ctx.namespace);

@@ -656,6 +656,10 @@ mod tests {
         job(aj, &OperatorConfig::default(), None, &Snapshot::new())
     }
 
+    fn job_with_inputs(aj: &AnalysisJob, plan: &InputPlan) -> Result<Job, BuildError> {
+        job(aj, &OperatorConfig::default(), Some(plan), &Snapshot::new())
+    }
+
     fn analysis_job(spec: Value) -> AnalysisJob {
         hepbatch_crds::testing::analysis_job("higgs", spec)
             .namespace("physics")
@@ -933,13 +937,7 @@ mod tests {
         assert_eq!(job_of(&aj), Err(BuildError::InputsNotPlanned));
         let files: Vec<String> = ["a", "b", "c"].map(str::to_owned).to_vec();
         let plan = inputs::plan(&aj, &files, 2).expect("plans");
-        let built = job(
-            &aj,
-            &OperatorConfig::default(),
-            Some(&plan),
-            &Snapshot::new(),
-        )
-        .expect("translates");
+        let built = job_with_inputs(&aj, &plan).expect("translates");
         assert_eq!(built.spec.as_ref().and_then(|s| s.completions), Some(2));
         let pod = pod_of(built);
         let env = pod.containers[0].env.clone().expect("env");
@@ -961,13 +959,7 @@ mod tests {
             .flat_map(|c| c.data.as_ref().expect("data").keys())
             .collect();
         assert_eq!(keys, ["shard-3", "shard-7"]);
-        let built = job(
-            &aj,
-            &OperatorConfig::default(),
-            Some(&plan),
-            &Snapshot::new(),
-        )
-        .expect("translates");
+        let built = job_with_inputs(&aj, &plan).expect("translates");
         assert_eq!(built.spec.as_ref().and_then(|s| s.completions), Some(2));
         let container = pod_of(built).containers.remove(0);
         let env = container.env.expect("env");

@@ -16,6 +16,7 @@ use std::time::Duration;
 use hepbatch_crds::{AnalysisJob, Phase};
 use hepbatch_tests::harness::{self, TestContext, TestResult, test};
 use hepbatch_tests::http::{self, free_address, metric};
+use hepbatch_tests::objects::env_value;
 use hepbatch_tests::testbed::{TestbedOptions, annotations};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod};
@@ -76,15 +77,6 @@ fn quick(mut spec: Value) -> Value {
 
 fn shard_container(pod: &Pod) -> &Container {
     &pod.spec.as_ref().expect("pod spec").containers[0]
-}
-
-fn env_value(container: &Container, name: &str) -> Option<String> {
-    container
-        .env
-        .iter()
-        .flatten()
-        .find(|e| e.name == name)
-        .and_then(|e| e.value.clone())
 }
 
 /// No shard container may be privileged or gain capabilities for CVMFS.

@@ -17,6 +17,7 @@ pub mod cvmfs;
 pub mod fixtures;
 pub mod harness;
 pub mod http;
+pub mod objects;
 pub mod ports;
 pub mod reader;
 pub mod testbed;
