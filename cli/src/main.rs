@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Parser, Subcommand, ValueEnum};
 use futures::{AsyncBufReadExt, StreamExt, TryStreamExt};
 use hepbatch_cli::attempt::{self, SHARD_CONTAINER};
 use hepbatch_cli::cluster::{ClusterError, Connection, Target};
@@ -95,11 +95,12 @@ enum Command {
     },
     /// Run shards again, with their original indexes and inputs, as a new AnalysisJob
     /// `<first>-r<N>` linked to this one: the shards that failed for good, or those given.
+    #[command(group(ArgGroup::new("which").required(true).args(["failed", "shards"])))]
     Resubmit {
         /// The AnalysisJob.
         name: String,
         /// The shards that failed for good.
-        #[arg(long, conflicts_with = "shards", required_unless_present = "shards")]
+        #[arg(long)]
         failed: bool,
         /// These shards, by index: `3,7,12-15`.
         #[arg(long, value_parser = resubmit::parse_shards)]
