@@ -4,6 +4,7 @@
 //! attempt exists only while its pod does. [`select`] picks the attempts asked for or
 //! says, in words, why there is nothing to read.
 
+use hepbatch_crds::shard_indexes::range_parts;
 use hepbatch_crds::{AnalysisJob, ShardNumbering};
 
 use crate::attempt::Attempt;
@@ -128,16 +129,7 @@ pub fn select<'a>(
 
 /// Whether `index` lies in index ranges such as `0-3,7`.
 pub fn in_ranges(ranges: &str, index: i32) -> bool {
-    ranges.split(',').any(|range| {
-        let range = range.trim();
-        match range.split_once('-') {
-            Some((a, b)) => match (a.parse::<i32>(), b.parse::<i32>()) {
-                (Ok(a), Ok(b)) => (a..=b).contains(&index),
-                _ => false,
-            },
-            None => range.parse::<i32>() == Ok(index),
-        }
-    })
+    range_parts(ranges).any(|(first, last)| (first..=last).contains(&index))
 }
 
 /// The heading printed above each attempt's log with `--all-attempts`.

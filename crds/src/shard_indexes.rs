@@ -268,9 +268,9 @@ impl ShardNumbering {
     }
 }
 
-/// The `first-last` pieces of index-range text; malformed pieces (and the `…` of a cut
-/// status) are skipped.
-fn range_parts(text: &str) -> impl Iterator<Item = (i32, i32)> + '_ {
+/// The `(first, last)` runs of the Job API's index-range text (`"0-3,7"`, also the
+/// status's ranges); malformed runs (and the `…` of a cut status) are skipped.
+pub fn range_parts(text: &str) -> impl Iterator<Item = (i32, i32)> + '_ {
     text.split(',').filter_map(|part| {
         let part = part.trim();
         let (a, b) = part.split_once('-').unwrap_or((part, part));

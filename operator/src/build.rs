@@ -560,8 +560,8 @@ fn container(
         argv.extend(spec.args.iter().flatten().cloned());
         argv
     };
+    let with_prologue = prologue.is_some();
     let first = prologue.unwrap_or_default();
-    let with_prologue = !first.is_empty();
     let (command, args) = match (&spec.cmssw, &spec.script) {
         (Some(release), Some(script)) => (
             Some(bash(

@@ -29,6 +29,7 @@ use hepbatch_crds::analysis_job::{
 };
 use std::time::Duration;
 
+use hepbatch_crds::shard_indexes::range_parts;
 use hepbatch_crds::{PodSecurityLevel, ShardNumbering};
 use k8s_openapi::api::batch::v1::{Job, JobCondition as JobStatusCondition};
 use k8s_openapi::api::core::v1::{Event, Pod, PodSpec};
@@ -640,14 +641,8 @@ pub fn missing_pods(job: &Job) -> i32 {
 
 /// How many indexes the Job API's ranges (`"0-3,7"`) name, without listing them.
 fn count_ranges(ranges: &str) -> i64 {
-    ranges
-        .split(',')
-        .map(str::trim)
-        .filter_map(|part| match part.split_once('-') {
-            Some((a, b)) => Some((a.trim().parse::<i64>().ok()?, b.trim().parse::<i64>().ok()?)),
-            None => part.parse::<i64>().ok().map(|i| (i, i)),
-        })
-        .map(|(first, last)| (last - first + 1).max(0))
+    range_parts(ranges)
+        .map(|(first, last)| i64::from(last) - i64::from(first) + 1)
         .sum()
 }
 
@@ -823,18 +818,10 @@ pub fn bounded_ranges(ranges: String) -> String {
 
 /// Parses the Job API's index ranges (`"0-3,7"`); malformed parts are skipped.
 pub fn parse_ranges(ranges: &str) -> BTreeSet<i32> {
-    let mut indexes = BTreeSet::new();
-    for part in ranges.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (first, last) = match part.split_once('-') {
-            Some((a, b)) => (a.trim().parse::<i32>(), b.trim().parse::<i32>()),
-            None => (part.parse::<i32>(), part.parse::<i32>()),
-        };
-        if let (Ok(first), Ok(last)) = (first, last) {
-            // Ranges are bounded by completions (at most 100000), so this stays small.
-            indexes.extend(first..=last.min(first.saturating_add(100_000)));
-        }
-    }
-    indexes
+    range_parts(ranges)
+        // Ranges are bounded by completions (at most 100000), so this stays small.
+        .flat_map(|(first, last)| first..=last.min(first.saturating_add(100_000)))
+        .collect()
 }
 
 /// Something worth an Event on the AnalysisJob.
