@@ -3,7 +3,8 @@
 //! One reconcile runs four stages ([`reconcile_analysis_job`] reads as their list):
 //! 1. [`observe`]: what the cluster has — the Job from the watch's store (else a GET),
 //!    and only when needed the input list and CVMFS revisions for a new Job, the failed
-//!    pods, the pods waiting for a node, the refusals of pods that could not be created;
+//!    pods, the pods waiting for a node, the refusals of pods that could not be created
+//!    (each from a watch's store: a reconcile in the steady state sends no read);
 //! 2. [`plan()`]: pure — the Job (or patch, or nothing, or a rejection), the status, the
 //!    Events and one [`Requeue`], from the AnalysisJob, the observation and the time;
 //! 3. [`apply()`]: server-side apply of the new Job and its input ConfigMaps, or the patch;
@@ -33,7 +34,7 @@ use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, StreamExt, future};
 use hepbatch_crds::analysis_job::{ANALYSIS_JOB_LABEL, AnalysisJob};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod, PodSpec};
+use k8s_openapi::api::core::v1::{Container, Event as CoreEvent, Pod, PodSpec};
 use kube::api::Api;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{self, Action, Controller};
@@ -72,6 +73,9 @@ pub struct Context {
     /// The failed pods of the operator's Jobs, as last seen by the watch (stripped to what
     /// describes a failure, see [`failed_pod_detail`]).
     pub failed_pods: Store<Pod>,
+    /// The pending shard pods without a node, as last seen by the watch (stripped to what
+    /// the look at waiting shards reads, see [`waiting_pod_detail`]).
+    pub waiting_pods: Store<Pod>,
     /// The cluster configuration in force.
     pub config: ConfigWatch,
     /// Which AnalysisJobs' status writes are held back, and until when.
@@ -151,7 +155,7 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()> + Send + S
         let (stores, controller) = watch(&options, namespace.as_deref(), shutdown.clone());
         runs.push(phase_gauge(
             options.metrics.clone(),
-            stores.0.clone(),
+            stores.analysis_jobs.clone(),
             shutdown.clone(),
         ));
         readiness.push(stores);
@@ -161,14 +165,26 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()> + Send + S
     future::join_all(runs).await;
 }
 
-/// The stores of one namespace's watches: AnalysisJobs, Jobs, failed shard pods and the
-/// Jobs' `FailedCreate` Events.
-type Stores = (
-    Store<DeserializeGuard<AnalysisJob>>,
-    Store<Job>,
-    Store<Pod>,
-    Store<CoreEvent>,
-);
+/// The stores of one namespace's watches.
+#[derive(Clone)]
+struct Stores {
+    analysis_jobs: Store<DeserializeGuard<AnalysisJob>>,
+    jobs: Store<Job>,
+    failed_pods: Store<Pod>,
+    waiting_pods: Store<Pod>,
+    refusals: Store<CoreEvent>,
+}
+
+impl Stores {
+    /// Waits until every store has synced; false if one never will (its writer is gone).
+    async fn synced(&self) -> bool {
+        self.analysis_jobs.wait_until_ready().await.is_ok()
+            && self.jobs.wait_until_ready().await.is_ok()
+            && self.failed_pods.wait_until_ready().await.is_ok()
+            && self.waiting_pods.wait_until_ready().await.is_ok()
+            && self.refusals.wait_until_ready().await.is_ok()
+    }
+}
 
 /// The controller of one watched namespace (`None`: all), and its stores.
 fn watch(
@@ -211,18 +227,22 @@ fn watch(
     // Failed shard pods are watched rather than listed per change: a pod enters the watch
     // once, when it fails, however many shards fail, and its arrival triggers its
     // AnalysisJob's reconcile.
-    let (failed_pod_store, failed_pod_writer) = reflector::store();
-    let failed_pod_events = watcher(
+    let (failed_pod_store, failed_pod_events) = shard_pod_watch(
+        pods.clone(),
+        &format!("status.phase={}", PodPhase::Failed),
+        failed_pod_detail,
+    );
+    // Pods waiting for a node are watched so that a look at waiting shards reads a store,
+    // not a LIST per AnalysisJob; they do not trigger (a look is timed, see
+    // `plan::look_due`), and leave the watch once bound.
+    let (waiting_pod_store, waiting_pod_events) = shard_pod_watch(
         pods,
-        watcher::Config::default()
-            .labels(ANALYSIS_JOB_LABEL)
-            .fields(&format!("status.phase={}", PodPhase::Failed))
-            .any_semantic(),
-    )
-    .default_backoff()
-    .modify(failed_pod_detail)
-    .reflect(failed_pod_writer)
-    .touched_objects();
+        &format!("spec.nodeName=,status.phase={}", PodPhase::Pending),
+        waiting_pod_detail,
+    );
+    let waiting_pods_reflected = waiting_pod_events
+        .take_until(shutdown.clone())
+        .for_each(|_| future::ready(()));
     // Refused pod creations, by their Events: the field selector keeps every other Event
     // out, so a healthy cluster sends none; an arrival triggers the Job's AnalysisJob.
     let (refusal_store, refusal_writer) = reflector::store();
@@ -260,6 +280,7 @@ fn watch(
     let context = Arc::new(Context {
         jobs: job_store.clone(),
         failed_pods: failed_pod_store.clone(),
+        waiting_pods: waiting_pod_store.clone(),
         config: options.config.clone(),
         pacer: StatusPacer::default(),
         unschedulable_checks: NotBefore::default(),
@@ -269,14 +290,43 @@ fn watch(
         recorder: Recorder::new(client.clone(), reporter),
         metrics: options.metrics.clone(),
     });
-    let run = controller
+    let reconciles = controller
         .run(reconcile, error_policy, context)
-        .for_each(|_| future::ready(()))
-        .boxed();
-    (
-        (analysis_jobs, job_store, failed_pod_store, refusal_store),
-        run,
+        .for_each(|_| future::ready(()));
+    let stores = Stores {
+        analysis_jobs,
+        jobs: job_store,
+        failed_pods: failed_pod_store,
+        waiting_pods: waiting_pod_store,
+        refusals: refusal_store,
+    };
+    let run = future::join(reconciles, waiting_pods_reflected).map(|_| ());
+    (stores, run.boxed())
+}
+
+/// A watch of the AnalysisJobs' shard pods matching `fields`, each stripped by `detail`
+/// before it is stored, and the store it fills.
+fn shard_pod_watch(
+    pods: Api<Pod>,
+    fields: &str,
+    detail: fn(&mut Pod),
+) -> (
+    Store<Pod>,
+    impl futures::Stream<Item = Result<Pod, watcher::Error>> + Send + 'static,
+) {
+    let (store, writer) = reflector::store();
+    let events = watcher(
+        pods,
+        watcher::Config::default()
+            .labels(ANALYSIS_JOB_LABEL)
+            .fields(fields)
+            .any_semantic(),
     )
+    .default_backoff()
+    .modify(detail)
+    .reflect(writer)
+    .touched_objects();
+    (store, events)
 }
 
 /// Keeps of a failed pod what describes its failure ([`crate::status`] reads the
@@ -295,6 +345,37 @@ fn failed_pod_detail(pod: &mut Pod) {
         if let Some(conditions) = status.conditions.as_mut() {
             conditions.retain(|c| PodCondition::DisruptionTarget.is(&c.type_));
         }
+        status.init_container_statuses = None;
+    }
+}
+
+/// Keeps of a pod waiting for a node what the look at waiting shards reads
+/// ([`crate::room::PodNeeds`] and the scheduler's `PodScheduled` condition): the scripts
+/// and environment of a fleet's pending pods are not needed.
+fn waiting_pod_detail(pod: &mut Pod) {
+    pod.managed_fields_mut().clear();
+    pod.annotations_mut().clear();
+    if let Some(spec) = pod.spec.as_mut() {
+        let resources_only = |containers: &mut Vec<Container>| {
+            for container in containers.iter_mut() {
+                *container = Container {
+                    name: std::mem::take(&mut container.name),
+                    resources: container.resources.take(),
+                    ..Container::default()
+                };
+            }
+        };
+        resources_only(&mut spec.containers);
+        if let Some(init) = spec.init_containers.as_mut() {
+            resources_only(init);
+        }
+        spec.volumes = None;
+    }
+    if let Some(status) = pod.status.as_mut() {
+        if let Some(conditions) = status.conditions.as_mut() {
+            conditions.retain(|c| PodCondition::PodScheduled.is(&c.type_));
+        }
+        status.container_statuses = None;
         status.init_container_statuses = None;
     }
 }
@@ -349,12 +430,8 @@ fn readiness_flag(
 ) -> BoxFuture<'static, ()> {
     async move {
         let synced = async {
-            for (analysis_jobs, jobs, failed_pods, refusals) in readiness {
-                if analysis_jobs.wait_until_ready().await.is_err()
-                    || jobs.wait_until_ready().await.is_err()
-                    || failed_pods.wait_until_ready().await.is_err()
-                    || refusals.wait_until_ready().await.is_err()
-                {
+            for stores in &readiness {
+                if !stores.synced().await {
                     return false;
                 }
             }
@@ -433,4 +510,62 @@ async fn reconcile_analysis_job(
     }
     report(analysis_job, &key, &plan, context).await?;
     Ok(plan.requeue.action())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::room::PodNeeds;
+
+    const WAITING: &str = "
+metadata:
+  name: skim-7-x
+  namespace: physics
+  labels: {hepbatch.io/analysis-job: skim}
+  annotations: {batch.kubernetes.io/job-completion-index: '7'}
+  managedFields: [{manager: kube-controller-manager}]
+spec:
+  containers:
+  - name: shard
+    image: cc7-cms
+    command: [bash, -c, 'a long script']
+    env: [{name: HEPBATCH_SHARDS, value: '20'}]
+    resources: {requests: {cpu: '2', nvidia.com/gpu: '1'}}
+  initContainers:
+  - {name: prepare, image: cc7-cms, resources: {requests: {memory: 1Gi}}}
+  nodeSelector: {hepbatch.io/gpu: a100}
+  tolerations: [{key: gpu, operator: Exists}]
+  volumes: [{name: cvmfs, emptyDir: {}}]
+status:
+  phase: Pending
+  conditions:
+  - {type: PodScheduled, status: 'False', reason: Unschedulable, message: no node}
+  - {type: PodReadyToStartContainers, status: 'False'}
+";
+
+    #[test]
+    fn a_waiting_pod_keeps_what_it_needs_and_why_it_waits() {
+        let original: Pod = serde_yaml::from_str(WAITING).expect("a pod");
+        let mut stripped = original.clone();
+        waiting_pod_detail(&mut stripped);
+
+        assert_eq!(PodNeeds::of(&stripped), PodNeeds::of(&original));
+        assert_eq!(stripped.labels(), original.labels());
+        let skim = ObjectRef::new("skim").within("physics");
+        assert_eq!(analysis_job_of(stripped.clone()), Some(skim));
+        let conditions = stripped.status.and_then(|s| s.conditions).expect("kept");
+        assert_eq!(conditions.len(), 1);
+        assert_eq!(conditions[0].reason.as_deref(), Some("Unschedulable"));
+        let spec = stripped.spec.expect("kept");
+        assert_eq!(spec.containers[0].command, None);
+        assert_eq!(spec.containers[0].env, None);
+        assert_eq!(spec.volumes, None);
+        assert!(
+            stripped
+                .metadata
+                .managed_fields
+                .is_none_or(|m| m.is_empty())
+        );
+        assert!(stripped.metadata.annotations.is_none_or(|a| a.is_empty()));
+    }
 }

@@ -4,10 +4,11 @@
 //! for a node, the refusals of pods the Job controller could not create.
 //!
 //! The steady state costs no read request: the Job comes from the reflector store that
-//! also triggers reconciles, and the failed pods from the watch of failed shard pods
-//! (which triggers too, so a failure the Job counted before the pod reached the watch is
-//! described on the pod's arrival); only a Job the store does not know is looked up for
-//! real before creating, so a Job of this name owned by something else is never
+//! also triggers reconciles, the failed pods from the watch of failed shard pods (which
+//! triggers too, so a failure the Job counted before the pod reached the watch is
+//! described on the pod's arrival), and the pods waiting for a node from a watch of
+//! pending pods without one (which does not trigger: the look is timed); only a Job the
+//! store does not know is looked up for real before creating, so a Job of this name owned by something else is never
 //! overwritten.
 //! A stale cached Job is harmless: the patch planned from it is an idempotent merge patch,
 //! and the watch event that follows triggers the next reconcile.
@@ -24,13 +25,14 @@
 //! ([`status::creation_look`]) and derives the `ShardsNotCreated` condition, and the plan
 //! its Events. The condition clears as soon as the Job counts the pods it should have.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use hepbatch_crds::analysis_job::{ANALYSIS_JOB_LABEL, AnalysisJob};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, Pod};
 use kube::ResourceExt;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
 use tracing::{debug, info, warn};
 
@@ -41,7 +43,7 @@ use crate::build::BuildError;
 use crate::config::OperatorConfig;
 use crate::cvmfs;
 use crate::inputs::{self, InputPlan, InputsError};
-use crate::k8s::{ConditionStatus, PodCondition, PodConditionReason, PodPhase};
+use crate::k8s::{ConditionStatus, PodCondition, PodConditionReason};
 use crate::pacing::Pace;
 use crate::revision::{self, Snapshot};
 use crate::room::{self, PodNeeds};
@@ -282,35 +284,15 @@ fn refusals(context: &Context, job: &Job) -> Vec<CoreEvent> {
 }
 
 /// Looks whether the scheduler cannot place waiting shards (e.g. more GPUs than any node
-/// has) and what it says, and whether they merely wait for room. Only pods without a node
-/// are listed (`spec.nodeName` is the field the apiserver's watch cache indexes pods by),
-/// from the watch cache; the nodes only when the scheduler gave up on one of them.
+/// has) and what it says, and whether they merely wait for room: the pending pods without
+/// a node come from the watch's store, the nodes only when the scheduler gave up on one of
+/// them.
 async fn look_at_waiting_shards(context: &Context, job: &Job) -> SchedulingLook {
-    let namespace = job.namespace().unwrap_or_default();
-    let pods: Api<Pod> = Api::namespaced(context.client.clone(), &namespace);
-    let params = ListParams::default()
-        .labels(&format!("{ANALYSIS_JOB_LABEL}={}", job.name_any()))
-        .fields(&format!(
-            "spec.nodeName=,status.phase={}",
-            PodPhase::Pending
-        ))
-        .match_any()
-        .limit(20);
-    let pending = match pods.list(&params).await {
-        Ok(list) => list.items,
-        Err(error) => {
-            warn!(%error, "cannot list pending pods");
-            return SchedulingLook::NotLooked;
-        }
-    };
-    let Some((pod, message)) = pending
-        .iter()
-        .find_map(|pod| Some((pod, scheduler_gave_up(pod)?)))
-    else {
+    let Some((needs, message)) = scheduler_gave_up_on(&context.waiting_pods.state(), job) else {
         return SchedulingLook::Schedulable;
     };
     match context.nodes.get(&context.client).await {
-        Ok(nodes) if room::could_ever_fit(&PodNeeds::of(pod), &nodes) => {
+        Ok(nodes) if room::could_ever_fit(&needs, &nodes) => {
             debug!(%message, "shards wait for room");
             SchedulingLook::WaitingForRoom
         }
@@ -320,6 +302,19 @@ async fn look_at_waiting_shards(context: &Context, job: &Job) -> SchedulingLook 
             SchedulingLook::Unschedulable { message }
         }
     }
+}
+
+/// What a shard of `job` among the `waiting` pods needs that the scheduler could not
+/// place, and the scheduler's message; `None` when it gave up on none of them.
+fn scheduler_gave_up_on(waiting: &[Arc<Pod>], job: &Job) -> Option<(PodNeeds, String)> {
+    let namespace = job.namespace().unwrap_or_default();
+    let name = job.name_any();
+    waiting.iter().find_map(|pod| {
+        let ours = pod.metadata.namespace.as_deref() == Some(namespace.as_str())
+            && pod.labels().get(ANALYSIS_JOB_LABEL) == Some(&name);
+        let message = scheduler_gave_up(pod).filter(|_| ours)?;
+        Some((PodNeeds::of(pod), message))
+    })
 }
 
 /// The scheduler's message when it could not place `pod` (`PodScheduled=False`, reason
@@ -418,4 +413,50 @@ async fn resolve_revisions(
         .map_err(|error| unresolved(error.to_string()))?;
     info!(revisions = %plan::describe_snapshot(&snapshot), "resolved the fleet's CVMFS revisions");
     Ok(snapshot)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(namespace: &str, analysis_job: &str, gpus: &str, condition: &str) -> Arc<Pod> {
+        let yaml = format!(
+            "metadata: {{namespace: {namespace}, name: p, labels: {{{ANALYSIS_JOB_LABEL}: {analysis_job}}}}}
+spec:
+  containers: [{{name: shard, resources: {{requests: {{nvidia.com/gpu: '{gpus}'}}}}}}]
+status:
+  phase: Pending
+  conditions: [{condition}]"
+        );
+        Arc::new(serde_yaml::from_str(&yaml).expect("a pod"))
+    }
+
+    const GAVE_UP: &str = "{type: PodScheduled, status: 'False', reason: Unschedulable, message: 0/3 nodes have enough nvidia.com/gpu}";
+    const NOT_YET: &str = "{type: PodScheduled, status: 'False', reason: SchedulingGated}";
+
+    fn job(namespace: &str, name: &str) -> Job {
+        serde_yaml::from_str(&format!(
+            "metadata: {{namespace: {namespace}, name: {name}}}"
+        ))
+        .expect("a job")
+    }
+
+    #[test]
+    fn the_look_reads_only_the_jobs_own_pods_the_scheduler_gave_up_on() {
+        let waiting = [
+            pod("other", "skim", "9", GAVE_UP),
+            pod("physics", "fit", "9", GAVE_UP),
+            pod("physics", "skim", "1", NOT_YET),
+        ];
+        assert_eq!(
+            scheduler_gave_up_on(&waiting, &job("physics", "skim")),
+            None
+        );
+
+        let waiting = [waiting.to_vec(), vec![pod("physics", "skim", "4", GAVE_UP)]].concat();
+        let (needs, message) =
+            scheduler_gave_up_on(&waiting, &job("physics", "skim")).expect("one it gave up on");
+        assert_eq!(message, "0/3 nodes have enough nvidia.com/gpu");
+        assert_eq!(needs.requests.get("nvidia.com/gpu"), Some(&4.0));
+    }
 }

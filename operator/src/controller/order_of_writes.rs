@@ -112,6 +112,7 @@ async fn reconcile_against(analysis_job: &AnalysisJob, steps: Vec<Step>) {
         metrics: Metrics::new(),
         jobs: reflector::store().0,
         failed_pods: reflector::store().0,
+        waiting_pods: reflector::store().0,
         config: ConfigWatch::fixed(OperatorConfig::default()),
         pacer: StatusPacer::default(),
         unschedulable_checks: NotBefore::default(),
