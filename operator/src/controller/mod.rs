@@ -355,6 +355,9 @@ fn failed_pod_detail(pod: &mut Pod) {
 fn waiting_pod_detail(pod: &mut Pod) {
     pod.managed_fields_mut().clear();
     pod.annotations_mut().clear();
+    pod.labels_mut()
+        .retain(|label, _| label.as_str() == ANALYSIS_JOB_LABEL);
+    pod.metadata.owner_references = None;
     if let Some(spec) = pod.spec.as_mut() {
         let resources_only = |containers: &mut Vec<Container>| {
             for container in containers.iter_mut() {
@@ -521,7 +524,8 @@ mod tests {
 metadata:
   name: skim-7-x
   namespace: physics
-  labels: {hepbatch.io/analysis-job: skim}
+  labels: {hepbatch.io/analysis-job: skim, batch.kubernetes.io/job-completion-index: '7'}
+  ownerReferences: [{apiVersion: batch/v1, kind: Job, name: skim, uid: u-1}]
   annotations: {batch.kubernetes.io/job-completion-index: '7'}
   managedFields: [{manager: kube-controller-manager}]
 spec:
@@ -550,7 +554,7 @@ status:
         waiting_pod_detail(&mut stripped);
 
         assert_eq!(PodNeeds::of(&stripped), PodNeeds::of(&original));
-        assert_eq!(stripped.labels(), original.labels());
+        assert_eq!(stripped.labels().len(), 1);
         let skim = ObjectRef::new("skim").within("physics");
         assert_eq!(analysis_job_of(stripped.clone()), Some(skim));
         let conditions = stripped.status.and_then(|s| s.conditions).expect("kept");
@@ -567,5 +571,6 @@ status:
                 .is_none_or(|m| m.is_empty())
         );
         assert!(stripped.metadata.annotations.is_none_or(|a| a.is_empty()));
+        assert_eq!(stripped.metadata.owner_references, None);
     }
 }
