@@ -364,10 +364,9 @@ fn pod_spec(
         mounts.push(mount);
         env.output_dir = Some(var);
     }
-    let prologue = match selection {
-        Some(_) => Some(selection::prologue(inputs.is_some(), &env.user)?),
-        None => None,
-    };
+    let prologue = selection
+        .map(|_| selection::prologue(inputs.is_some(), &env.user))
+        .transpose()?;
     let mut container = container(analysis_job, image, env, prologue)?;
     if spec.cmssw.is_some() && spec.working_dir.is_none() {
         let (volume, mount) = cmssw_work_dir();
@@ -377,17 +376,11 @@ fn pod_spec(
     }
     container.volume_mounts = (!mounts.is_empty()).then_some(mounts);
     container.security_context = Some(security::container_context());
-    let active_deadline_seconds = match &spec.max_runtime {
-        Some(text) => {
-            Some(max_runtime_seconds(text).ok_or_else(|| BuildError::MaxRuntime(text.clone()))?)
-        }
-        None => None,
-    };
     let mut pod = PodSpec {
         restart_policy: Some(RestartPolicy::Never.into()),
         containers: vec![container],
         volumes: (!volumes.is_empty()).then_some(volumes),
-        active_deadline_seconds,
+        active_deadline_seconds: active_deadline(spec.max_runtime.as_deref())?,
         node_selector: spec.node_selector.clone(),
         tolerations: spec.tolerations.clone(),
         affinity: spec.affinity.clone(),
@@ -399,6 +392,15 @@ fn pod_spec(
     let gpu_request = spec.resources.as_ref().and_then(|r| r.gpu.as_ref());
     gpu::apply(gpu::placement(gpu_request, &config.gpu)?, &mut pod);
     Ok((pod, job_annotations))
+}
+
+/// The pods' `activeDeadlineSeconds` from `spec.maxRuntime`, if given.
+fn active_deadline(max_runtime: Option<&str>) -> Result<Option<i64>, BuildError> {
+    max_runtime
+        .map(|text| {
+            max_runtime_seconds(text).ok_or_else(|| BuildError::MaxRuntime(text.to_owned()))
+        })
+        .transpose()
 }
 
 /// The scratch `emptyDir` mounted at [`CMSSW_WORK_DIR`] for CMSSW shards that name no

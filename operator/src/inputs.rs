@@ -164,11 +164,43 @@ pub fn plan(
         .controller_owner_ref(&())
         .ok_or(InputsError::Unowned)?;
 
-    let mut packs: Vec<BTreeMap<String, String>> = vec![BTreeMap::new()];
-    let mut pack_bytes = 0;
     let slices = files.chunks(per_shard).enumerate().filter(|(shard, _)| {
         i32::try_from(*shard).is_ok_and(|shard| numbering.completion(shard).is_some())
     });
+    let packs = pack(slices, files)?;
+    let config_maps = packs
+        .into_iter()
+        .enumerate()
+        .map(|(index, data)| ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(config_map_name(&name, index)),
+                namespace: Some(namespace.clone()),
+                labels: Some(BTreeMap::from([(
+                    ANALYSIS_JOB_LABEL.to_owned(),
+                    name.clone(),
+                )])),
+                owner_references: Some(vec![owner.clone()]),
+                ..ObjectMeta::default()
+            },
+            data: Some(data),
+            immutable: Some(true),
+            ..ConfigMap::default()
+        })
+        .collect();
+    Ok(InputPlan {
+        shards: shard_count,
+        config_maps,
+    })
+}
+
+/// Packs each shard's list (`shard`, its files) under its key into as few ConfigMap data
+/// maps as their size allows.
+fn pack<'a>(
+    slices: impl Iterator<Item = (usize, &'a [String])>,
+    files: &[String],
+) -> Result<Vec<BTreeMap<String, String>>, InputsError> {
+    let mut packs: Vec<BTreeMap<String, String>> = vec![BTreeMap::new()];
+    let mut pack_bytes = 0;
     for (shard, slice) in slices {
         let mut list = slice.join("\n");
         list.push('\n');
@@ -194,29 +226,7 @@ pub fn plan(
             pack.insert(key, list);
         }
     }
-    let config_maps = packs
-        .into_iter()
-        .enumerate()
-        .map(|(index, data)| ConfigMap {
-            metadata: ObjectMeta {
-                name: Some(config_map_name(&name, index)),
-                namespace: Some(namespace.clone()),
-                labels: Some(BTreeMap::from([(
-                    ANALYSIS_JOB_LABEL.to_owned(),
-                    name.clone(),
-                )])),
-                owner_references: Some(vec![owner.clone()]),
-                ..ObjectMeta::default()
-            },
-            data: Some(data),
-            immutable: Some(true),
-            ..ConfigMap::default()
-        })
-        .collect();
-    Ok(InputPlan {
-        shards: shard_count,
-        config_maps,
-    })
+    Ok(packs)
 }
 
 /// The projected volume, its mount and the `HEPBATCH_INPUT_FILES` variable for a plan's

@@ -85,23 +85,8 @@ pub fn derive(
         .and_then(|j| j.spec.as_ref())
         .and_then(|s| s.completions)
         .unwrap_or_else(|| expected_shards(analysis_job));
-    let image = job
-        .and_then(|j| j.spec.as_ref())
-        .and_then(|s| s.template.spec.as_ref())
-        .and_then(|p| p.containers.first())
-        .and_then(|c| c.image.clone());
     let Some(job) = job else {
-        let phase = if analysis_job.spec.is_suspended() {
-            Phase::Suspended
-        } else {
-            Phase::Pending
-        };
-        return AnalysisJobStatus {
-            phase: Some(phase),
-            shards,
-            observed_generation: generation,
-            ..AnalysisJobStatus::default()
-        };
+        return before_the_job(analysis_job, shards);
     };
     let job_status = job.status.clone().unwrap_or_default();
     let job_conditions = job_status.conditions.unwrap_or_default();
@@ -136,7 +121,9 @@ pub fn derive(
             .map(|c| condition(c, job, generation))
             .collect(),
         job_name: job.metadata.name.clone(),
-        image,
+        image: pod_spec(job)
+            .and_then(|p| p.containers.first())
+            .and_then(|c| c.image.clone()),
         shards,
         active: job_status.active.unwrap_or(0),
         ready: job_status.ready.unwrap_or(0),
@@ -154,6 +141,21 @@ pub fn derive(
         start_time: job_status.start_time,
         completion_time: job_status.completion_time,
         observed_generation: generation,
+    }
+}
+
+/// The status of an AnalysisJob whose Job does not exist yet: `Suspended` or `Pending`.
+fn before_the_job(analysis_job: &AnalysisJob, shards: i32) -> AnalysisJobStatus {
+    let phase = if analysis_job.spec.is_suspended() {
+        Phase::Suspended
+    } else {
+        Phase::Pending
+    };
+    AnalysisJobStatus {
+        phase: Some(phase),
+        shards,
+        observed_generation: analysis_job.metadata.generation,
+        ..AnalysisJobStatus::default()
     }
 }
 

@@ -24,6 +24,7 @@ mod order_of_writes;
 mod plan;
 mod report;
 mod requeue;
+mod waiting;
 
 use std::num::NonZeroU16;
 use std::sync::Arc;
@@ -34,7 +35,7 @@ use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, StreamExt, future};
 use hepbatch_crds::analysis_job::{ANALYSIS_JOB_LABEL, AnalysisJob};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Container, Event as CoreEvent, Pod, PodSpec};
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod, PodSpec};
 use kube::api::Api;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{self, Action, Controller};
@@ -56,6 +57,7 @@ use crate::status;
 use apply::{Applied, apply};
 use observe::observe;
 use report::report;
+use waiting::WaitingPod;
 
 /// Field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "hepbatch-operator";
@@ -73,9 +75,9 @@ pub struct Context {
     /// The failed pods of the operator's Jobs, as last seen by the watch (stripped to what
     /// describes a failure, see [`failed_pod_detail`]).
     pub failed_pods: Store<Pod>,
-    /// The pending shard pods without a node, as last seen by the watch (stripped to what
-    /// the look at waiting shards reads, see [`waiting_pod_detail`]).
-    pub waiting_pods: Store<Pod>,
+    /// The pending shard pods without a node, as last seen by the watch (what the look at
+    /// waiting shards reads of them).
+    pub waiting_pods: Store<WaitingPod>,
     /// The cluster configuration in force.
     pub config: ConfigWatch,
     /// Which AnalysisJobs' status writes are held back, and until when.
@@ -171,7 +173,7 @@ struct Stores {
     analysis_jobs: Store<DeserializeGuard<AnalysisJob>>,
     jobs: Store<Job>,
     failed_pods: Store<Pod>,
-    waiting_pods: Store<Pod>,
+    waiting_pods: Store<WaitingPod>,
     refusals: Store<CoreEvent>,
 }
 
@@ -227,19 +229,19 @@ fn watch(
     // Failed shard pods are watched rather than listed per change: a pod enters the watch
     // once, when it fails, however many shards fail, and its arrival triggers its
     // AnalysisJob's reconcile.
-    let (failed_pod_store, failed_pod_events) = shard_pod_watch(
+    let (failed_pod_store, failed_pod_writer) = reflector::store();
+    let failed_pod_events = watcher(
         pods.clone(),
-        &format!("status.phase={}", PodPhase::Failed),
-        failed_pod_detail,
-    );
-    // Pods waiting for a node are watched so that a look at waiting shards reads a store,
-    // not a LIST per AnalysisJob; they do not trigger (a look is timed, see
-    // `plan::look_due`), and leave the watch once bound.
-    let (waiting_pod_store, waiting_pod_events) = shard_pod_watch(
-        pods,
-        &format!("spec.nodeName=,status.phase={}", PodPhase::Pending),
-        waiting_pod_detail,
-    );
+        watcher::Config::default()
+            .labels(ANALYSIS_JOB_LABEL)
+            .fields(&format!("status.phase={}", PodPhase::Failed))
+            .any_semantic(),
+    )
+    .default_backoff()
+    .modify(failed_pod_detail)
+    .reflect(failed_pod_writer)
+    .touched_objects();
+    let (waiting_pod_store, waiting_pod_events) = waiting::watch(pods);
     let waiting_pods_reflected = waiting_pod_events
         .take_until(shutdown.clone())
         .for_each(|_| future::ready(()));
@@ -304,31 +306,6 @@ fn watch(
     (stores, run.boxed())
 }
 
-/// A watch of the AnalysisJobs' shard pods matching `fields`, each stripped by `detail`
-/// before it is stored, and the store it fills.
-fn shard_pod_watch(
-    pods: Api<Pod>,
-    fields: &str,
-    detail: fn(&mut Pod),
-) -> (
-    Store<Pod>,
-    impl futures::Stream<Item = Result<Pod, watcher::Error>> + Send + 'static,
-) {
-    let (store, writer) = reflector::store();
-    let events = watcher(
-        pods,
-        watcher::Config::default()
-            .labels(ANALYSIS_JOB_LABEL)
-            .fields(fields)
-            .any_semantic(),
-    )
-    .default_backoff()
-    .modify(detail)
-    .reflect(writer)
-    .touched_objects();
-    (store, events)
-}
-
 /// Keeps of a failed pod what describes its failure ([`crate::status`] reads the
 /// completion index and failure count annotations, the AnalysisJob label, the node, a
 /// `DisruptionTarget` condition and the container's end): the spec and managed fields of thousands of failed pods would
@@ -345,40 +322,6 @@ fn failed_pod_detail(pod: &mut Pod) {
         if let Some(conditions) = status.conditions.as_mut() {
             conditions.retain(|c| PodCondition::DisruptionTarget.is(&c.type_));
         }
-        status.init_container_statuses = None;
-    }
-}
-
-/// Keeps of a pod waiting for a node what the look at waiting shards reads
-/// ([`crate::room::PodNeeds`] and the scheduler's `PodScheduled` condition): the scripts
-/// and environment of a fleet's pending pods are not needed.
-fn waiting_pod_detail(pod: &mut Pod) {
-    pod.managed_fields_mut().clear();
-    pod.annotations_mut().clear();
-    pod.labels_mut()
-        .retain(|label, _| label.as_str() == ANALYSIS_JOB_LABEL);
-    pod.metadata.owner_references = None;
-    if let Some(spec) = pod.spec.as_mut() {
-        let resources_only = |containers: &mut Vec<Container>| {
-            for container in containers.iter_mut() {
-                *container = Container {
-                    name: std::mem::take(&mut container.name),
-                    resources: container.resources.take(),
-                    ..Container::default()
-                };
-            }
-        };
-        resources_only(&mut spec.containers);
-        if let Some(init) = spec.init_containers.as_mut() {
-            resources_only(init);
-        }
-        spec.volumes = None;
-    }
-    if let Some(status) = pod.status.as_mut() {
-        if let Some(conditions) = status.conditions.as_mut() {
-            conditions.retain(|c| PodCondition::PodScheduled.is(&c.type_));
-        }
-        status.container_statuses = None;
         status.init_container_statuses = None;
     }
 }
@@ -513,64 +456,4 @@ async fn reconcile_analysis_job(
     }
     report(analysis_job, &key, &plan, context).await?;
     Ok(plan.requeue.action())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::room::PodNeeds;
-
-    const WAITING: &str = "
-metadata:
-  name: skim-7-x
-  namespace: physics
-  labels: {hepbatch.io/analysis-job: skim, batch.kubernetes.io/job-completion-index: '7'}
-  ownerReferences: [{apiVersion: batch/v1, kind: Job, name: skim, uid: u-1}]
-  annotations: {batch.kubernetes.io/job-completion-index: '7'}
-  managedFields: [{manager: kube-controller-manager}]
-spec:
-  containers:
-  - name: shard
-    image: cc7-cms
-    command: [bash, -c, 'a long script']
-    env: [{name: HEPBATCH_SHARDS, value: '20'}]
-    resources: {requests: {cpu: '2', nvidia.com/gpu: '1'}}
-  initContainers:
-  - {name: prepare, image: cc7-cms, resources: {requests: {memory: 1Gi}}}
-  nodeSelector: {hepbatch.io/gpu: a100}
-  tolerations: [{key: gpu, operator: Exists}]
-  volumes: [{name: cvmfs, emptyDir: {}}]
-status:
-  phase: Pending
-  conditions:
-  - {type: PodScheduled, status: 'False', reason: Unschedulable, message: no node}
-  - {type: PodReadyToStartContainers, status: 'False'}
-";
-
-    #[test]
-    fn a_waiting_pod_keeps_what_it_needs_and_why_it_waits() {
-        let original: Pod = serde_yaml::from_str(WAITING).expect("a pod");
-        let mut stripped = original.clone();
-        waiting_pod_detail(&mut stripped);
-
-        assert_eq!(PodNeeds::of(&stripped), PodNeeds::of(&original));
-        assert_eq!(stripped.labels().len(), 1);
-        let skim = ObjectRef::new("skim").within("physics");
-        assert_eq!(analysis_job_of(stripped.clone()), Some(skim));
-        let conditions = stripped.status.and_then(|s| s.conditions).expect("kept");
-        assert_eq!(conditions.len(), 1);
-        assert_eq!(conditions[0].reason.as_deref(), Some("Unschedulable"));
-        let spec = stripped.spec.expect("kept");
-        assert_eq!(spec.containers[0].command, None);
-        assert_eq!(spec.containers[0].env, None);
-        assert_eq!(spec.volumes, None);
-        assert!(
-            stripped
-                .metadata
-                .managed_fields
-                .is_none_or(|m| m.is_empty())
-        );
-        assert!(stripped.metadata.annotations.is_none_or(|a| a.is_empty()));
-        assert_eq!(stripped.metadata.owner_references, None);
-    }
 }

@@ -25,7 +25,6 @@
 //! ([`status::creation_look`]) and derives the `ShardsNotCreated` condition, and the plan
 //! its Events. The condition clears as soon as the Job counts the pods it should have.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use hepbatch_crds::analysis_job::{ANALYSIS_JOB_LABEL, AnalysisJob};
@@ -36,17 +35,16 @@ use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
 use tracing::{debug, info, warn};
 
-use super::Context;
 use super::error::{self, Error};
 use super::plan::{self, LookDue, Now};
+use super::{Context, waiting};
 use crate::build::BuildError;
 use crate::config::OperatorConfig;
 use crate::cvmfs;
 use crate::inputs::{self, InputPlan, InputsError};
-use crate::k8s::{ConditionStatus, PodCondition, PodConditionReason};
 use crate::pacing::Pace;
 use crate::revision::{self, Snapshot};
-use crate::room::{self, PodNeeds};
+use crate::room;
 use crate::status::{self, CreationLook, SchedulingLook};
 
 /// Why an AnalysisJob cannot run as it stands; reported, not retried as an error.
@@ -288,7 +286,9 @@ fn refusals(context: &Context, job: &Job) -> Vec<CoreEvent> {
 /// a node come from the watch's store, the nodes only when the scheduler gave up on one of
 /// them.
 async fn look_at_waiting_shards(context: &Context, job: &Job) -> SchedulingLook {
-    let Some((needs, message)) = scheduler_gave_up_on(&context.waiting_pods.state(), job) else {
+    let namespace = job.namespace().unwrap_or_default();
+    let waiting = context.waiting_pods.state();
+    let Some((needs, message)) = waiting::gave_up_on(&waiting, &namespace, &job.name_any()) else {
         return SchedulingLook::Schedulable;
     };
     match context.nodes.get(&context.client).await {
@@ -302,35 +302,6 @@ async fn look_at_waiting_shards(context: &Context, job: &Job) -> SchedulingLook 
             SchedulingLook::Unschedulable { message }
         }
     }
-}
-
-/// What a shard of `job` among the `waiting` pods needs that the scheduler could not
-/// place, and the scheduler's message; `None` when it gave up on none of them.
-fn scheduler_gave_up_on(waiting: &[Arc<Pod>], job: &Job) -> Option<(PodNeeds, String)> {
-    let namespace = job.namespace().unwrap_or_default();
-    let name = job.name_any();
-    waiting.iter().find_map(|pod| {
-        let ours = pod.metadata.namespace.as_deref() == Some(namespace.as_str())
-            && pod.labels().get(ANALYSIS_JOB_LABEL) == Some(&name);
-        let message = scheduler_gave_up(pod).filter(|_| ours)?;
-        Some((PodNeeds::of(pod), message))
-    })
-}
-
-/// The scheduler's message when it could not place `pod` (`PodScheduled=False`, reason
-/// `Unschedulable`).
-fn scheduler_gave_up(pod: &Pod) -> Option<String> {
-    pod.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| {
-            PodCondition::PodScheduled.is(&c.type_)
-                && ConditionStatus::False.is(&c.status)
-                && c.reason.as_deref() == Some(PodConditionReason::Unschedulable.as_str())
-        })
-        .and_then(|c| c.message.clone())
 }
 
 /// What a new Job needs: the input list, then the CVMFS revisions (not resolved when the
@@ -413,50 +384,4 @@ async fn resolve_revisions(
         .map_err(|error| unresolved(error.to_string()))?;
     info!(revisions = %plan::describe_snapshot(&snapshot), "resolved the fleet's CVMFS revisions");
     Ok(snapshot)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pod(namespace: &str, analysis_job: &str, gpus: &str, condition: &str) -> Arc<Pod> {
-        let yaml = format!(
-            "metadata: {{namespace: {namespace}, name: p, labels: {{{ANALYSIS_JOB_LABEL}: {analysis_job}}}}}
-spec:
-  containers: [{{name: shard, resources: {{requests: {{nvidia.com/gpu: '{gpus}'}}}}}}]
-status:
-  phase: Pending
-  conditions: [{condition}]"
-        );
-        Arc::new(serde_yaml::from_str(&yaml).expect("a pod"))
-    }
-
-    const GAVE_UP: &str = "{type: PodScheduled, status: 'False', reason: Unschedulable, message: 0/3 nodes have enough nvidia.com/gpu}";
-    const NOT_YET: &str = "{type: PodScheduled, status: 'False', reason: SchedulingGated}";
-
-    fn job(namespace: &str, name: &str) -> Job {
-        serde_yaml::from_str(&format!(
-            "metadata: {{namespace: {namespace}, name: {name}}}"
-        ))
-        .expect("a job")
-    }
-
-    #[test]
-    fn the_look_reads_only_the_jobs_own_pods_the_scheduler_gave_up_on() {
-        let waiting = [
-            pod("other", "skim", "9", GAVE_UP),
-            pod("physics", "fit", "9", GAVE_UP),
-            pod("physics", "skim", "1", NOT_YET),
-        ];
-        assert_eq!(
-            scheduler_gave_up_on(&waiting, &job("physics", "skim")),
-            None
-        );
-
-        let waiting = [waiting.to_vec(), vec![pod("physics", "skim", "4", GAVE_UP)]].concat();
-        let (needs, message) =
-            scheduler_gave_up_on(&waiting, &job("physics", "skim")).expect("one it gave up on");
-        assert_eq!(message, "0/3 nodes have enough nvidia.com/gpu");
-        assert_eq!(needs.requests.get("nvidia.com/gpu"), Some(&4.0));
-    }
 }
