@@ -168,7 +168,6 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()> + Send + S
 }
 
 /// The stores of one namespace's watches.
-#[derive(Clone)]
 struct Stores {
     analysis_jobs: Store<DeserializeGuard<AnalysisJob>>,
     jobs: Store<Job>,
@@ -308,8 +307,8 @@ fn watch(
 
 /// Keeps of a failed pod what describes its failure ([`crate::status`] reads the
 /// completion index and failure count annotations, the AnalysisJob label, the node, a
-/// `DisruptionTarget` condition and the container's end): the spec and managed fields of thousands of failed pods would
-/// otherwise dominate the operator's memory.
+/// `DisruptionTarget` condition and the container's end): the spec and managed fields of
+/// thousands of failed pods would otherwise dominate the operator's memory.
 fn failed_pod_detail(pod: &mut Pod) {
     pod.managed_fields_mut().clear();
     if let Some(spec) = pod.spec.as_mut() {

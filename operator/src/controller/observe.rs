@@ -8,8 +8,8 @@
 //! triggers too, so a failure the Job counted before the pod reached the watch is
 //! described on the pod's arrival), and the pods waiting for a node from a watch of
 //! pending pods without one (which does not trigger: the look is timed); only a Job the
-//! store does not know is looked up for real before creating, so a Job of this name owned by something else is never
-//! overwritten.
+//! store does not know is looked up for real before creating, so a Job of this name
+//! owned by something else is never overwritten.
 //! A stale cached Job is harmless: the patch planned from it is an idempotent merge patch,
 //! and the watch event that follows triggers the next reconcile.
 //!

@@ -3,8 +3,8 @@
 //!
 //! A full cluster holds every fleet's pending pods at once (10,000 in the 500 × 20
 //! bench), so the store keeps of each only its name, its AnalysisJob and, once the
-//! scheduler gave up on it, what it needs and the scheduler's message: a few hundred
-//! bytes instead of a pod. The watch selects pending pods without a node
+//! scheduler gave up on it, what it needs and the scheduler's message, not the pod
+//! (whole stripped pods took the operator's peak RSS from 39 to 84 MiB there). The watch selects pending pods without a node
 //! (`spec.nodeName=`, the field the apiserver indexes pods by); a pod leaves it once
 //! bound. Its events do not trigger reconciles: the look is timed
 //! ([`plan::look_due`](super::plan::look_due)).
